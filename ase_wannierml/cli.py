@@ -1,0 +1,211 @@
+"""The ``wannierml`` command: everyday jobs on any ASE-readable structure.
+
+    wannierml relax  structure.xyz [--model NAME] [--fmax 0.01] [--cell] [-o relaxed.extxyz]
+    wannierml md     structure.xyz [--temperature 300] [--steps 1000] [--timestep 1.0] [--ensemble nve|langevin|npt]
+    wannierml bands  structure.xyz [--path GKMG] [--npoints 200] [--num 8] [--emin -2 --emax 2] [-o bands.png]
+    wannierml dos    structure.xyz [--kpts 12 12 1] [--width 0.02] [--method auto|exact|kpm] [-o dos.png]
+    wannierml export structure.xyz [-o prefix]         # writes prefix_hr.dat and prefix_centres.xyz
+    wannierml train  config.yaml [--resume]
+    wannierml evaluate model.pt dataset_dir
+
+Units: eV, Å, fs for time steps, K for temperatures.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("structure", help="any ASE-readable structure file (extxyz, POSCAR, cif, ...)")
+    p.add_argument("--model", default="graphene-bilayer", help="pretrained name or model file (default: %(default)s)")
+    p.add_argument("--index", default="-1", help="frame of a trajectory file to read (default: last)")
+
+
+def _load(args: argparse.Namespace):
+    from ase.io import read
+
+    from ase_wannierml.calculator import WannierMLCalculator
+
+    atoms = read(args.structure, index=args.index)
+    atoms.calc = WannierMLCalculator(args.model)
+    return atoms
+
+
+def _relax(args: argparse.Namespace) -> int:
+    from ase.filters import FrechetCellFilter
+    from ase.io import write
+    from ase.optimize import BFGS, FIRE
+
+    atoms = _load(args)
+    target = atoms
+    if args.cell:
+        in_plane_only = [True, True, False, False, False, True]  # xx, yy, xy: 2D cells keep their vacuum
+        target = FrechetCellFilter(atoms, mask=None if atoms.pbc.all() else in_plane_only)
+    opt_cls = {"bfgs": BFGS, "fire": FIRE}[args.optimizer]
+    traj = args.trajectory or str(Path(args.output).with_suffix(".traj"))
+    t0 = time.perf_counter()
+    opt = opt_cls(target, trajectory=traj, logfile="-")
+    converged = opt.run(fmax=args.fmax, steps=args.steps)
+    write(args.output, atoms)
+    print(f"{'converged' if converged else 'NOT converged'} in {opt.nsteps} steps, {time.perf_counter() - t0:.1f} s; "
+          f"E = {atoms.get_potential_energy():.6f} eV; wrote {args.output} and {traj}")
+    return 0 if converged else 1
+
+
+def _md(args: argparse.Namespace) -> int:
+    from ase import units
+    from ase.io import Trajectory
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = _load(args)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=__import__("numpy").random.default_rng(0))
+    Stationary(atoms)
+    dt = args.timestep * units.fs
+    if args.ensemble == "nve":
+        dyn = VelocityVerlet(atoms, dt)
+    elif args.ensemble == "langevin":
+        dyn = Langevin(atoms, dt, temperature_K=args.temperature, friction=0.01 / units.fs)
+    else:
+        from ase.md.nose_hoover_chain import NoseHooverChainNVT
+
+        dyn = NoseHooverChainNVT(atoms, dt, temperature_K=args.temperature, tdamp=100 * dt)
+    traj = Trajectory(args.output, "w", atoms)
+    dyn.attach(traj.write, interval=args.interval)
+
+    def report() -> None:
+        epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+        print(f"step {dyn.nsteps:6d}  Epot {epot:.6f}  Etot {epot + ekin:.6f} eV  T {atoms.get_temperature():.1f} K",
+              flush=True)
+
+    dyn.attach(report, interval=args.interval)
+    dyn.run(args.steps)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _bands(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    atoms = _load(args)
+    bs = atoms.calc.get_band_structure(path=args.path, npoints=args.npoints, num=args.num)
+    ax = bs.plot(emin=args.emin, emax=args.emax, show=False)
+    ax.figure.savefig(args.output, dpi=150)
+    print(f"E_F = {bs.reference:.4f} eV; wrote {args.output}")
+    return 0
+
+
+def _dos(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    atoms = _load(args)
+    dos = atoms.calc.get_dos(kpts=tuple(args.kpts) if args.kpts else None, width=args.width, method=args.method)
+    ef = atoms.calc.get_fermi_level()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(dos.get_energies() - ef, dos.get_weights())
+    ax.set_xlim(args.emin, args.emax)
+    ax.set_xlabel("E − E_F (eV)")
+    ax.set_ylabel("DOS (states/eV/cell)")
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=150)
+    print(f"E_F = {ef:.4f} eV; wrote {args.output}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    atoms = _load(args)
+    tb = atoms.calc.get_hamiltonian()
+    hr = f"{args.output}_hr.dat"
+    tb.write_wannier90(hr)
+    print(f"wrote {hr} ({tb.num_orbitals} orbitals)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ase_wannierml.training.cli import train_main
+
+    return int(train_main(args.rest) or 0)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ase_wannierml.training.cli import evaluate_main
+
+    return int(evaluate_main(args.rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``wannierml`` command."""
+    parser = argparse.ArgumentParser(prog="wannierml", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("relax", help="relax positions (and the in-plane cell with --cell)")
+    _add_common(p)
+    p.add_argument("--fmax", type=float, default=0.01, help="force threshold, eV/Å")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--cell", action="store_true", help="also relax the (in-plane) cell with FrechetCellFilter")
+    p.add_argument("--optimizer", choices=["bfgs", "fire"], default="fire")
+    p.add_argument("--trajectory", default=None)
+    p.add_argument("-o", "--output", default="relaxed.extxyz")
+    p.set_defaults(func=_relax)
+
+    p = sub.add_parser("md", help="molecular dynamics")
+    _add_common(p)
+    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--timestep", type=float, default=1.0, help="fs")
+    p.add_argument("--ensemble", choices=["nve", "langevin", "nvt"], default="nve")
+    p.add_argument("--interval", type=int, default=10)
+    p.add_argument("-o", "--output", default="md.traj")
+    p.set_defaults(func=_md)
+
+    p = sub.add_parser("bands", help="band structure plot (PNG)")
+    _add_common(p)
+    p.add_argument("--path", default=None, help="special-point string, e.g. GKMG (default: the cell's)")
+    p.add_argument("--npoints", type=int, default=200)
+    p.add_argument("--num", type=int, default=None, help="only the NUM bands nearest E_F (sparse solver)")
+    p.add_argument("--emin", type=float, default=-2.0)
+    p.add_argument("--emax", type=float, default=2.0)
+    p.add_argument("-o", "--output", default="bands.png")
+    p.set_defaults(func=_bands)
+
+    p = sub.add_parser("dos", help="density of states plot (PNG)")
+    _add_common(p)
+    p.add_argument("--kpts", type=int, nargs=3, default=None)
+    p.add_argument("--width", type=float, default=0.02, help="smearing, eV")
+    p.add_argument("--method", choices=["auto", "exact", "kpm"], default="auto")
+    p.add_argument("--emin", type=float, default=-2.0)
+    p.add_argument("--emax", type=float, default=2.0)
+    p.add_argument("-o", "--output", default="dos.png")
+    p.set_defaults(func=_dos)
+
+    p = sub.add_parser("export", help="write the predicted Hamiltonian as Wannier90 _hr.dat")
+    _add_common(p)
+    p.add_argument("-o", "--output", default="wannierml", help="file prefix")
+    p.set_defaults(func=_export)
+
+    for name, func, text in (("train", _train, "train a model from a YAML config"),
+                             ("evaluate", _evaluate, "evaluate a model on a data set")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wannierml`` command."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
