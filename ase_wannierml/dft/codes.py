@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -56,6 +57,26 @@ def wannier90_supports_projectability_window() -> bool:
     return b"dis_froz_proj" in data or b"dis_proj_min" in data
 
 
+def _run_group(cmd: list[str], cwd: Path, out, err, stdin, env: dict[str, str], timeout: float) -> int:
+    """Run ``cmd`` in its own process group; on timeout or any interruption (SIGTERM -> SystemExit, Ctrl-C)
+    terminate the whole group (mpirun forwards SIGTERM to its ranks), so no orphaned pw.x keeps running."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, stdin=stdin, env=env, start_new_session=True)
+    try:
+        return proc.wait(timeout=timeout)
+    except BaseException:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=15)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise
+
+
 @dataclass
 class Runner:
     """Runs code steps in a work directory, with MPI and k-point pools, recording wall times (s).
@@ -93,17 +114,16 @@ class Runner:
         with open(out_path, "w") as out, open(workdir / f"{step}.err", "w") as err:
             stdin = open(workdir / stdin_file) if stdin_file else subprocess.DEVNULL
             try:
-                proc = subprocess.run(cmd, cwd=workdir, stdout=out, stderr=err, stdin=stdin, env=self.env(),
-                                      timeout=self.timeout)
+                returncode = _run_group(cmd, workdir, out, err, stdin, self.env(), self.timeout)
             finally:
                 if stdin_file:
                     stdin.close()
         dt = time.perf_counter() - t0
         self.timings[step] = round(dt, 2)
-        if proc.returncode != 0:
+        if returncode != 0:
             tail = "".join(out_path.read_text(errors="replace").splitlines(True)[-15:])
             errtail = (workdir / f"{step}.err").read_text(errors="replace")[-1500:]
-            raise RuntimeError(f"step {step!r} ({' '.join(cmd)}) failed with exit code {proc.returncode} in "
+            raise RuntimeError(f"step {step!r} ({' '.join(cmd)}) failed with exit code {returncode} in "
                                f"{workdir}:\n{tail}\n{errtail}")
         return dt
 

@@ -1,0 +1,128 @@
+"""Resumable batch driver: ``python -m ase_wannierml.dft.batch --material graphene-bilayer --n-frames 300``.
+
+Runs the frame plan of :func:`ase_wannierml.dft.sampling.frame_plan` in order, skipping frames whose directory
+already exists (status ok or rejected).  Safe to kill at any time: frames are written atomically, the scratch of
+an interrupted frame is removed when it is rerun.  One batch per dataset (a lock file holds the driver's pid).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .codes import Runner, check_codes
+from .materials import get_material
+from .sampling import frame_plan
+from .workflow import prepare_inputs, run_frame
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}", flush=True)
+
+
+def _acquire_lock(dataset: Path) -> Path:
+    lock = dataset / ".batch.lock"
+    if lock.exists():
+        try:
+            pid = int(lock.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            raise RuntimeError(f"another batch (pid {lock.read_text().strip()}) holds {lock}") from None
+        else:
+            if pid != os.getpid():
+                raise RuntimeError(f"another batch (pid {pid}) is running on {dataset} (lock {lock})")
+    lock.write_text(str(os.getpid()))
+    return lock
+
+
+def _terminate(signum, frame) -> None:  # noqa: ARG001
+    """SIGTERM handler: unwind (the running code's process group is terminated, the lock released)."""
+    _log("SIGTERM received: stopping (the current frame will be rerun next time)")
+    raise SystemExit(143)
+
+
+def frame_done(dataset: Path, frame_id: str) -> str | None:
+    """Status of a finished frame ("ok" / "rejected") or None if it still has to run."""
+    meta = dataset / "frames" / frame_id / "meta.json"
+    if not meta.exists():
+        return None
+    try:
+        return json.loads(meta.read_text()).get("status", "unknown")
+    except json.JSONDecodeError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--material", default="graphene-bilayer")
+    ap.add_argument("--n-frames", type=int, required=True, help="length of the frame plan")
+    ap.add_argument("--dataset-dir", type=Path, default=None, help="default: <repo>/datasets/<material>")
+    ap.add_argument("--scratch", type=Path, default=REPO / "scratch" / "dft")
+    ap.add_argument("--np", type=int, default=2, help="MPI ranks")
+    ap.add_argument("--nk", type=int, default=2, help="k-point pools for pw.x")
+    ap.add_argument("--master-seed", type=int, default=2024)
+    ap.add_argument("--kinds", default=None, help="comma list of frame kinds to run (default: all)")
+    ap.add_argument("--max-hours", type=float, default=None, help="stop starting new frames after this")
+    ap.add_argument("--dry-run", action="store_true", help="write the inputs of each frame to scratch, run nothing")
+    args = ap.parse_args(argv)
+
+    material = get_material(args.material)
+    dataset = args.dataset_dir or REPO / "datasets" / material.name
+    plan = frame_plan(material, args.n_frames, args.master_seed)
+    kinds = set(args.kinds.split(",")) if args.kinds else None
+    if args.dry_run:
+        for p in plan:
+            if kinds and p.kind not in kinds:
+                continue
+            prep = prepare_inputs(material, p, args.scratch / "dry-run" / material.name / p.frame_id)
+            _log(f"dry run {p.frame_id}: {len(prep['atoms'])} atoms, SCF k {prep['kmesh_scf']}, NSCF k "
+                 f"{prep['kmesh_nscf']}, nbnd {prep['nbnd_nscf']}, num_wann {prep['num_wann']}")
+        return 0
+
+    check_codes()
+    signal.signal(signal.SIGTERM, _terminate)
+    (dataset / "frames").mkdir(parents=True, exist_ok=True)
+    lock = _acquire_lock(dataset)
+    (dataset / "plan.json").write_text(json.dumps([p.to_dict() for p in plan], indent=1))
+    runner = Runner(nprocs=args.np, npools=args.nk)
+    t0 = time.time()
+    n_ok = n_rej = n_skip = 0
+    try:
+        for i, p in enumerate(plan):
+            if kinds and p.kind not in kinds:
+                continue
+            status = frame_done(dataset, p.frame_id)
+            if status is not None:
+                n_skip += 1
+                continue
+            if args.max_hours is not None and time.time() - t0 > args.max_hours * 3600:
+                _log(f"stopping: --max-hours {args.max_hours} reached")
+                break
+            _log(f"start {p.frame_id} ({i + 1}/{len(plan)}) gap {p.gap:.3f} Å strain "
+                 f"{[round(x, 4) for x in p.strain]} shift {[round(x, 3) for x in p.shift]} rattle {p.rattle:.3f} Å")
+            meta = run_frame(material, p, dataset, args.scratch, runner)
+            q = meta.get("quality") or {}
+            if meta["status"] == "ok":
+                n_ok += 1
+            else:
+                n_rej += 1
+            _log(f"done  {p.frame_id}: {meta['status']} {meta['reason'][:300]} | {meta['timings_s']} | "
+                 f"band max/rms {q.get('band_max_meV', float('nan')):.1f}/{q.get('band_rms_meV', float('nan')):.1f}"
+                 f" meV | this run: {n_ok} ok, {n_rej} rejected, {n_skip} skipped")
+    finally:
+        if lock.exists() and lock.read_text().strip() == str(os.getpid()):
+            lock.unlink()
+    _log(f"batch finished: {n_ok} ok, {n_rej} rejected, {n_skip} already done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

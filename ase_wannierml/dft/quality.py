@@ -1,0 +1,108 @@
+"""Quality checks of a Wannier Hamiltonian against DFT: band errors off the NSCF grid, centres, onsite energies."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from ase import Atoms
+from scipy.optimize import linear_sum_assignment
+
+# k-points (crystal coordinates of the frame's reciprocal cell) for the band check: Γ, K, the three M points,
+# points on Γ-K and K-M and three generic points near K; none is on an 8x8 / 4x4 / 3x3 grid except Γ and M.
+CHECK_KPTS = np.array([
+    [0.0, 0.0, 0.0], [1 / 6, 1 / 6, 0.0], [1 / 3, 1 / 3, 0.0], [5 / 12, 1 / 6, 0.0], [0.5, 0.0, 0.0],
+    [0.0, 0.5, 0.0], [0.5, 0.5, 0.0], [0.30, 0.37, 0.0], [0.37, 0.31, 0.0], [0.21, 0.43, 0.0],
+])
+
+
+@dataclass(frozen=True)
+class QualityCriteria:
+    """Rejection thresholds (eV, Å)."""
+
+    band_max_error: float = 0.15        # eV, max |E_W - E_DFT| for Wannier bands within E_F ± window
+    band_max_error_1ev: float = 0.08    # eV, same within E_F ± 1 eV
+    centre_max_distance: float = 0.5    # Å, Wannier centre to nearest atom (minimum image, 3D)
+    onsite_max_spread: float = 1.0      # eV, max - min of onsite energies of the same species/orbital
+    hermiticity_tol: float = 1e-4       # eV
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def band_errors(e_dft_kn: np.ndarray, e_wan_kn: np.ndarray, e_fermi: float, window: float) -> dict:
+    """Match Wannier eigenvalues inside E_F ± ``window`` one-to-one to DFT eigenvalues at the same k (optimal
+    assignment on |ΔE|); DFT states of other character (e.g. σ) may stay unmatched.  Errors in meV."""
+    err_all, err_1 = [], []
+    for e_d, e_w in zip(e_dft_kn, e_wan_kn):
+        sel = e_w[(e_w > e_fermi - window) & (e_w < e_fermi + window)]
+        if sel.size == 0:
+            continue
+        cost = np.abs(sel[:, None] - e_d[None, :])
+        r, c = linear_sum_assignment(cost)
+        d = cost[r, c]
+        err_all.extend(d)
+        err_1.extend(d[np.abs(sel[r] - e_fermi) < 1.0])
+    err_all, err_1 = np.array(err_all), np.array(err_1)
+    return {
+        "band_window_eV": window,
+        "band_n_compared": int(err_all.size),
+        "band_max_meV": float(err_all.max() * 1e3) if err_all.size else None,
+        "band_rms_meV": float(np.sqrt(np.mean(err_all ** 2)) * 1e3) if err_all.size else None,
+        "band_max_1eV_meV": float(err_1.max() * 1e3) if err_1.size else None,
+        "band_rms_1eV_meV": float(np.sqrt(np.mean(err_1 ** 2)) * 1e3) if err_1.size else None,
+    }
+
+
+def centre_distances(centres: np.ndarray, atoms: Atoms) -> np.ndarray:
+    """(nw,) Å: distance of each Wannier centre to its nearest atom, minimum image in all three directions
+    (centres may come out shifted by a lattice vector, pitfall 4)."""
+    cell = atoms.cell.array
+    inv = np.linalg.inv(cell)
+    d = centres[:, None, :] - atoms.positions[None, :, :]
+    f = d @ inv
+    f -= np.round(f)
+    return np.linalg.norm(f @ cell, axis=-1).min(axis=1)
+
+
+def hermiticity_error(R: np.ndarray, ndegen: np.ndarray, H_Rij: np.ndarray) -> float:
+    """max |H(-R) - H(R)†| / ndegen over all R whose partner exists (eV)."""
+    index = {tuple(r): i for i, r in enumerate(R)}
+    worst = 0.0
+    for i, r in enumerate(R):
+        j = index.get(tuple(-r))
+        if j is None:
+            continue
+        worst = max(worst, float(np.abs(H_Rij[j] / ndegen[j] - H_Rij[i].conj().T / ndegen[i]).max()))
+    return worst
+
+
+def onsite_stats(R: np.ndarray, ndegen: np.ndarray, H_Rij: np.ndarray, labels: list[str], e_fermi: float) -> dict:
+    """Onsite energies relative to E_F (eV) grouped by orbital label (e.g. ``C:pz``): min, max, spread."""
+    i0 = int(np.where(np.all(R == 0, axis=1))[0][0])
+    onsite = np.real(np.diag(H_Rij[i0])) / ndegen[i0] - e_fermi
+    out = {}
+    for lab in sorted(set(labels)):
+        v = onsite[[i for i, x in enumerate(labels) if x == lab]]
+        out[lab] = {"min": float(v.min()), "max": float(v.max()), "spread": float(v.max() - v.min())}
+    return out
+
+
+def judge(metrics: dict, criteria: QualityCriteria) -> tuple[str, str]:
+    """("ok" | "rejected", reason) from the metrics dict built by the workflow."""
+    reasons = []
+    if metrics.get("band_max_meV") is None:
+        reasons.append("no Wannier bands in the check window")
+    else:
+        if metrics["band_max_meV"] > criteria.band_max_error * 1e3:
+            reasons.append(f"band error {metrics['band_max_meV']:.0f} meV > {criteria.band_max_error * 1e3:.0f} meV")
+        if (metrics.get("band_max_1eV_meV") or 0.0) > criteria.band_max_error_1ev * 1e3:
+            reasons.append(f"band error within E_F±1 eV {metrics['band_max_1eV_meV']:.0f} meV > "
+                           f"{criteria.band_max_error_1ev * 1e3:.0f} meV")
+    if metrics["centre_max_distance_A"] > criteria.centre_max_distance:
+        reasons.append(f"Wannier centre {metrics['centre_max_distance_A']:.2f} Å from nearest atom")
+    for lab, st in metrics["onsite_rel_EF_eV"].items():
+        if st["spread"] > criteria.onsite_max_spread:
+            reasons.append(f"onsite {lab} spread {st['spread']:.2f} eV")
+    if metrics["hermiticity_max_eV"] > criteria.hermiticity_tol:
+        reasons.append(f"H(R) not Hermitian ({metrics['hermiticity_max_eV']:.1e} eV)")
+    return ("rejected", "; ".join(reasons)) if reasons else ("ok", "")

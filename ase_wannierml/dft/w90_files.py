@@ -1,0 +1,162 @@
+"""Readers for the Wannier90 files the workflow needs (.amn, .eig, _hr.dat, _centres.xyz, .wout) and the
+projectability-based choice of the frozen window (pitfall 2 of the graphene protocol).
+
+Wannier90 3.1 (Debian) has no ``dis_froz_proj``, so we exclude low-projectability states by choosing the
+(global) frozen energy window from the projectabilities: the window [E_F + w_min, E_F + w_max] is shrunk until it
+contains no state whose projectability onto the trial-orbital space is below the threshold and no k-point has
+more than ``num_wann`` states in it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+
+def read_amn(path: str | Path) -> np.ndarray:
+    """A_kmn = <ψ_mk|g_n>, complex array (nk, nbands, nwann)."""
+    with open(path) as f:
+        f.readline()
+        nb, nk, nw = (int(x) for x in f.readline().split()[:3])
+        data = np.loadtxt(f)
+    if data.shape != (nb * nk * nw, 5):
+        raise ValueError(f"{path}: expected {nb * nk * nw} rows of 5 numbers, got shape {data.shape}")
+    A = np.zeros((nk, nb, nw), dtype=complex)
+    m = data[:, 0].astype(int) - 1
+    n = data[:, 1].astype(int) - 1
+    k = data[:, 2].astype(int) - 1
+    A[k, m, n] = data[:, 3] + 1j * data[:, 4]
+    return A
+
+
+def read_eig(path: str | Path) -> np.ndarray:
+    """Band energies e_kn (nk, nbands), eV."""
+    data = np.loadtxt(path)
+    nb = int(data[:, 0].max())
+    nk = int(data[:, 1].max())
+    e = np.zeros((nk, nb))
+    e[data[:, 1].astype(int) - 1, data[:, 0].astype(int) - 1] = data[:, 2]
+    return e
+
+
+def projectability(A_kmn: np.ndarray) -> np.ndarray:
+    """p_km = [A S⁻¹ A†]_mm with S = A†A (per k): weight of band m in the span of the projected trial orbitals.
+
+    Normalised so that Σ_m p_km = num_wann and 0 ≤ p ≤ 1, independent of the trial functions' radial scale.
+    """
+    nk, nb, nw = A_kmn.shape
+    p = np.zeros((nk, nb))
+    for k in range(nk):
+        A = A_kmn[k]
+        S = A.conj().T @ A
+        X = np.linalg.solve(S, A.conj().T)              # (nw, nb)
+        p[k] = np.real(np.einsum("mn,nm->m", A, X))
+    return p
+
+
+def choose_frozen_window(e_kn: np.ndarray, p_kn: np.ndarray, e_fermi: float, window: tuple[float, float],
+                         num_wann: int, threshold: float, margin: float = 0.02) -> dict:
+    """Shrink the frozen window [E_F + window[0], E_F + window[1]] (eV) around E_F so that it holds only states
+    with projectability ≥ ``threshold`` and at most ``num_wann`` states per k-point.
+
+    Returns ``{"dis_froz_min", "dis_froz_max" (eV absolute), "n_low_proj_excluded", "max_states_per_k",
+    "min_proj_in_window"}``.
+    """
+    lo, hi = e_fermi + window[0], e_fermi + window[1]
+    bad = p_kn < threshold
+    below = e_kn[bad & (e_kn < e_fermi) & (e_kn >= lo)]
+    above = e_kn[bad & (e_kn >= e_fermi) & (e_kn <= hi)]
+    n_excl = int(below.size + above.size)
+    if below.size:
+        lo = float(below.max()) + margin
+    if above.size:
+        hi = float(above.min()) - margin
+    # at most num_wann states per k: lower hi (and then raise lo) until satisfied
+    for _ in range(10000):
+        inwin = (e_kn >= lo) & (e_kn <= hi)
+        counts = inwin.sum(axis=1)
+        if counts.max() <= num_wann:
+            break
+        k = int(np.argmax(counts))
+        ek = np.sort(e_kn[k][inwin[k]])
+        # drop the state farthest from E_F at that k
+        if abs(ek[-1] - e_fermi) >= abs(ek[0] - e_fermi):
+            hi = float(ek[-1]) - margin
+        else:
+            lo = float(ek[0]) + margin
+    inwin = (e_kn >= lo) & (e_kn <= hi)
+    if lo >= e_fermi or hi <= e_fermi:
+        raise RuntimeError(f"frozen window collapsed around E_F = {e_fermi:.3f} eV: [{lo:.3f}, {hi:.3f}] eV "
+                           "(low-projectability states at the Fermi level)")
+    return {
+        "dis_froz_min": lo,
+        "dis_froz_max": hi,
+        "n_low_proj_excluded": n_excl,
+        "max_states_per_k": int(inwin.sum(axis=1).max()),
+        "min_proj_in_window": float(p_kn[inwin].min()) if inwin.any() else None,
+    }
+
+
+def read_hr(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read ``_hr.dat`` (plain or .gz): R (nR, 3) int, ndegen (nR,) int, H_Rij (nR, nw, nw) complex eV
+    (as written, i.e. NOT yet divided by ndegen)."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
+        f.readline()
+        nw = int(f.readline())
+        nR = int(f.readline())
+        deg: list[int] = []
+        while len(deg) < nR:
+            deg.extend(int(x) for x in f.readline().split())
+        data = np.loadtxt(f)
+    if data.shape[0] != nR * nw * nw:
+        raise ValueError(f"{path}: expected {nR * nw * nw} matrix rows, got {data.shape[0]}")
+    data = data.reshape(nR, nw * nw, 7)
+    R = data[:, 0, :3].astype(int)
+    H = np.zeros((nR, nw, nw), dtype=complex)
+    i = data[0, :, 3].astype(int) - 1
+    j = data[0, :, 4].astype(int) - 1
+    H[:, i, j] = data[:, :, 5] + 1j * data[:, :, 6]
+    return R, np.array(deg, dtype=int), H
+
+
+def hr_eigenvalues(R: np.ndarray, ndegen: np.ndarray, H_Rij: np.ndarray, kpts_crystal: np.ndarray) -> np.ndarray:
+    """Eigenvalues e_kn (nk, nw), eV, of H(k) = Σ_R exp(2πi k·R) H(R) / ndegen(R)."""
+    phase = np.exp(2j * np.pi * (np.asarray(kpts_crystal) @ R.T)) / ndegen[None, :]
+    Hk = np.einsum("kr,rij->kij", phase, H_Rij)
+    Hk = 0.5 * (Hk + Hk.conj().transpose(0, 2, 1))
+    return np.linalg.eigvalsh(Hk)
+
+
+def read_centres(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """``_centres.xyz``: Wannier centres (nw, 3) Å, atom symbols, atom positions (nat, 3) Å."""
+    lines = Path(path).read_text().splitlines()
+    n = int(lines[0])
+    rows = [ln.split() for ln in lines[2:2 + n]]
+    centres = np.array([[float(x) for x in r[1:4]] for r in rows if r[0] == "X"])
+    atoms = [r for r in rows if r[0] != "X"]
+    return centres, [r[0] for r in atoms], np.array([[float(x) for x in r[1:4]] for r in atoms]).reshape(-1, 3)
+
+
+def read_wout_spreads(path: str | Path, num_wann: int) -> dict:
+    """Final Ω_I and total spread (Å²), the largest final spread of one function (Å²) from the ``.wout``."""
+    text = Path(path).read_text(errors="replace")
+    out: dict = {}
+    m = re.findall(r"Omega I\s+=\s+([-\d.Ee+]+)", text)
+    if m:
+        out["omega_I"] = float(m[-1])
+    m = re.findall(r"Omega Total\s+=\s+([-\d.Ee+]+)", text)
+    if m:
+        out["omega_total"] = float(m[-1])
+    spreads = re.findall(r"WF centre and spread\s+\d+\s+\(.*?\)\s+([-\d.Ee+]+)", text)
+    if spreads:
+        s = np.array([float(x) for x in spreads])
+        out["spreads_max"] = float(s[-num_wann:].max())
+    out["dis_converged"] = "Disentanglement convergence criteria satisfied" in text
+    m = re.findall(r"^\s*(\d+)\s+[-\d.Ee+]+\s+[-\d.Ee+]+\s+[-\d.Ee+]+\s+[-\d.Ee+]+\s+<-- DIS", text, re.M)
+    if m:
+        out["dis_iterations"] = int(m[-1])
+    return out

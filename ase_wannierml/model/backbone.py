@@ -1,0 +1,118 @@
+"""E(3)-equivariant message-passing backbone (NequIP-style interactions), shared by every head.
+
+Per interaction: equivariant linear, tensor product of neighbour features with the spherical harmonics of the
+edge direction (``uvu`` paths, per-edge weights from a radial MLP of a Bessel basis × smooth envelope), sum over
+neighbours / sqrt(avg_num_neighbors), linear, gate non-linearity, plus a species-dependent self-connection.
+
+Example::
+
+    >>> from ase_wannierml.model.config import ModelConfig
+    >>> bb = Backbone(ModelConfig(species=("C",), orbitals={"C": ("pz",)}, hidden_irreps="8x0e+4x1o"))
+    >>> str(bb.irreps_out)
+    '8x0e+4x1o'
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
+from torch import nn
+
+from .config import ModelConfig
+from .radial import BesselBasis, polynomial_envelope
+from .utils import scatter_sum
+
+
+def uvu_instructions(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, targets: set[o3.Irrep]
+                     ) -> tuple[o3.Irreps, list[tuple[int, int, int, str, bool]]]:
+    """Output irreps and ``uvu`` instructions of ``irreps_in ⊗ irreps_sh`` restricted to the ``targets`` irreps."""
+    out, instr = [], []
+    for i1, (mul, ir1) in enumerate(irreps_in):
+        for i2, (_, ir2) in enumerate(irreps_sh):
+            for ir in ir1 * ir2:
+                if ir in targets:
+                    instr.append((i1, i2, len(out), "uvu", True))
+                    out.append((mul, ir))
+    return o3.Irreps(out), instr
+
+
+def make_gate(irreps_out: o3.Irreps) -> Gate:
+    """Gate: silu on 0e, tanh on 0o scalars, sigmoid gates (0e) on every l > 0 irrep of ``irreps_out``."""
+    scalars = o3.Irreps([(m, ir) for m, ir in irreps_out if ir.l == 0])
+    gated = o3.Irreps([(m, ir) for m, ir in irreps_out if ir.l > 0])
+    acts = [torch.nn.functional.silu if ir.p == 1 else torch.tanh for _, ir in scalars]
+    gates = o3.Irreps(f"{gated.num_irreps}x0e") if gated.num_irreps else o3.Irreps("")
+    return Gate(scalars, acts, gates, [torch.sigmoid] if gated.num_irreps else [], gated)
+
+
+class Interaction(nn.Module):
+    """One interaction: ``irreps_in`` node features → ``irreps_out`` (= scalars first, then gated irreps)."""
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_sh: o3.Irreps, num_species: int,
+                 num_radial: int, radial_hidden: int, avg_num_neighbors: float) -> None:
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps_in)
+        self.gate = make_gate(o3.Irreps(irreps_out))
+        self.irreps_out = self.gate.irreps_out
+        if self.irreps_out.simplify() != o3.Irreps(irreps_out).simplify():
+            raise ValueError(f"hidden irreps {irreps_out} must list scalars (0e/0o) first, then l > 0 irreps")
+        mid, instr = uvu_instructions(self.irreps_in, irreps_sh, {ir for _, ir in self.gate.irreps_in})
+        unreachable = sorted({str(ir) for _, ir in self.gate.irreps_in} - {str(ir) for _, ir in mid})
+        if unreachable and self.irreps_in.lmax > 0:  # after the scalar embedding, later layers fill them
+            raise ValueError(f"irreps {unreachable} of {irreps_out} cannot be reached from irreps_in={self.irreps_in}"
+                             f" ⊗ edge harmonics {irreps_sh}")
+        self.linear_up = o3.Linear(self.irreps_in, self.irreps_in)
+        self.tp = o3.TensorProduct(self.irreps_in, irreps_sh, mid, instr, shared_weights=False,
+                                   internal_weights=False)
+        self.radial = FullyConnectedNet([num_radial, radial_hidden, self.tp.weight_numel], torch.nn.functional.silu)
+        self.linear_down = o3.Linear(self.tp.irreps_out, self.gate.irreps_in)
+        self.self_connection = o3.FullyConnectedTensorProduct(self.irreps_in, f"{num_species}x0e", self.irreps_out)
+        self.norm = 1.0 / math.sqrt(avg_num_neighbors)
+
+    def forward(self, h: torch.Tensor, onehot: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
+                edge_radial: torch.Tensor) -> torch.Tensor:
+        """h (n_atoms, irreps_in.dim), onehot (n_atoms, n_species), edge_index (2, n_edges) [centre, neighbour],
+        edge_sh (n_edges, sh dim), edge_radial (n_edges, num_radial) → (n_atoms, irreps_out.dim)."""
+        x = self.linear_up(h)
+        weights = self.radial(edge_radial)
+        messages = self.tp(x[edge_index[1]], edge_sh, weights)
+        aggregated = scatter_sum(messages, edge_index[0], h.shape[0]) * self.norm
+        return self.gate(self.linear_down(aggregated)) + self.self_connection(h, onehot)
+
+
+class Backbone(nn.Module):
+    """Species embedding + ``num_interactions`` interactions; ``irreps_out`` = ``config.hidden_irreps``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        hidden = o3.Irreps(config.hidden_irreps)
+        self.num_species = len(config.species)
+        self.cutoff = float(config.cutoff)
+        self.envelope_p = int(config.envelope_p)
+        n_scalars = sum(m for m, ir in hidden if ir == o3.Irrep("0e"))
+        irreps_embed = o3.Irreps(f"{n_scalars}x0e")
+        self.embedding = o3.Linear(f"{self.num_species}x0e", irreps_embed)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(config.sh_lmax, p=-1)
+        self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        self.radial_basis = BesselBasis(config.cutoff, config.num_radial)
+        layers, irreps_in = [], irreps_embed
+        for _ in range(config.num_interactions):
+            layer = Interaction(irreps_in, hidden, self.irreps_sh, self.num_species, config.num_radial,
+                                config.radial_hidden, config.avg_num_neighbors)
+            layers.append(layer)
+            irreps_in = layer.irreps_out
+        self.layers = nn.ModuleList(layers)
+        self.irreps_out = irreps_in
+
+    def forward(self, onehot: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """onehot (n_atoms, n_species), edge_index (2, n_edges), edge_vectors r_ij (n_edges, 3) Å
+        → node features (n_atoms, irreps_out.dim)."""
+        d = edge_vectors.norm(dim=1)
+        radial = self.radial_basis(d) * polynomial_envelope(d, self.cutoff, self.envelope_p).unsqueeze(-1)
+        sh = self.spherical_harmonics(edge_vectors)
+        h = self.embedding(onehot)
+        for layer in self.layers:
+            h = layer(h, onehot, edge_index, sh, radial)
+        return h

@@ -1,0 +1,161 @@
+"""``ModelConfig``: every hyper-parameter of a ``WannierMLModel`` (saved verbatim in model files).
+
+Units: Å for lengths/cut-offs, eV for energies. Irreps strings use e3nn notation (``"32x0e+16x1o+8x2e"``).
+
+Example::
+
+    >>> cfg = ModelConfig(species=("Mo", "S"), orbitals={"Mo": ("d",), "S": ("p",)}, cutoff=5.0)
+    >>> cfg.num_orbitals
+    (5, 3)
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from e3nn import o3
+
+from ase_wannierml.orbitals import element_orbitals
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the model (immutable; JSON-able through :meth:`to_dict`).
+
+    Species and orbitals:
+        species: element symbols; the order defines the species index used in graphs.
+        orbitals: {element: shells}, shells from ``"s"``, ``"p"``, ``"d"`` or single Wannier90 labels (``"pz"``);
+            the orbitals of an atom are its shells in this order (``ase_wannierml.orbitals``).
+    Backbone (message passing):
+        cutoff: Å, message-passing cut-off (smooth polynomial envelope).
+        num_interactions: interaction layers; hidden_irreps: node features; sh_lmax: edge spherical harmonics.
+        num_radial: Bessel functions; envelope_p: envelope exponent; radial_hidden: width of the radial MLP.
+        avg_num_neighbors: messages are summed and divided by its square root.
+    Energy:
+        e0s: eV, reference energy per element (missing elements: 0); energy_scale / energy_shift: eV,
+        per-atom energy = e0 + energy_scale * readout + energy_shift.
+    Hamiltonian (cut-offs in Å; see ``heads.py`` for the smooth switching):
+        ham_cutoff_near: intralayer near pairs d < near; ham_cutoff_far: intralayer far pairs (near <= d < far;
+            far <= near disables the far head); ham_cutoff_inter: interlayer pairs.
+        ham_switch_width: Å, the near head fades out and the far head in over [near - width, near].
+        ham_irreps: per-atom features the pair heads start from; ham_num_radial: Bessel functions per head.
+        ham_scale: eV, scale of every predicted block; onsite_reference: eV, per element and orbital, added to
+            onsite diagonals (e.g. mean onsite energies of the training data).
+    Graph building:
+        min_distance: Å, closer atoms are rejected (ValueError); layer_bond_factor: atoms closer than
+            factor * (covalent radius sum) are bonded (layer detection).
+    Electronic metadata:
+        wannier_electrons: electrons per atom in the Wannier manifold, per element (for the Fermi level);
+        fermi_level: eV, Fermi level of the predicted Hamiltonian if known (training data referenced to E_F: 0).
+    """
+
+    species: tuple[str, ...]
+    orbitals: Mapping[str, tuple[str, ...]]
+    cutoff: float = 5.0
+    num_interactions: int = 2
+    hidden_irreps: str = "32x0e+16x1o+8x2e"
+    sh_lmax: int = 2
+    num_radial: int = 8
+    envelope_p: int = 6
+    radial_hidden: int = 32
+    avg_num_neighbors: float = 30.0
+    e0s: Mapping[str, float] = field(default_factory=dict)
+    energy_scale: float = 1.0
+    energy_shift: float = 0.0
+    ham_cutoff_near: float = 6.0
+    ham_cutoff_far: float = 12.0
+    ham_cutoff_inter: float = 12.0
+    ham_switch_width: float = 1.0
+    ham_irreps: str = "16x0e+8x1o+8x1e+8x2e+8x2o"
+    ham_num_radial: int = 10
+    ham_scale: float = 1.0
+    onsite_reference: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    min_distance: float = 0.5
+    layer_bond_factor: float = 1.2
+    wannier_electrons: Mapping[str, float] = field(default_factory=dict)
+    fermi_level: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "species", tuple(self.species))
+        object.__setattr__(self, "orbitals", {k: _as_shells(v) for k, v in self.orbitals.items()})
+        object.__setattr__(self, "onsite_reference", {k: tuple(float(x) for x in v)
+                                                      for k, v in self.onsite_reference.items()})
+        object.__setattr__(self, "e0s", {k: float(v) for k, v in self.e0s.items()})
+        object.__setattr__(self, "wannier_electrons", {k: float(v) for k, v in self.wannier_electrons.items()})
+        self._validate()
+
+    def _validate(self) -> None:
+        if not self.species or len(set(self.species)) != len(self.species):
+            raise ValueError(f"species must be non-empty and unique, got {self.species}")
+        missing = [s for s in self.species if s not in self.orbitals]
+        extra = [s for s in self.orbitals if s not in self.species]
+        if missing or extra:
+            raise ValueError(f"orbitals must be given for exactly the species {list(self.species)}: "
+                             f"missing {missing}, unknown {extra}")
+        for element, shells in self.orbitals.items():
+            element_orbitals(shells)  # raises on unknown / repeated shells
+        for element, ref in self.onsite_reference.items():
+            if element not in self.species or len(ref) != len(element_orbitals(self.orbitals[element])):
+                raise ValueError(f"onsite_reference[{element!r}] must list one energy (eV) per orbital of a "
+                                 f"species in {list(self.species)}")
+        for name in ("e0s", "wannier_electrons"):
+            unknown = sorted(set(getattr(self, name)) - set(self.species))
+            if unknown:
+                raise ValueError(f"{name} names elements {unknown} that are not species {list(self.species)}")
+        for name in ("hidden_irreps", "ham_irreps"):
+            irreps = o3.Irreps(getattr(self, name))
+            if not any(ir == o3.Irrep("0e") for _, ir in irreps):
+                raise ValueError(f"{name}={getattr(self, name)!r} must contain scalars (0e)")
+        positive = ("cutoff", "ham_cutoff_near", "ham_cutoff_inter", "min_distance", "avg_num_neighbors")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.ham_switch_width <= self.ham_cutoff_near:
+            raise ValueError(f"ham_switch_width must be in (0, ham_cutoff_near], got {self.ham_switch_width}")
+        if self.num_interactions < 1:
+            raise ValueError(f"num_interactions must be >= 1, got {self.num_interactions}")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def orbital_list(self) -> tuple[tuple[tuple[int, str], ...], ...]:
+        """Per species (in ``species`` order), its orbitals as (l, Wannier90 label)."""
+        return tuple(tuple(element_orbitals(self.orbitals[s])) for s in self.species)
+
+    @property
+    def num_orbitals(self) -> tuple[int, ...]:
+        """Orbitals per species."""
+        return tuple(len(o) for o in self.orbital_list)
+
+    @property
+    def max_orbitals(self) -> int:
+        """Largest orbital count of any species (the padded block size)."""
+        return max(self.num_orbitals)
+
+    @property
+    def ham_cutoff_max(self) -> float:
+        """Å, the longest Hamiltonian pair distance."""
+        return max(self.ham_cutoff_near, self.ham_cutoff_far, self.ham_cutoff_inter)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (lists instead of tuples)."""
+        out = dataclasses.asdict(self)
+        out["species"] = list(self.species)
+        out["orbitals"] = {k: list(v) for k, v in self.orbitals.items()}
+        out["onsite_reference"] = {k: list(v) for k, v in self.onsite_reference.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "ModelConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {unknown}; known: {sorted(names)}")
+        return cls(**raw)
+
+
+def _as_shells(shells: Any) -> tuple[str, ...]:
+    """``"p"`` or ``["s", "p"]`` → ``("s", "p")``."""
+    return (shells,) if isinstance(shells, str) else tuple(shells)

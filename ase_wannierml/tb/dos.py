@@ -1,0 +1,147 @@
+"""Density of states of a ``TightBinding`` on a k-mesh: smeared total and projected DOS (ASE ``GridDOSData``).
+
+Normalisation: states per eV per cell for *one* spin channel, so ∫ DOS dE = norb (the number of orbitals) when the
+energy window holds the whole spectrum; multiply by 2 for spin-degenerate electron counts. Projected DOS split that
+total by eigenvector weight |<i|n k>|² summed over the orbitals i of each group (atom, element, orbital label or
+layer), so the projections add up to the total.
+
+Routes: "exact" diagonalises H(k) on the mesh (dense); "kpm" uses the kernel polynomial method on sparse H(k)
+(``kpm.py``) for large systems; "auto" picks "exact" up to ``EXACT_MAX_ORBITALS`` orbitals.
+
+Example::
+
+    >>> d = dos(tb, kpts=(24, 24, 1), width=0.05)            # doctest: +SKIP
+    >>> d.get_energies().shape, d.get_weights().shape
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .bandpath import kpoint_mesh
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase.spectrum.doscollection import GridDOSCollection
+    from ase.spectrum.dosdata import GridDOSData
+
+    from .tightbinding import TightBinding
+
+EXACT_MAX_ORBITALS = 2000
+_PADDING = 10.0  # energy window margin in units of the width
+_KERNEL_ELEMENTS = 2**22  # kernel matrix entries per batch
+
+
+def smear(e_N: np.ndarray, w_Ng: np.ndarray, grid_e: np.ndarray, width: float, smearing: str = "gauss") -> np.ndarray:
+    """Σ_N w_Ng δ_width(E - e_N) on ``grid_e`` (npts,) → (ng, npts), per eV.
+
+    ``smearing`` "gauss" (standard deviation ``width``) or "lorentz" (half width at half maximum ``width``).
+    Gaussians are cut at 8 widths; energies are processed sorted so each batch touches only its part of the grid.
+    """
+    if smearing not in ("gauss", "lorentz"):
+        raise ValueError(f"unknown smearing {smearing!r}; use 'gauss' or 'lorentz'")
+    if width <= 0:
+        raise ValueError(f"smearing width must be positive (eV), got {width}")
+    order = np.argsort(e_N)
+    e_N, w_Ng = e_N[order], w_Ng[order]
+    out_gE = np.zeros((w_Ng.shape[1], len(grid_e)))
+    batch = max(1, _KERNEL_ELEMENTS // len(grid_e))
+    for s in range(0, len(e_N), batch):
+        e_b, w_bg = e_N[s:s + batch], w_Ng[s:s + batch]
+        if smearing == "gauss":
+            lo, hi = np.searchsorted(grid_e, [e_b[0] - 8 * width, e_b[-1] + 8 * width])
+            x_bE = (grid_e[None, lo:hi] - e_b[:, None]) / width
+            kernel_bE = np.exp(-0.5 * x_bE**2) / (width * np.sqrt(2 * np.pi))
+        else:
+            lo, hi = 0, len(grid_e)
+            kernel_bE = (width / np.pi) / ((grid_e[None] - e_b[:, None]) ** 2 + width**2)
+        out_gE[:, lo:hi] += w_bg.T @ kernel_bE
+    return out_gE
+
+
+def energy_grid(e_min: float, e_max: float, width: float, npts: int, emin: float | None, emax: float | None) -> np.ndarray:
+    """Energy grid (npts,) eV covering [e_min, e_max] padded by 10 widths unless emin/emax are given."""
+    lo = e_min - _PADDING * width if emin is None else emin
+    hi = e_max + _PADDING * width if emax is None else emax
+    if not hi > lo or npts < 2:
+        raise ValueError(f"empty energy grid: emin = {lo}, emax = {hi}, npts = {npts}")
+    return np.linspace(lo, hi, npts)
+
+
+def _groups_matrix(tb: "TightBinding", projected: str) -> tuple[list[str], np.ndarray, list[dict[str, str]]]:
+    """(names, one-hot (norb, ngroups), ASE info dicts) for a projection."""
+    names, index = tb.orbitals.groups(projected)
+    G_ig = np.zeros((tb.norb, len(names)))
+    G_ig[np.arange(tb.norb), index] = 1.0
+    key = {"atom": "index", "element": "symbol", "orbital": "orbital", "layer": "layer"}[projected]
+    infos = []
+    for g, name in enumerate(names):
+        info = {"label": name, key: name}
+        if projected == "atom":
+            first = int(np.flatnonzero(index == g)[0])
+            info.update(index=str(tb.orbitals.atom_index[first]), symbol=str(tb.orbitals.element[first]))
+        infos.append(info)
+    return names, G_ig, infos
+
+
+def exact_spectrum(
+    tb: "TightBinding", k_k3: np.ndarray, G_ig: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Eigenvalues (nk, norb) and, with a group matrix, weights (nk, norb, ngroups) = Σ_{i∈g} |U_in(k)|²."""
+    from . import solvers
+
+    e_kn, W_kng = [], []
+    for chunk in tb.k_chunks(k_k3):
+        H_kij = tb.hamiltonian(chunk)
+        if G_ig is None:
+            e_kn.append(solvers.eigvalsh_dense(H_kij))
+            continue
+        e, U_kin = np.linalg.eigh(H_kij)
+        e_kn.append(e)
+        W_kng.append(np.einsum("kin,ig->kng", np.abs(U_kin) ** 2, G_ig))
+    e_kn = np.concatenate(e_kn)
+    return e_kn, (np.concatenate(W_kng) if G_ig is not None else None)
+
+
+def dos(
+    tb: "TightBinding",
+    kpts: Any = None,
+    width: float = 0.02,
+    npts: int = 2000,
+    projected: str | None = None,
+    method: str = "auto",
+    smearing: str = "gauss",
+    emin: float | None = None,
+    emax: float | None = None,
+    symmetry: bool = True,
+) -> "GridDOSData | GridDOSCollection":
+    """Smeared DOS (states/eV/cell, one spin; see the module docstring) on a k-mesh.
+
+    ``kpts``: mesh size (n1, n2, n3) (Γ-centred, symmetry-reduced), explicit (nk, 3), or None (default mesh).
+    ``projected``: None → ``GridDOSData``; "atom", "element", "orbital" or "layer" → ``GridDOSCollection`` (a
+    ``DOSCollection``) of ``GridDOSData`` whose ``info`` names the group. Projected DOS use only the exact symmetry
+    k ↔ -k (projections onto atoms are not invariant under the other operations).
+    """
+    from ase.spectrum.doscollection import GridDOSCollection
+    from ase.spectrum.dosdata import GridDOSData
+
+    if method not in ("auto", "exact", "kpm"):
+        raise ValueError(f"unknown DOS method {method!r}; use 'auto', 'exact' or 'kpm'")
+    k_k3, w_k = kpoint_mesh(tb, kpts, symmetry=symmetry and projected is None)
+    if method == "kpm" or (method == "auto" and tb.norb > EXACT_MAX_ORBITALS):
+        return _dos_kpm(tb, k_k3, w_k, width, npts, projected, emin, emax)
+    G_ig = None
+    if projected is not None:
+        names, G_ig, infos = _groups_matrix(tb, projected)
+    e_kn, W_kng = exact_spectrum(tb, k_k3, G_ig)
+    grid_e = energy_grid(e_kn.min(), e_kn.max(), width, npts, emin, emax)
+    wk_N = np.repeat(w_k, tb.norb)
+    if W_kng is None:
+        d_E = smear(e_kn.ravel(), wk_N[:, None], grid_e, width, smearing)[0]
+        return GridDOSData(grid_e, d_E, info={"label": "total"})
+    d_gE = smear(e_kn.ravel(), wk_N[:, None] * W_kng.reshape(-1, len(names)), grid_e, width, smearing)
+    return GridDOSCollection([GridDOSData(grid_e, d_E, info=info) for d_E, info in zip(d_gE, infos)])
+
+
+def _dos_kpm(tb, k_k3, w_k, width, npts, projected, emin, emax):  # filled in once kpm.py lands
+    raise NotImplementedError("KPM DOS route: waiting for tb/kpm.py")

@@ -1,0 +1,103 @@
+"""Command-line entry points ``wannierml train`` and ``wannierml evaluate`` (wired in ``ase_wannierml/cli.py``).
+
+    wannierml train config.yaml [--resume] [--no-progress]
+    wannierml evaluate model.pt FRAMES_OR_CACHE [...] [--json metrics.json] [--batch-size 8]
+
+Data-parallel training on CPU (gloo)::
+
+    torchrun --standalone --nproc_per_node 2 -m ase_wannierml.training.cli train config.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """Train (or with --resume continue) the run described by a YAML config; returns the exit code."""
+    p = argparse.ArgumentParser(prog="wannierml train", description="train a model from a YAML config "
+                                "(see examples/train_config.yaml)")
+    p.add_argument("config", help="YAML training config")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+
+    from .config import load_config
+    from .distributed import init_from_env, shutdown
+    from .trainer import Trainer
+
+    cfg = load_config(args.config)
+    if args.no_progress:
+        cfg.run.progress = False
+    info = init_from_env()
+    try:
+        summary = Trainer(cfg, info, resume=args.resume).train()
+    finally:
+        shutdown(info)
+    if info.is_main:
+        best = "n/a" if summary["best_val"] is None else f"{summary['best_val']:.5g}"
+        print(f"done: step {summary['step']}, best validation loss {best}"
+              f"{' (stopped early)' if summary['stopped_early'] else ''}; model: {Path(cfg.run.output) / 'model.pt'}")
+    return 0
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """Print the accuracy table of a model on frame folders (or a dataset cache built with the same graph)."""
+    p = argparse.ArgumentParser(prog="wannierml evaluate", description="accuracy of a model on a data set")
+    p.add_argument("model", help="model file (or pretrained name)")
+    p.add_argument("data", nargs="+", help="frame directories, folders of frames, extxyz files, or a .pt cache")
+    p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--batch-size", type=int, default=8)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from ase_wannierml.model import load_model
+
+    from .evaluate import evaluate
+
+    model = load_model(args.model)
+    examples = _examples_for(model.config, args.data)
+    ev = evaluate(model, examples, dtype=model.dtype if model.dtype in (torch.float32, torch.float64)
+                  else torch.float64, batch_size=args.batch_size)
+    print(ev.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps({"metrics": ev.metrics(), "counts": ev.counts()}, indent=1))
+    return 0
+
+
+def _examples_for(model_config, data: Sequence[str]) -> list[dict]:
+    """Examples built with the model's own graph settings (a cache must have been built with them too)."""
+    from .dataset import BuildOptions, build_dataset, load_cache
+    from .setup import GRAPH_FIELDS, graph_functions
+
+    settings = {k: v for k, v in model_config.to_dict().items() if k in GRAPH_FIELDS}
+    if len(data) == 1 and data[0].endswith(".pt"):
+        ds, fingerprint = load_cache(data[0])
+        if json.loads(fingerprint)["graph"] != json.loads(json.dumps(settings, default=str)):
+            raise ValueError(f"{data[0]} was built with other graph settings than the model's; evaluate the frame "
+                             "folders instead")
+        return ds.examples
+    graph_fn, pairs_fn = graph_functions(model_config)
+    ds = build_dataset(data, graph_fn, pairs_fn, BuildOptions(shells=dict(model_config.orbitals),
+                                                               on_error="skip"))
+    for fid, why in sorted(ds.rejected.items()):
+        print(f"left out {fid}: {why}", file=sys.stderr)
+    return ds.examples
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ase_wannierml.training.cli train|evaluate ...`` (used with torchrun)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": train_main, "evaluate": evaluate_main}
+    if not argv or argv[0] not in commands:
+        print("usage: python -m ase_wannierml.training.cli {train,evaluate} ...", file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Typed training configuration and its plain YAML form.
+
+A config file has five sections; every key is optional except ``data.frames`` (see
+``examples/train_config.yaml`` for a documented example). Unknown keys are errors, so a typo never
+silently falls back to a default.
+
+Example::
+
+    >>> cfg = TrainConfig.from_dict({"data": {"frames": ["datasets/graphene-bilayer/frames"]}})
+    >>> cfg.optim.lr
+    0.001
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+#: Hamiltonian element categories of the model's pair list (index = category id in the graph).
+HAM_CATEGORIES: tuple[str, ...] = ("onsite", "intra_near", "intra_far", "inter")
+
+
+@dataclass
+class DataConfig:
+    """Where the frames are and how they become training examples.
+
+    frames: frame directories, or folders whose sub-directories are frames (``<id>/structure.extxyz``).
+    cache: compact cache file (graphs + targets); default ``<output>/dataset_cache.pt``.
+    val_fraction / test_fraction: random split of frame ids (seeded by ``split_seed``).
+    max_centre_distance: Å; a Wannier centre farther than this from every atom rejects the frame.
+    gauge_tolerance: eV; largest allowed violation of the onsite-block symmetry check (see ``assign.py``).
+    band_kgrid: n; reference bands on a Γ-centred n×n grid over the periodic axes (3n contains K).
+    on_error: ``"raise"`` stops at the first bad frame; ``"skip"`` leaves it out and records why.
+    """
+
+    frames: list[str] = field(default_factory=list)
+    cache: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.0
+    split_seed: int = 0
+    max_centre_distance: float = 0.7
+    gauge_tolerance: float = 0.05
+    band_kgrid: int = 6
+    on_error: str = "raise"
+
+
+@dataclass
+class LossConfig:
+    """Weights of the joint loss (each term is a mean square divided by its own scale², see ``loss.py``).
+
+    hamiltonian_categories: extra weight per category (onsite, intra_near, intra_far, inter).
+    band_window: eV; band eigenvalues whose *target* lies within E_F ± band_window enter the band loss.
+    band_kpoints: random k-points per frame and step for the band loss (0 disables it).
+    band_scale: eV; the band error that counts as 1.
+    bands_start: optimizer step from which the band term is on. Bands alone cannot tell t from −t (a bipartite
+        lattice's spectrum is symmetric about E_F), so let the element loss fix the signs first.
+    scale_floor: minimum per-term scale (eV, eV/Å, eV/Å³ resp. for H, forces, stress), so an all-zero target
+        category does not blow up its weight.
+    """
+
+    energy: float = 1.0
+    forces: float = 1.0
+    stress: float = 0.1
+    hamiltonian: float = 1.0
+    bands: float = 0.0
+    hamiltonian_categories: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    band_window: float = 1.0
+    band_kpoints: int = 2
+    band_scale: float = 0.05
+    bands_start: int = 0
+    scale_floor: float = 1e-3
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, linear warm-up then cosine decay to ``lr * min_lr_ratio``; EMA of weights; gradient clipping."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    batch_size: int = 4
+    max_steps: int = 1000
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.05
+    ema_decay: float = 0.99
+    grad_clip: float = 10.0
+
+
+@dataclass
+class RunConfig:
+    """Book-keeping: output folder, seed, checkpoint/validation cadence, early stopping, dtype.
+
+    patience: stop after this many validations without improvement of the validation loss (0: never).
+    """
+
+    output: str = "runs/train"
+    seed: int = 0
+    checkpoint_every: int = 100
+    eval_every: int = 50
+    log_every: int = 10
+    patience: int = 10
+    dtype: str = "float64"
+    progress: bool = True
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """The whole training configuration. ``model`` is passed as keyword arguments to ``build_model``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], base_dir: str | Path | None = None) -> "TrainConfig":
+        """Build from a nested mapping; relative paths are taken relative to ``base_dir`` (if given)."""
+        raw = dict(raw or {})
+        _check_keys("config", raw, {"data", "model", "loss", "optim", "run"})
+        cfg = cls(
+            data=_section(DataConfig, raw.get("data"), "data"),
+            model=dict(raw.get("model") or {}),
+            loss=_section(LossConfig, raw.get("loss"), "loss"),
+            optim=_section(OptimConfig, raw.get("optim"), "optim"),
+            run=_section(RunConfig, raw.get("run"), "run"),
+        )
+        if base_dir is not None:
+            cfg._resolve_paths(Path(base_dir))
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistent setting."""
+        if isinstance(self.data.frames, str):
+            self.data.frames = [self.data.frames]
+        if not self.data.frames:
+            raise ValueError("config: data.frames is empty; give frame directories or folders of frames")
+        if self.data.on_error not in ("raise", "skip"):
+            raise ValueError(f"config: data.on_error must be 'raise' or 'skip', got {self.data.on_error!r}")
+        if not 0 <= self.data.val_fraction + self.data.test_fraction < 1:
+            raise ValueError("config: data.val_fraction + data.test_fraction must lie in [0, 1)")
+        if len(self.loss.hamiltonian_categories) != len(HAM_CATEGORIES):
+            raise ValueError(f"config: loss.hamiltonian_categories needs {len(HAM_CATEGORIES)} weights "
+                             f"({', '.join(HAM_CATEGORIES)}), got {self.loss.hamiltonian_categories}")
+        if self.run.dtype not in ("float32", "float64"):
+            raise ValueError(f"config: run.dtype must be 'float32' or 'float64', got {self.run.dtype!r}")
+        for name in ("batch_size", "max_steps"):
+            if getattr(self.optim, name) < 1:
+                raise ValueError(f"config: optim.{name} must be >= 1")
+        for name in ("checkpoint_every", "eval_every", "log_every"):
+            if getattr(self.run, name) < 1:
+                raise ValueError(f"config: run.{name} must be >= 1")
+        if self.data.band_kgrid < 1:
+            raise ValueError("config: data.band_kgrid must be >= 1")
+
+    def cache_path(self) -> Path:
+        """The dataset cache file (``data.cache`` or ``<run.output>/dataset_cache.pt``)."""
+        return Path(self.data.cache) if self.data.cache else Path(self.run.output) / "dataset_cache.pt"
+
+    def _resolve_paths(self, base: Path) -> None:
+        def fix(p: str) -> str:
+            return str(p) if Path(p).is_absolute() else str(base / p)
+
+        self.data.frames = [fix(p) for p in ([self.data.frames] if isinstance(self.data.frames, str)
+                                             else self.data.frames)]
+        if self.data.cache:
+            self.data.cache = fix(self.data.cache)
+        self.run.output = fix(self.run.output)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML config; relative paths in it are relative to the current directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {path} does not exist")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"training config {path}: top level must be a mapping, got {type(raw).__name__}")
+    return TrainConfig.from_dict(raw)
+
+
+def _check_keys(where: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+
+
+def _to_float(value: int | str, where: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"config: {where} must be a number, got {value!r}") from None
+
+
+def _section(cls: type, raw: Mapping[str, Any] | None, name: str) -> Any:
+    raw = dict(raw or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(f"config section '{name}'", raw, set(fields))
+    out = cls()
+    for key, value in raw.items():
+        default = getattr(out, key)
+        if isinstance(default, float) and not isinstance(value, bool) and isinstance(value, (int, str)):
+            value = _to_float(value, f"{name}.{key}")  # YAML reads "1e-3" (no dot) as a string
+        if isinstance(default, bool) != isinstance(value, bool) or (
+                default is not None and not isinstance(default, list) and not isinstance(value, type(default))):
+            raise ValueError(f"config: {name}.{key} must be {type(default).__name__}, got {value!r}")
+        setattr(out, key, value)
+    return out

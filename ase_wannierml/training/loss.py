@@ -1,0 +1,180 @@
+"""The joint training loss: energy per atom, forces, stress, Hamiltonian elements per category, band energies.
+
+Every term is a mean of squared errors divided by that term's own scale² (``Scales``, from the training set), then
+weighted (``LossConfig``):
+
+    L = w_E ⟨(ΔE/N)²⟩/σ_E² + w_F ⟨ΔF²⟩/σ_F² + w_S ⟨Δσ²⟩/σ_S² + w_H Σ_c w_c ⟨ΔH_c²⟩/σ_c² + w_b ⟨Δε²⟩/σ_b²
+
+⟨·⟩ averages over the labelled items of the batch (frames for E, force components, stress components, known
+Hamiltonian elements of category c, band energies within ±window of E_F at the sampled k-points). σ_c is the RMS
+of category c's targets, so meV-scale far and interlayer hoppings weigh as much as eV-scale onsite terms; at the
+start of training every term is O(1).
+
+Terms are returned as (sum, count) so that data-parallel training can divide by the *global* count and match
+single-process training exactly (see ``trainer.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ase_wannierml.model import keys as K
+
+from .bands import band_energies
+from .config import HAM_CATEGORIES, LossConfig
+
+TARGET_KEYS = ("target_energy", "target_forces", "target_stress", "target_ham", "target_ham_mask",
+               "has_energy", "has_forces", "has_stress", "has_ham")
+TERM_NAMES = ("energy", "forces", "stress") + tuple(f"ham_{c}" for c in HAM_CATEGORIES) + ("bands",)
+
+
+@dataclass
+class Scales:
+    """Per-term error scales: energy eV/atom, forces eV/Å, stress eV/Å³, ham per category eV, bands eV."""
+
+    energy: float = 1.0
+    forces: float = 1.0
+    stress: float = 1.0
+    ham: list[float] = field(default_factory=lambda: [1.0] * len(HAM_CATEGORIES))
+    bands: float = 0.05
+
+    def of(self, term: str) -> float:
+        """Scale of one term name in ``TERM_NAMES``."""
+        if term.startswith("ham_"):
+            return self.ham[HAM_CATEGORIES.index(term[4:])]
+        return float(getattr(self, term))
+
+
+@dataclass
+class FrameBands:
+    """What the band term needs of one structure in a batch (pair slice in the batch's pair list)."""
+
+    pair_start: int
+    pair_stop: int
+    atom_start: int
+    orbital_index: torch.Tensor     # (n_atoms, max_orb)
+    kpts: torch.Tensor              # (nk, 3)
+    bands: torch.Tensor             # (nk, norb) eV relative to E_F
+
+
+@dataclass
+class Batch:
+    """Collated examples: the model graph plus concatenated targets."""
+
+    graph: dict[str, torch.Tensor]
+    targets: dict[str, torch.Tensor]
+    frames: list[FrameBands]
+    size: int
+
+    @property
+    def needs(self) -> dict[str, bool]:
+        """Which model outputs this batch has labels for."""
+        t = self.targets
+        return {"compute_forces": bool(t["has_forces"].any()), "compute_stress": bool(t["has_stress"].any()),
+                "compute_hamiltonian": bool(t["has_ham"].any())}
+
+
+def collate(examples: list[dict[str, torch.Tensor]], dtype: torch.dtype) -> Batch:
+    """Batch examples (dataset.py layout) with the model's ``batch_graphs``; floats cast to ``dtype``."""
+    from ase_wannierml.model.graph import batch_graphs
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.is_floating_point() else t
+
+    graph = batch_graphs([{k: cast(ex[k]) for k in K.GRAPH_KEYS if k in ex} for ex in examples])
+    n_atoms = [len(ex[K.POSITIONS]) for ex in examples]
+    n_pairs = [len(ex["target_ham"]) for ex in examples]
+    t = {
+        "target_energy": cast(torch.cat([ex["target_energy"] for ex in examples])),
+        "num_atoms": torch.tensor(n_atoms),
+        "target_forces": cast(torch.cat([ex["target_forces"] for ex in examples])),
+        "target_stress": cast(torch.cat([ex["target_stress"] for ex in examples])),
+        "target_ham": cast(torch.cat([ex["target_ham"] for ex in examples])),
+        "target_ham_mask": torch.cat([ex["target_ham_mask"] for ex in examples]),
+    }
+    for key in ("has_energy", "has_forces", "has_stress", "has_ham"):
+        t[key] = torch.stack([ex[key] for ex in examples])
+    t["atom_has_forces"] = torch.repeat_interleave(t["has_forces"], torch.tensor(n_atoms))
+    frames, p0, a0 = [], 0, 0
+    for ex, na, npair in zip(examples, n_atoms, n_pairs):
+        if bool(ex["has_ham"]) and len(ex["band_kpts"]):
+            frames.append(FrameBands(p0, p0 + npair, a0, ex["orbital_index"], cast(ex["band_kpts"]),
+                                     cast(ex["target_bands"])))
+        p0, a0 = p0 + npair, a0 + na
+    return Batch(graph, t, frames, len(examples))
+
+
+def loss_terms(batch: Batch, out: dict[str, torch.Tensor], scales: Scales, cfg: LossConfig,
+               generator: torch.Generator | None = None) -> dict[str, tuple[torch.Tensor, float]]:
+    """Per term: (Σ squared error / scale², number of items) over this batch (see module docstring)."""
+    t = batch.targets
+    zero = t["target_energy"].new_zeros(())
+    terms: dict[str, tuple[torch.Tensor, float]] = {}
+    e_mask = t["has_energy"]
+    if cfg.energy > 0 and bool(e_mask.any()) and K.ENERGY in out:
+        err = (out[K.ENERGY] - t["target_energy"]) / t["num_atoms"].to(zero.dtype)
+        terms["energy"] = ((err[e_mask] ** 2).sum() / scales.energy ** 2, float(e_mask.sum()))
+    f_mask = t["atom_has_forces"]
+    if cfg.forces > 0 and bool(f_mask.any()) and K.FORCES in out:
+        err = out[K.FORCES][f_mask] - t["target_forces"][f_mask]
+        terms["forces"] = ((err ** 2).sum() / scales.forces ** 2, float(err.numel()))
+    s_mask = t["has_stress"]
+    if cfg.stress > 0 and bool(s_mask.any()) and K.STRESS in out:
+        err = out[K.STRESS][s_mask] - t["target_stress"][s_mask]
+        terms["stress"] = ((err ** 2).sum() / scales.stress ** 2, float(err.numel()))
+    if cfg.hamiltonian > 0 and bool(t["has_ham"].any()) and K.HAM_BLOCKS in out:
+        mask = t["target_ham_mask"]
+        err2 = (out[K.HAM_BLOCKS] - t["target_ham"]) ** 2
+        category = batch.graph[K.HAM_PAIR_CATEGORY]
+        for c, name in enumerate(HAM_CATEGORIES):
+            m = mask & (category == c)[:, None, None]
+            if bool(m.any()) and cfg.hamiltonian_categories[c] > 0:
+                terms[f"ham_{name}"] = (err2[m].sum() / scales.ham[c] ** 2, float(m.sum()))
+    if cfg.bands > 0 and cfg.band_kpoints > 0 and batch.frames and K.HAM_BLOCKS in out:
+        terms["bands"] = _band_term(batch, out[K.HAM_BLOCKS], scales, cfg, generator)
+    return terms
+
+
+def _band_term(batch: Batch, blocks: torch.Tensor, scales: Scales, cfg: LossConfig,
+               generator: torch.Generator | None) -> tuple[torch.Tensor, float]:
+    """Band energies at ``cfg.band_kpoints`` random k-points of each frame's reference grid, within the window."""
+    total, count = blocks.new_zeros(()), 0.0
+    index, shift = batch.graph[K.HAM_PAIR_INDEX], batch.graph[K.HAM_PAIR_SHIFT]
+    for fb in batch.frames:
+        pick = torch.randperm(len(fb.kpts), generator=generator)[:cfg.band_kpoints]
+        sl = slice(fb.pair_start, fb.pair_stop)
+        pred = band_energies(blocks[sl], index[:, sl] - fb.atom_start, shift[sl], fb.orbital_index,
+                             fb.bands.shape[1], fb.kpts[pick])
+        ref = fb.bands[pick]
+        window = ref.abs() <= cfg.band_window
+        total = total + ((pred - ref)[window] ** 2).sum() / scales.bands ** 2
+        count += float(window.sum())
+    return total, count
+
+
+def combine(terms: dict[str, tuple[torch.Tensor, float]], counts: dict[str, float], cfg: LossConfig,
+            world_size: int = 1) -> torch.Tensor:
+    """Weighted loss from per-term sums; ``counts`` are the *global* item counts (summed over processes).
+
+    Multiplying by ``world_size`` undoes DistributedDataParallel's gradient averaging, so the gradient equals that
+    of one process holding the whole batch.
+    """
+    total = None
+    for name, (value, _) in terms.items():
+        n = counts.get(name, 0.0)
+        if n <= 0:
+            continue
+        part = term_weight(name, cfg) * value / n * world_size
+        total = part if total is None else total + part
+    if total is None:
+        some = next(iter(terms.values()), None)
+        return torch.zeros((), dtype=torch.float64) if some is None else some[0] * 0.0
+    return total
+
+
+def term_weight(name: str, cfg: LossConfig) -> float:
+    """The weight of one term name."""
+    if name.startswith("ham_"):
+        return cfg.hamiltonian * cfg.hamiltonian_categories[HAM_CATEGORIES.index(name[4:])]
+    return float(getattr(cfg, name))

@@ -1,0 +1,293 @@
+"""The training loop: AdamW, warm-up + cosine LR, EMA, early stopping, checkpoints, exact resume, data parallel.
+
+Data order: epoch e visits the training frames in ``randperm(n, seed + e)``; batches are consecutive slices of
+``optim.batch_size`` frames (the last one may be shorter). With ``world_size`` processes each takes
+``batch[rank::world_size]``. Validation uses the EMA weights, all band k-points, and drives early stopping and
+``<output>/model.pt`` (the best EMA model). ``<output>/metrics.jsonl`` gets one JSON line per log/validation event.
+
+Example::
+
+    >>> trainer = Trainer(load_config("examples/train_config.yaml"))   # doctest: +SKIP
+    >>> summary = trainer.train()                                       # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ase_wannierml.model import keys as K
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .dataset import Dataset
+from .distributed import DistInfo, all_sum, barrier, broadcast_flag
+from .ema import EMA
+from .loss import TERM_NAMES, Scales, collate, combine, loss_terms
+from .setup import build_training_model, prepare_dataset
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class Trainer:
+    """One training run (see the module docstring); ``train()`` runs or resumes it and returns a summary."""
+
+    def __init__(self, cfg: TrainConfig, dist_info: DistInfo = DistInfo(), resume: bool = False,
+                 dataset: Dataset | None = None) -> None:
+        self.cfg, self.dist, self.dtype = cfg, dist_info, _DTYPES[cfg.run.dtype]
+        self.out = Path(cfg.run.output)
+        state = ckpt.load_latest(self.out) if resume else None
+        if resume and state is None and dist_info.is_main:
+            print(f"--resume: no checkpoint in {ckpt.checkpoint_dir(self.out)}; starting a new run")
+        _seed_everything(cfg.run.seed)
+        self.data = dataset if dataset is not None else prepare_dataset(cfg, dist_info)
+        self.train_idx, self.val_idx, self.test_idx = self.data.split(
+            cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
+        if not self.train_idx:
+            raise ValueError(f"no training frames: {len(self.data)} frames, val_fraction {cfg.data.val_fraction}")
+        train_examples = [self.data.examples[i] for i in self.train_idx]
+        model_kwargs = None if state is None else state["model_kwargs"]
+        self.model, self.model_kwargs, self.scales = build_training_model(cfg, train_examples, model_kwargs,
+                                                                          self.dtype)
+        if state is not None:
+            self.scales = Scales(**state["scales"])
+        self.ddp = _wrap_ddp(self.model, dist_info)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
+                                     weight_decay=cfg.optim.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
+        self.ema = EMA(self.model, cfg.optim.ema_decay)
+        self.band_gen = torch.Generator().manual_seed(cfg.run.seed + 12345)
+        self.needs = _global_needs(train_examples, cfg)
+        self.step, self.epoch, self.pos = 0, 0, 0
+        self.best_val, self.bad_evals, self.stopped = math.inf, 0, False
+        if state is not None:
+            self._load_state(state)
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> dict[str, Any]:
+        """Run until ``optim.max_steps`` or early stopping; returns the final summary (also logged)."""
+        from tqdm import tqdm
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=self.cfg.optim.max_steps, initial=self.step, desc="train",
+                   disable=not (self.cfg.run.progress and self.dist.is_main))
+        while self.step < self.cfg.optim.max_steps and not self.stopped:
+            metrics = self.train_step(self._next_batch())
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+            if self.step % self.cfg.run.log_every == 0:
+                self._log({"event": "train", **metrics})
+            if self.step % self.cfg.run.eval_every == 0 or self.step == self.cfg.optim.max_steps:
+                self._validate_and_maybe_stop()
+            if self.step % self.cfg.run.checkpoint_every == 0 or self.stopped \
+                    or self.step == self.cfg.optim.max_steps:
+                self.save_checkpoint()
+        bar.close()
+        if not self.val_idx and self.dist.is_main:
+            self._save_model(self.out / "model.pt")
+        best = self.best_val if math.isfinite(self.best_val) else None
+        summary = {"event": "done", "step": self.step, "epoch": self.epoch, "best_val": best,
+                   "stopped_early": self.stopped}
+        self._log(summary)
+        return summary
+
+    def _next_batch(self) -> list[int]:
+        order = self._epoch_order(self.epoch)
+        batch = order[self.pos:self.pos + self.cfg.optim.batch_size]
+        self.pos += len(batch)
+        if self.pos >= len(order):
+            self.epoch, self.pos = self.epoch + 1, 0
+        return batch
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + epoch)
+        return [self.train_idx[i] for i in torch.randperm(len(self.train_idx), generator=g).tolist()]
+
+    def train_step(self, batch_idx: list[int]) -> dict[str, float]:
+        """One optimizer step on the global batch ``batch_idx`` (this process takes its slice)."""
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        local = batch_idx[self.dist.rank::self.dist.world_size]
+        dummy = not local                     # keep collective calls in step on a process without frames
+        batch = collate([self.data.examples[i] for i in (local or batch_idx[:1])], self.dtype)
+        out = self.ddp(batch.graph, **self.needs)
+        loss_cfg = self.cfg.loss if self.step >= self.cfg.loss.bands_start else \
+            dataclasses.replace(self.cfg.loss, bands=0.0)
+        terms = loss_terms(batch, out, self.scales, loss_cfg, self.band_gen)
+        if dummy:
+            terms = {n: (v * 0.0, 0.0) for n, (v, _) in terms.items()}
+        sums = all_sum([float(terms[n][0].detach()) if n in terms else 0.0 for n in TERM_NAMES]
+                       + [terms[n][1] if n in terms else 0.0 for n in TERM_NAMES], self.dist)
+        counts = dict(zip(TERM_NAMES, sums[len(TERM_NAMES):]))
+        loss = combine(terms, counts, self.cfg.loss, self.dist.world_size) + _touch(out)
+        loss.backward()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.ema.update()
+        self.step += 1
+        value = sum(_weight(n, self.cfg) * s / counts[n] for n, s in zip(TERM_NAMES, sums) if counts[n] > 0)
+        return {"step": self.step, "epoch": self.epoch, "lr": self.sched.get_last_lr()[0], "loss": value,
+                **_rmse(sums, counts, self.scales)}
+
+    # ------------------------------------------------------------------ validation
+    def evaluate_loss(self, indices: list[int]) -> dict[str, float]:
+        """Loss and per-term RMSE (physical units) with the EMA weights on ``indices`` (all band k-points)."""
+        cfg_loss = dataclasses.replace(self.cfg.loss, band_kpoints=10**9)
+        local = indices[self.dist.rank::self.dist.world_size]
+        sums = [0.0] * (2 * len(TERM_NAMES))
+        self.model.eval()
+        with self.ema.applied():
+            for start in range(0, len(local), self.cfg.optim.batch_size):
+                batch = collate([self.data.examples[i] for i in local[start:start + self.cfg.optim.batch_size]],
+                                self.dtype)
+                out = self.model(batch.graph, **self.needs)
+                terms = loss_terms(batch, _detached(out), self.scales, cfg_loss)
+                for k, n in enumerate(TERM_NAMES):
+                    if n in terms:
+                        sums[k] += float(terms[n][0])
+                        sums[len(TERM_NAMES) + k] += terms[n][1]
+        sums = all_sum(sums, self.dist)
+        counts = dict(zip(TERM_NAMES, sums[len(TERM_NAMES):]))
+        loss = sum(_weight(n, self.cfg) * s / counts[n] for n, s in zip(TERM_NAMES, sums) if counts[n] > 0)
+        return {"loss": float(loss), **_rmse(sums, counts, self.scales)}
+
+    def _validate_and_maybe_stop(self) -> None:
+        if not self.val_idx:
+            return
+        metrics = self.evaluate_loss(self.val_idx)
+        improved = metrics["loss"] < self.best_val
+        if improved:
+            self.best_val, self.bad_evals = metrics["loss"], 0
+            if self.dist.is_main:
+                with self.ema.applied():
+                    self._save_model(self.out / "model.pt")
+        else:
+            self.bad_evals += 1
+        stop = self.cfg.run.patience > 0 and self.bad_evals >= self.cfg.run.patience
+        self.stopped = broadcast_flag(stop, self.dist)
+        self._log({"event": "val", "step": self.step, "epoch": self.epoch, "improved": improved, **metrics})
+
+    # ------------------------------------------------------------------ files
+    def _save_model(self, path: Path) -> None:
+        """Model file with training metadata (written to a temporary name, then renamed)."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        best = self.best_val if math.isfinite(self.best_val) else None
+        meta = {"training": {"step": self.step, "epoch": self.epoch, "best_val_loss": best,
+                             "train_frames": len(self.train_idx), "val_frames": len(self.val_idx),
+                             "energy_zero": "Hamiltonian relative to the DFT Fermi level (fermi_level = 0)",
+                             "config": self.cfg.to_dict()}}
+        self.model.save(tmp, metadata=json.loads(json.dumps(meta, default=str)))
+        tmp.replace(path)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run bit for bit (weights_only-safe)."""
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "ema": self.ema.state_dict(), "rng": ckpt.rng_state(),
+                "band_generator": self.band_gen.get_state(), "step": self.step, "epoch": self.epoch,
+                "pos": self.pos, "best_val": self.best_val, "bad_evals": self.bad_evals, "stopped": self.stopped,
+                "scales": dataclasses.asdict(self.scales), "model_kwargs": self.model_kwargs,
+                "train_frames": [self.data.frame_ids[i] for i in self.train_idx], "config": self.cfg.to_dict()}
+
+    def save_checkpoint(self) -> None:
+        """Write a checkpoint (main process) after all processes reached this step."""
+        barrier(self.dist)
+        if self.dist.is_main:
+            ckpt.save_checkpoint(self.state_dict(), self.out, self.step, self.cfg.run.keep_checkpoints)
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        frames = [self.data.frame_ids[i] for i in self.train_idx]
+        if frames != state["train_frames"]:
+            raise ValueError(f"cannot resume from {self.out}: the training frames differ from the checkpoint's "
+                             f"({len(frames)} vs {len(state['train_frames'])}); the data set changed")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.ema.load_state_dict(state["ema"])
+        ckpt.set_rng_state(state["rng"])
+        self.band_gen.set_state(state["band_generator"])
+        self.step, self.epoch, self.pos = state["step"], state["epoch"], state["pos"]
+        self.best_val, self.bad_evals, self.stopped = state["best_val"], state["bad_evals"], state["stopped"]
+        if self.dist.is_main:
+            _truncate_log(self.out / "metrics.jsonl", self.step)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _lr_lambda(cfg: TrainConfig):
+    warm, total, floor = cfg.optim.warmup_steps, cfg.optim.max_steps, cfg.optim.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
+
+
+def _wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model)
+
+
+def _global_needs(examples: list[dict], cfg: TrainConfig) -> dict[str, bool]:
+    """Model outputs to compute in every step (the same on every process, so DDP sees the same graph)."""
+    has = {k: any(bool(ex[k]) for ex in examples) for k in ("has_forces", "has_stress", "has_ham")}
+    return {"compute_forces": has["has_forces"] and cfg.loss.forces > 0,
+            "compute_stress": has["has_stress"] and cfg.loss.stress > 0,
+            "compute_hamiltonian": has["has_ham"] and (cfg.loss.hamiltonian > 0 or cfg.loss.bands > 0)}
+
+
+def _touch(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    """0 × every output, so every parameter takes part in backward on every process (DDP requirement)."""
+    total = None
+    for key in (K.ENERGY, K.FORCES, K.STRESS, K.HAM_BLOCKS):
+        if key in out and out[key].requires_grad:
+            part = out[key].sum() * 0.0
+            total = part if total is None else total + part
+    return total if total is not None else torch.zeros(())
+
+
+def _detached(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in out.items()}
+
+
+def _weight(name: str, cfg: TrainConfig) -> float:
+    from .loss import term_weight
+
+    return term_weight(name, cfg.loss)
+
+
+def _rmse(sums: list[float], counts: dict[str, float], scales: Scales) -> dict[str, float]:
+    """Per-term RMSE in physical units (eV/atom, eV/Å, eV/Å³, eV) from normalised sums."""
+    return {f"rmse_{n}": math.sqrt(s / counts[n]) * scales.of(n)
+            for n, s in zip(TERM_NAMES, sums) if counts[n] > 0}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))

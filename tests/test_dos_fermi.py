@@ -1,0 +1,124 @@
+"""DOS normalisation and projections, k-mesh reduction, Fermi level from the electron count."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.spectrum.doscollection import DOSCollection
+from ase.spectrum.dosdata import GridDOSData
+from conftest import GRAPHENE_EPS, GRAPHENE_T, graphene_atoms, neighbour_model
+
+from ase_wannierml.tb.bandpath import default_mesh, kpoint_mesh
+from ase_wannierml.tb.dos import smear
+from ase_wannierml.tb.fermi import find_fermi_level, occupations
+
+
+def integral(d) -> float:
+    return float(np.trapezoid(d.get_weights(), d.get_energies()))
+
+
+@pytest.mark.parametrize("smearing, window", [("gauss", None), ("lorentz", 200.0)])
+def test_dos_integrates_to_number_of_orbitals(graphene, smearing, window):
+    kw = {} if window is None else {"emin": -window, "emax": window, "npts": 40001}
+    d = graphene.dos(kpts=(12, 12, 1), width=0.05, smearing=smearing, **kw)
+    assert isinstance(d, GridDOSData)
+    # Lorentzian tails beyond ±200 eV hold 2·(2/π)(0.05/200) ≈ 3e-4 states
+    assert integral(d) == pytest.approx(2.0, abs=1e-6 if smearing == "gauss" else 1e-3)
+
+
+def test_graphene_dos_physics(graphene):
+    d = graphene.dos(kpts=(60, 60, 1), width=0.08, npts=3001)
+    e, w = d.get_energies(), d.get_weights()
+    upper = e > GRAPHENE_EPS + 0.3
+    e_peak = e[upper][np.argmax(w[upper])]
+    assert e_peak == pytest.approx(GRAPHENE_EPS + abs(GRAPHENE_T), abs=0.1)  # van Hove singularity at +|t|
+    w_dirac = np.interp(GRAPHENE_EPS, e, w)
+    assert w_dirac < 0.1 * w[upper].max()  # semimetal: DOS vanishes at the Dirac point (up to smearing)
+    np.testing.assert_allclose(w, np.interp(2 * GRAPHENE_EPS - e, e, w), atol=2e-3 * w.max())  # e-h symmetric
+
+
+@pytest.mark.parametrize("projected", ["atom", "element", "orbital", "layer"])
+def test_projected_dos_sums_to_total(projected):
+    atoms = graphene_atoms().repeat((2, 1, 1))
+    atoms.arrays["layer"] = np.array([0, 0, 1, 1])
+    atoms.numbers[[1, 3]] = 5  # make a BC3-like lattice: two elements, no sublattice symmetry
+    tb = neighbour_model(atoms, GRAPHENE_T, 0.0, 1.6)
+    values = tb.values + np.where((tb.rows == tb.cols) & (tb.orbitals.element[tb.rows] == "B"), 1.0, 0.0)
+    tb = tb._replace(tb.R, tb.rows, tb.cols, values)
+    total = tb.dos(kpts=(8, 8, 1), width=0.1, npts=500, emin=-10, emax=10)
+    parts = tb.dos(kpts=(8, 8, 1), width=0.1, npts=500, emin=-10, emax=10, projected=projected)
+    assert isinstance(parts, DOSCollection)
+    expected = {"atom": 4, "element": 2, "orbital": 1, "layer": 2}[projected]
+    assert len(parts) == expected
+    np.testing.assert_allclose(parts.sum_all().get_weights(), total.get_weights(), atol=1e-10)
+    if projected == "element":  # each C / B site carries 2 of the 4 orbitals
+        for p in parts:
+            assert integral(p) == pytest.approx(2.0, abs=1e-4)
+        assert {p.info["symbol"] for p in parts} == {"C", "B"}
+
+
+def test_sublattice_projections_are_equal_in_graphene(graphene):
+    a, b = graphene.dos(kpts=(12, 12, 1), width=0.1, projected="atom")
+    np.testing.assert_allclose(a.get_weights(), b.get_weights(), atol=1e-10)
+
+
+def test_symmetry_reduced_mesh_gives_same_dos(graphene):
+    k_full, w_full = kpoint_mesh(graphene, (12, 12, 1), symmetry=False)
+    k_irr, w_irr = kpoint_mesh(graphene, (12, 12, 1))
+    assert len(k_full) == 144 and len(k_irr) < 30 and w_irr.sum() == pytest.approx(1.0)
+    full = graphene.dos(kpts=k_full, width=0.05, emin=-9, emax=9)
+    irr = graphene.dos(kpts=(12, 12, 1), width=0.05, emin=-9, emax=9)
+    np.testing.assert_allclose(irr.get_weights(), full.get_weights(), atol=1e-10)
+    graphene.atoms = None  # time-reversal-only reduction
+    k_tr, w_tr = kpoint_mesh(graphene, (12, 12, 1))
+    assert len(k_tr) == 74
+    np.testing.assert_allclose(graphene.dos(kpts=(12, 12, 1), width=0.05, emin=-9, emax=9).get_weights(),
+                               full.get_weights(), atol=1e-10)
+
+
+def test_default_mesh(graphene):
+    assert default_mesh(graphene) == (24, 24, 1)
+
+
+def test_smear_matches_direct_sum():
+    rng = np.random.default_rng(0)
+    e_N, w_N = rng.normal(size=50), rng.random(50)
+    grid = np.linspace(-4, 4, 801)
+    for kind, kernel in (
+        ("gauss", lambda x, s: np.exp(-0.5 * (x / s) ** 2) / (s * np.sqrt(2 * np.pi))),
+        ("lorentz", lambda x, s: s / np.pi / (x**2 + s**2)),
+    ):
+        ref = (w_N[:, None] * kernel(grid[None] - e_N[:, None], 0.1)).sum(axis=0)
+        np.testing.assert_allclose(smear(e_N, w_N[:, None], grid, 0.1, kind)[0], ref, atol=1e-12)
+    with pytest.raises(ValueError, match="unknown smearing"):
+        smear(e_N, w_N[:, None], grid, 0.1, "box")
+
+
+def test_graphene_fermi_level_at_dirac_point(graphene):
+    assert graphene.fermi_level(kpts=(24, 24, 1)) == pytest.approx(GRAPHENE_EPS, abs=1e-6)
+    # a mesh without K still gives the Dirac energy by electron-hole symmetry
+    assert graphene.fermi_level(kpts=(10, 10, 1)) == pytest.approx(GRAPHENE_EPS, abs=1e-6)
+
+
+@pytest.mark.parametrize("num_electrons", [1.2, 2.5])
+def test_fermi_level_counts_electrons(graphene, num_electrons):
+    graphene.num_electrons = num_electrons
+    width = 0.02
+    mu = graphene.fermi_level(kpts=(24, 24, 1), width=width)
+    assert (mu < GRAPHENE_EPS) == (num_electrons < 2)
+    k_k3, w_k = kpoint_mesh(graphene, (24, 24, 1), symmetry=False)
+    e_kn = graphene.eigenvalues(k_k3)
+    count = 2 * w_k @ occupations(e_kn, mu, width).sum(axis=1)
+    assert count == pytest.approx(num_electrons, abs=1e-8)
+
+
+def test_insulator_fermi_level_is_mid_gap():
+    e_kn = np.array([[-2.0, -1.0, 1.5], [-1.8, -0.5, 2.5]])
+    assert find_fermi_level(e_kn, np.array([0.5, 0.5]), 4.0) == pytest.approx(0.5)  # (VBM -0.5 + CBM 1.5) / 2
+    with pytest.raises(ValueError, match="num_electrons = 7"):
+        find_fermi_level(e_kn, np.array([0.5, 0.5]), 7.0)
+
+
+def test_fermi_level_needs_electron_count(graphene):
+    graphene.num_electrons = None
+    with pytest.raises(ValueError, match="needs num_electrons"):
+        graphene.fermi_level()

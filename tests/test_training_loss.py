@@ -1,0 +1,102 @@
+"""Loss pieces: H(k) from pair blocks, per-category normalisation, global-count combination."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ase_wannierml.model import keys as K
+from ase_wannierml.model.config import ModelConfig
+from ase_wannierml.training.bands import band_energies
+from ase_wannierml.training.config import LossConfig
+from ase_wannierml.training.dataset import BuildOptions, build_dataset
+from ase_wannierml.training.loss import Scales, collate, combine, loss_terms
+from ase_wannierml.training.setup import graph_functions
+from ase_wannierml.training.stats import compute_scales, fit_e0s, onsite_reference
+from ase_wannierml.training.synthetic import synthetic_tb, write_synthetic_frames
+from ase_wannierml.training.frames import load_frame_dir
+
+LONG = ModelConfig(species=("C",), orbitals={"C": ("pz",)}, cutoff=3.0, ham_cutoff_near=3.0,
+                   ham_cutoff_far=6.5, ham_cutoff_inter=6.5)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("frames")
+    write_synthetic_frames(folder, 3, seed=5)
+    graph_fn, pairs_fn = graph_functions(LONG)
+    return folder, build_dataset([folder], graph_fn, pairs_fn, BuildOptions({"C": ["pz"]}))
+
+
+def test_bands_from_pair_blocks_equal_the_wannier_hamiltonian(data):
+    """Target blocks on the model's pair list (cut-off 6.5 Å > Moon–Koshino's 6 Å) hold all of H: same bands."""
+    folder, ds = data
+    for fid, ex in zip(ds.frame_ids, ds.examples):
+        atoms = load_frame_dir(folder / fid).atoms
+        kpts = torch.tensor([[0, 0, 0], [1 / 3, 1 / 3, 0], [0.5, 0, 0], [0.123, 0.456, 0]], dtype=torch.float64)
+        e = band_energies(ex["target_ham"], ex[K.HAM_PAIR_INDEX], ex[K.HAM_PAIR_SHIFT], ex["orbital_index"],
+                          len(atoms), kpts).numpy()
+        ref = synthetic_tb(atoms, 0.0).eigenvalues(kpts.numpy())
+        np.testing.assert_allclose(e, ref, atol=1e-5)
+
+
+def test_band_gradient_is_finite_at_the_dirac_point(data):
+    _, ds = data
+    ex = ds.examples[0]
+    blocks = ex["target_ham"].clone().requires_grad_(True)
+    k = torch.tensor([[1 / 3, 1 / 3, 0]], dtype=torch.float64)
+    e = band_energies(blocks, ex[K.HAM_PAIR_INDEX], ex[K.HAM_PAIR_SHIFT], ex["orbital_index"], 4, k)
+    e[:, 1:3].sum().backward()                   # the two bands that (nearly) touch at K
+    assert torch.isfinite(blocks.grad).all()
+
+
+def test_category_scales_are_the_rms_of_each_category(data):
+    _, ds = data
+    ref = onsite_reference(ds.examples, {"C": ["pz"]})
+    scales = compute_scales(ds.examples, {"C": 0.0}, ref, 1e-3, 0.05)
+    for c in range(4):
+        vals = []
+        for ex in ds.examples:
+            m = ex["target_ham_mask"][:, 0, 0] & (ex[K.HAM_PAIR_CATEGORY] == c)
+            v = ex["target_ham"][:, 0, 0][m].numpy()
+            vals.append(v - ref["C"][0] if c == 0 else v)
+        rms = np.sqrt(np.mean(np.concatenate(vals) ** 2))
+        assert scales.ham[c] == pytest.approx(max(rms, 1e-3), rel=1e-12)
+    # onsite deviations are tens of meV, near hoppings eV, long ones meV: normalisation equalises them
+    assert scales.ham[1] > 10 * scales.ham[0] and scales.ham[1] > 10 * scales.ham[2]
+
+
+def test_e0s_are_the_mean_energy_per_atom_for_one_element(data):
+    _, ds = data
+    e0 = fit_e0s(ds.examples, ["C"])["C"]
+    assert e0 == pytest.approx(np.mean([float(ex["target_energy"][0]) / 4 for ex in ds.examples]), rel=1e-12)
+
+
+def test_loss_is_normalised_and_combined_with_global_counts(data):
+    """Hand computation: per-term mean square / scale², weighted; halves with global counts add up to the whole."""
+    _, ds = data
+    batch = collate(ds.examples, torch.float64)
+    n_pairs = len(batch.targets["target_ham"])
+    out = {K.ENERGY: batch.targets["target_energy"] + 0.03 * batch.targets["num_atoms"].double(),   # 30 meV/atom off
+           K.FORCES: batch.targets["target_forces"] + 0.2,                                  # every component
+           K.HAM_BLOCKS: batch.targets["target_ham"] + 0.01}
+    scales = Scales(energy=0.1, forces=2.0, stress=1.0, ham=[0.05, 1.0, 0.01, 0.1])
+    cfg = LossConfig(energy=2.0, forces=3.0, stress=0.0, hamiltonian=1.0, hamiltonian_categories=[1, 1, 1, 4])
+    terms = loss_terms(batch, out, scales, cfg)
+    counts = {n: c for n, (_, c) in terms.items()}
+    assert counts["energy"] == 3 and counts["forces"] == 3 * 4 * 3
+    total = float(combine(terms, counts, cfg))
+    ham_cats = batch.graph[K.HAM_PAIR_CATEGORY]
+    expected = 2.0 * (0.03 / 0.1) ** 2 + 3.0 * (0.2 / 2.0) ** 2
+    expected += sum(w * (0.01 / s) ** 2 for c, (w, s) in enumerate(zip([1, 1, 1, 4], scales.ham))
+                    if bool((ham_cats == c).any()))
+    assert total == pytest.approx(expected, rel=1e-10)
+    assert n_pairs == len(ham_cats)
+    # data-parallel split: each half's sums over the global counts, added, give the full loss
+    halves = [collate(ds.examples[:1], torch.float64), collate(ds.examples[1:], torch.float64)]
+    parts = []
+    for h in halves:
+        o = {K.ENERGY: h.targets["target_energy"] + 0.03 * h.targets["num_atoms"].double(),
+             K.FORCES: h.targets["target_forces"] + 0.2, K.HAM_BLOCKS: h.targets["target_ham"] + 0.01}
+        parts.append(float(combine(loss_terms(h, o, scales, cfg), counts, cfg)))
+    assert sum(parts) == pytest.approx(total, rel=1e-12)

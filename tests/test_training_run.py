@@ -1,0 +1,105 @@
+"""Trainer: exact resume, logs and files, early stopping; a 4-frame overfit (slow)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ase_wannierml.training import trainer as trainer_mod
+from ase_wannierml.training.checkpoint import list_checkpoints
+from ase_wannierml.training.synthetic import tiny_train_config, write_synthetic_frames
+from ase_wannierml.training.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("frames")
+    write_synthetic_frames(folder, 6, seed=11)
+    return folder
+
+
+def _state(tr: Trainer) -> dict:
+    return {"model": tr.model.state_dict(), "ema": tr.ema.state_dict()["shadow"],
+            "opt": tr.opt.state_dict()["state"], "band_gen": tr.band_gen.get_state()}
+
+
+def _assert_identical(a: dict, b: dict) -> None:
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), f"model tensor {k} differs"
+    assert all(torch.equal(x, y) for x, y in zip(a["ema"], b["ema"]))
+    for i in a["opt"]:
+        for key in a["opt"][i]:
+            assert torch.equal(torch.as_tensor(a["opt"][i][key]), torch.as_tensor(b["opt"][i][key]))
+    assert torch.equal(a["band_gen"], b["band_gen"])
+
+
+def test_resume_continues_bit_for_bit(frames, tmp_path, monkeypatch):
+    opts = dict(loss={"bands": 1.0, "band_kpoints": 2, "stress": 0.1},
+                optim={"max_steps": 7, "batch_size": 2, "ema_decay": 0.9})
+    cache = {"cache": str(tmp_path / "cache.pt")}
+    straight = Trainer(tiny_train_config(frames, tmp_path / "a", data=cache, **opts))
+    straight.train()
+    # interrupted run: dies during step 5, after the step-3 checkpoint (steps 4-5 are lost and redone)
+    cfg_b = tiny_train_config(frames, tmp_path / "b", data=cache, **opts)
+    original = Trainer.train_step
+
+    def dying(self, batch):
+        if self.step == 4:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg_b).train()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_00000003.pt"]
+    torch.manual_seed(999)                              # global RNG disturbed in between: must not matter
+    resumed = Trainer(cfg_b, resume=True)
+    assert resumed.step == 3
+    resumed.train()
+    _assert_identical(_state(straight), _state(resumed))
+    log_a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert log_a == log_b                               # one log, no duplicated steps after the resume
+
+
+def test_run_writes_model_checkpoints_and_log(frames, tmp_path):
+    cfg = tiny_train_config(frames, tmp_path / "run", optim={"max_steps": 4}, run={"keep_checkpoints": 1})
+    summary = Trainer(cfg).train()
+    assert summary["step"] == 4
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000004.pt"]
+    from ase_wannierml.model import load_model
+
+    model = load_model(tmp_path / "run" / "model.pt")
+    assert model.config.fermi_level == 0.0            # Hamiltonian learned relative to E_F
+    assert model.metadata["training"]["train_frames"] + model.metadata["training"]["val_frames"] == 6
+    events = [json.loads(x)["event"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("train") == 4 and events.count("val") == 2 and events[-1] == "done"
+    assert (tmp_path / "run" / "dataset_cache.pt").is_file()
+
+
+def test_early_stopping_after_patience(frames, tmp_path, monkeypatch):
+    cfg = tiny_train_config(frames, tmp_path / "es", optim={"max_steps": 50}, run={"eval_every": 1, "patience": 2})
+    losses = iter([1.0, 0.5, 0.7, 0.6, 0.4])          # improves, improves, worse, worse -> stop at step 4
+    monkeypatch.setattr(Trainer, "evaluate_loss", lambda self, idx: {"loss": next(losses)})
+    summary = Trainer(cfg).train()
+    assert summary["stopped_early"] and summary["step"] == 4 and summary["best_val"] == 0.5
+
+
+@pytest.mark.slow
+def test_overfits_four_frames_to_near_zero_loss(tmp_path):
+    folder = tmp_path / "frames"
+    write_synthetic_frames(folder, 4, seed=3)
+    cfg = tiny_train_config(folder, tmp_path / "fit", data={"val_fraction": 0.0},
+                            model={"num_interactions": 2},
+                            optim={"max_steps": 400, "batch_size": 4, "lr": 1e-2, "warmup_steps": 10,
+                                   "ema_decay": 0.0, "min_lr_ratio": 0.02},
+                            loss={"bands": 0.2, "bands_start": 150},
+                            run={"eval_every": 1000, "checkpoint_every": 1000, "log_every": 50})
+    tr = Trainer(cfg)
+    start = tr.evaluate_loss(tr.train_idx)
+    tr.train()
+    end = tr.evaluate_loss(tr.train_idx)
+    print(start, end)
+    assert end["loss"] < 0.02 and end["loss"] < 1e-3 * start["loss"]

@@ -1,0 +1,146 @@
+"""Wannier90 ``_hr.dat`` / ``_centres.xyz`` reading and writing."""
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from conftest import graphene_atoms, random_hermitian_model
+
+from ase_wannierml import TightBinding
+from ase_wannierml.tb.wannier90 import nearest_atoms, read_centres_xyz, read_hr_data, read_win_cell
+
+# A hand-written file in Wannier90's own layout: 1 WF, nrpts = 17 (degeneracies over two lines, 15 per line), with
+# degeneracy 2 on R = ±(1,0,0) and 4 on R = ±(0,1,0). Written H is undivided, so the effective hoppings are 1/2 and
+# 1/4 of the listed 1.0 (Wannier90 plot.F90 divides by ndegen when interpolating).
+_W90_ONE_ORBITAL = """ written on 24Nov2026 at 00:00:00
+           1
+          17
+    1    2    2    4    4    1    1    1    1    1    1    1    1    1    1
+    1    1
+    0    0    0    1    1    0.500000    0.000000
+    1    0    0    1    1    1.000000    0.000000
+   -1    0    0    1    1    1.000000    0.000000
+    0    1    0    1    1    1.000000    0.000000
+    0   -1    0    1    1    1.000000    0.000000
+    2    0    0    1    1    0.000000    0.000000
+   -2    0    0    1    1    0.000000    0.000000
+    0    2    0    1    1    0.000000    0.000000
+    0   -2    0    1    1    0.000000    0.000000
+    1    1    0    1    1    0.000000    0.000000
+   -1   -1    0    1    1    0.000000    0.000000
+    2    2    0    1    1    0.000000    0.000000
+   -2   -2    0    1    1    0.000000    0.000000
+    3    0    0    1    1    0.000000    0.000000
+   -3    0    0    1    1    0.000000    0.000000
+    0    3    0    1    1    0.010000    0.000000
+    0   -3    0    1    1    0.010000    0.000000
+"""
+
+
+def test_reads_wannier90_layout_and_divides_degeneracies(tmp_path):
+    path = tmp_path / "one_hr.dat"
+    path.write_text(_W90_ONE_ORBITAL)
+    tb = TightBinding.from_wannier90(path, cell=np.eye(3))
+    assert tb.degeneracy[(1, 0, 0)] == 2 and tb.degeneracy[(0, -1, 0)] == 4 and len(tb.degeneracy) == 17
+    for k in ([0, 0, 0], [0.5, 0, 0], [0.1, 0.2, 0]):
+        kx, ky = 2 * np.pi * k[0], 2 * np.pi * k[1]
+        expected = 0.5 + 2 * 0.5 * np.cos(kx) + 2 * 0.25 * np.cos(ky) + 2 * 0.01 * np.cos(3 * ky)
+        assert tb.eigenvalues([k])[0, 0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_write_read_round_trip_is_exact(tmp_path):
+    tb = random_hermitian_model(norb=4, seed=5)
+    # file values are 6-decimal numbers; degeneracies differ per R (H(R) and H(-R) share one)
+    deg = {(0, 0, 0): 1, (1, 0, 0): 2, (-1, 0, 0): 2, (0, 1, 0): 3, (0, -1, 0): 3, (1, 1, 0): 6, (-1, -1, 0): 6,
+           (1, -1, 0): 1, (-1, 1, 0): 1}
+    ndeg_n = np.array([deg[tuple(r)] for r in tb.R.tolist()])
+    tb = TightBinding(tb.cell, tb.R, tb.rows, tb.cols, tb.values / ndeg_n, tb.orbitals, pbc=tb.pbc, degeneracy=deg)
+    first, second = tmp_path / "a_hr.dat", tmp_path / "b_hr.dat.gz"
+    tb.write_wannier90(first)
+    back = TightBinding.from_wannier90(first, cell=tb.cell)
+    assert back.degeneracy == deg
+    np.testing.assert_array_equal(back.R, tb.R)
+    np.testing.assert_array_equal(back.rows, tb.rows)
+    np.testing.assert_array_equal(back.cols, tb.cols)
+    np.testing.assert_allclose(back.values, tb.values, rtol=0, atol=1e-15)
+    back.write_wannier90(second)
+    again = TightBinding.from_wannier90(second, cell=tb.cell)
+    np.testing.assert_array_equal(again.values, back.values)  # bit-exact once in file precision
+    body = lambda text: text.splitlines()[1:]  # noqa: E731  (header line 1 is a free comment)
+    assert body(first.read_text()) == body(gzip.open(second, "rt").read())
+    lines = first.read_text().splitlines()
+    assert lines[1].strip() == "4" and lines[2].strip() == "9"
+    assert len(lines[5]) == 5 * 5 + 2 * 12  # Wannier90's (5I5,2F12.6)
+
+
+def test_sparse_listing_missing_rows_are_zero(tmp_path):
+    text = "sparse\n  2\n  1\n  1\n    0    0    0    2    1    0.250000    0.000000\n" \
+           "    0    0    0    1    2    0.250000    0.000000\n"
+    path = tmp_path / "s_hr.dat"
+    path.write_text(text)
+    tb = TightBinding.from_wannier90(path, cell=np.eye(3))
+    np.testing.assert_allclose(tb.hamiltonian([[0, 0, 0]])[0], [[0, 0.25], [0.25, 0]])
+
+
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ("    0    0    0    1    1    0.2500x0    0.000000", r"line 6: cannot parse"),
+        ("    0    0    0    1    1    0.250000", r"line 6: expected 7 columns"),
+        ("    0    0    0    1    3    0.250000    0.000000", r"line 6: orbital index out of range 1\.\.2"),
+        ("    0    0    0  1.5    1    0.250000    0.000000", r"line 6: cannot parse"),
+        ("    0    0    0    1    1    ********    0.000000", r"line 6: cannot parse"),
+    ],
+)
+def test_malformed_hr_names_file_and_line(tmp_path, bad_line, message):
+    good = "    0    0    0    1    1    0.500000    0.000000"
+    text = "\n".join(["hdr", "  2", "  1", "  1", good, bad_line, good]) + "\n"
+    path = tmp_path / "bad_hr.dat"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="bad_hr.dat: " + message):
+        read_hr_data(path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("hdr\n two\n", "line 2: expected num_wann"), ("hdr\n 2\n 3\n 1 1\n", "line 5: file ends after 2 of 3"),
+     ("hdr\n 2\n", "line 3: expected nrpts")],
+)
+def test_malformed_header_names_line(tmp_path, text, message):
+    path = tmp_path / "h_hr.dat"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_hr_data(path)
+
+
+def test_centres_assign_orbitals_to_atoms_with_wrap_along_c(tmp_path):
+    atoms = graphene_atoms()
+    c = atoms.cell[2]
+    # WF 1 sits on atom B but shifted by a full c vector (Wannier90 pitfall), WF 2 near atom A shifted by -a1
+    centres = [atoms.positions[1] + c + [0.01, 0, 0], atoms.positions[0] - atoms.cell[0] + [0, 0.02, 0]]
+    lines = ["4", "comment"] + [f"X {x:.8f} {y:.8f} {z:.8f}" for x, y, z in centres]
+    lines += [f"C {x:.8f} {y:.8f} {z:.8f}" for x, y, z in atoms.positions]
+    (tmp_path / "g_centres.xyz").write_text("\n".join(lines) + "\n")
+    text = "g\n 2\n 1\n 1\n    0    0    0    1    2   -2.700000    0.000000\n" \
+           "    0    0    0    2    1   -2.700000    0.000000\n"
+    (tmp_path / "g_hr.dat").write_text(text)
+    tb = TightBinding.from_wannier90(tmp_path / "g_hr.dat", atoms=atoms)
+    assert tb.orbitals.atom_index.tolist() == [1, 0]
+    assert tb.orbitals.element.tolist() == ["C", "C"]
+    np.testing.assert_allclose(tb.orbitals.centres, centres, atol=1e-8)
+    index, dist = nearest_atoms(np.array(centres), atoms)
+    np.testing.assert_allclose(dist, [0.01, 0.02], atol=1e-6)
+    tb.write_centres(tmp_path / "out_centres.xyz")
+    wf, symbols, pos = read_centres_xyz(tmp_path / "out_centres.xyz")
+    np.testing.assert_allclose(wf, centres, atol=1e-7)
+    assert symbols == ["C", "C"] and np.allclose(pos, atoms.positions, atol=1e-7)
+
+
+def test_cell_from_win_file(tmp_path):
+    (tmp_path / "w.win").write_text("num_wann = 1\nbegin unit_cell_cart\nbohr\n 1 0 0\n 0 2 0\n 0 0 3\n"
+                                    "end unit_cell_cart\n")
+    np.testing.assert_allclose(read_win_cell(tmp_path / "w.win"), np.diag([1, 2, 3]) * 0.529177210903)
+    (tmp_path / "w_hr.dat").write_text(_W90_ONE_ORBITAL)
+    tb = TightBinding.from_wannier90(tmp_path / "w_hr.dat")
+    np.testing.assert_allclose(tb.cell, np.diag([1, 2, 3]) * 0.529177210903)
