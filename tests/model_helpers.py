@@ -234,6 +234,9 @@ class ModelTestMixin:
             assert hi["graph"][K.HAM_PAIR_CATEGORY][2] == K.CATEGORY_INTRA_FAR
             assert np.abs(lo[K.HAM_BLOCKS][2] - hi[K.HAM_BLOCKS][2]).max() < 1e-7  # slope x 2e-9 Å << jump
             assert np.abs(hi[K.HAM_BLOCKS][2]).max() > 1e-6
+            start = cfg.ham_cutoff_near - cfg.ham_switch_width  # the far head starts to contribute here
+            lo, hi = (dimer(model, element, start + s, [0, 0]) for s in (-1e-9, 1e-9))
+            assert np.abs(lo[K.HAM_BLOCKS][2] - hi[K.HAM_BLOCKS][2]).max() < 1e-7
 
     def test_bad_input(self, model, atoms):
         foreign = "Xe" if "Xe" not in model.config.species else "Kr"

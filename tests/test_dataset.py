@@ -67,13 +67,14 @@ def test_targets_are_moon_koshino_hoppings_relative_to_fermi_level(frames):
         dist = np.linalg.norm(d, axis=1)
         onsite = dist < 1e-9
         ham, mask = ex["target_ham"][:, 0, 0].numpy(), ex["target_ham_mask"][:, 0, 0].numpy()
-        # onsite: absolute onsite = E_F + δ_i in the synthetic data, so the target is δ_i after subtracting E_F
+        # onsite: absolute onsite = U + δ_i (U: the frame's random energy zero); the target is U + δ_i − E_F
         tb0 = synthetic_tb(atoms, 0.0)
         on = (tb0.rows == tb0.cols) & np.all(tb0.R == 0, axis=1)
         delta = np.zeros(len(atoms))
         delta[tb0.rows[on]] = tb0.values[on]
         assert np.all(mask[onsite]) and np.ptp(delta) > 1e-3
-        np.testing.assert_allclose(ham[onsite], delta[pi[onsite]], atol=2e-6)
+        shift = frame.meta["energy_zero_eV"] - frame.fermi_level
+        np.testing.assert_allclose(ham[onsite], delta[pi[onsite]] + shift, atol=2e-6)
         near = ~onsite & (dist < 6.0)       # Moon–Koshino cut-off 6 Å: listed in the _hr.dat
         t = moon_koshino_hopping(d[near])
         assert np.all(mask[near])
@@ -85,8 +86,9 @@ def test_reference_bands_match_the_unshifted_hamiltonian(frames):
     ds = build([frames])
     ex = ds.examples[0]
     frame = load_frame_dir(frames / ds.frame_ids[0])
-    tb = synthetic_tb(frame.atoms, 0.0)                      # the frame's H relative to its E_F
+    tb = synthetic_tb(frame.atoms, frame.meta["energy_zero_eV"] - frame.fermi_level)   # H relative to E_F
     ref = tb.eigenvalues(ex["band_kpts"].numpy())
+    assert np.all((ref < 0).sum(axis=1) == 2)               # half filling: E_F between bands 2 and 3
     np.testing.assert_allclose(ex["target_bands"].numpy(), ref, atol=1e-5)
     # the 6x6 grid contains K = (1/3, 1/3, 0)
     assert np.any(np.all(np.isclose(ex["band_kpts"].numpy(), [1 / 3, 1 / 3, 0]), axis=1))

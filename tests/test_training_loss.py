@@ -32,11 +32,12 @@ def test_bands_from_pair_blocks_equal_the_wannier_hamiltonian(data):
     """Target blocks on the model's pair list (cut-off 6.5 Å > Moon–Koshino's 6 Å) hold all of H: same bands."""
     folder, ds = data
     for fid, ex in zip(ds.frame_ids, ds.examples):
-        atoms = load_frame_dir(folder / fid).atoms
+        frame = load_frame_dir(folder / fid)
+        atoms = frame.atoms
         kpts = torch.tensor([[0, 0, 0], [1 / 3, 1 / 3, 0], [0.5, 0, 0], [0.123, 0.456, 0]], dtype=torch.float64)
         e = band_energies(ex["target_ham"], ex[K.HAM_PAIR_INDEX], ex[K.HAM_PAIR_SHIFT], ex["orbital_index"],
                           len(atoms), kpts).numpy()
-        ref = synthetic_tb(atoms, 0.0).eigenvalues(kpts.numpy())
+        ref = synthetic_tb(atoms, frame.meta["energy_zero_eV"] - frame.fermi_level).eigenvalues(kpts.numpy())
         np.testing.assert_allclose(e, ref, atol=1e-5)
 
 

@@ -5,10 +5,12 @@ along z; everything the sampler and the input writers need is in :class:`Materia
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+# read-only reference material (seed pseudopotentials); override with $WANNIERML_SHARED
+SHARED = Path(os.environ.get("WANNIERML_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 DEBIAN_PSEUDO_DIR = "/usr/share/espresso/pseudo"
 MOS2_SEED_DIR = str(SHARED / "dft" / "mos2_seed_inputs")
 

@@ -146,6 +146,7 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
         meta["inputs"]["nscf.in_head"] = prep["texts"]["nscf.in"].split("K_POINTS")[0]
         meta["settings"] = {k: prep[k] for k in ("kmesh_scf", "kmesh_nscf", "nbnd_nscf", "num_wann", "num_bands",
                                                  "n_excluded", "nbnd_check", "dis_num_iter")}
+        meta["settings"]["num_iter"] = 0
         meta["settings"]["gauge"] = "projection-only after disentanglement (num_iter = 0), global-frame projections"
         meta["n_atoms"] = len(atoms)
         meta["orbitals"] = orbital_map(atoms, material)

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import keys as K
 from .config import ModelConfig
-from .heads import OnsiteHead, PairHead
+from .heads import OnsiteHead, PairHead, PairNodeCache
 from .radial import polynomial_envelope, switch_off
 
 
@@ -69,7 +69,7 @@ class HamiltonianHeads(nn.Module):
         blocks = blocks.index_copy(0, onsite, self.scale * self.onsite(h[atoms], species[atoms]) + diag)
         offsite = torch.nonzero(category != K.CATEGORY_ONSITE).squeeze(1)
         heads = [head for head in (self.near, self.far, self.inter) if head is not None]
-        x = [head.node_features(h) for head in heads]
+        x = [head.node_features(h, species) for head in heads]
         for start in range(0, len(offsite), chunk_size):
             sel = offsite[start:start + chunk_size]
             i, j = index[0, sel], index[1, sel]
@@ -92,7 +92,7 @@ class HamiltonianHeads(nn.Module):
         return [torch.where(intra, s, zero), torch.where(intra, w_far, zero),
                 torch.where(inter, polynomial_envelope(d, self.r_inter, self.p), zero)]
 
-    def _offsite(self, x: list[torch.Tensor], heads: list[PairHead], species: torch.Tensor, i: torch.Tensor,
+    def _offsite(self, x: list[PairNodeCache], heads: list[PairHead], species: torch.Tensor, i: torch.Tensor,
                  j: torch.Tensor, vec: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the heads' blocks (n, max_orb, max_orb) for one chunk of off-site pairs."""
         out = vec.new_zeros((len(i), self.max_orb, self.max_orb))

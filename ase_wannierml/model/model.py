@@ -91,7 +91,8 @@ class WannierMLModel(nn.Module):
         ``forces`` (n_atoms, 3) eV/Å = -dE/dr; with ``compute_stress`` ``stress`` (n_structures, 3, 3) eV/Å³ =
         (1/V) dE/dε (ASE sign; ValueError for a zero-volume cell); with ``compute_hamiltonian`` ``ham_blocks``
         (n_pairs, max_orb, max_orb) eV and ``ham_mask`` (same shape, bool) for the pairs in
-        ``graph["ham_pair_*"]``. Forces/stress keep the autograd graph (for training) when ``self.training``.
+        ``graph["ham_pair_*"]``. In training mode forces, stress and H blocks keep their autograd graphs (for
+        losses); in eval mode they are computed without (H under ``torch.no_grad``, so long pair lists stay cheap).
         """
         batch, n_struct = graph[K.BATCH], graph[K.NUM_ATOMS].shape[0]
         pos_leaf, cell, strain = graph[K.POSITIONS], graph[K.CELL], None
@@ -107,15 +108,17 @@ class WannierMLModel(nn.Module):
         out = {K.ENERGY: energy, K.NODE_ENERGY: node_energy}
         if need_grad:
             leaves = ([pos_leaf] if compute_forces else []) + ([strain] if compute_stress else [])
-            grads = torch.autograd.grad(energy.sum(), leaves, create_graph=self.training, allow_unused=True,
-                                        retain_graph=self.training or compute_hamiltonian)
+            grads = torch.autograd.grad(energy.sum(), leaves, create_graph=self.training, allow_unused=True)
             grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves)]
             if compute_forces:
                 out[K.FORCES] = -grads[0]
             if compute_stress:
                 out[K.STRESS] = grads[-1] / cell_volume(graph[K.CELL])[:, None, None]
         if compute_hamiltonian:
-            out[K.HAM_BLOCKS] = self.hamiltonian(h, graph, positions, cell, ham_chunk_size)
+            with contextlib.nullcontext() if self.training else torch.no_grad():
+                h, positions, cell = (h, positions, cell) if self.training else (h.detach(), positions.detach(),
+                                                                                 cell.detach())
+                out[K.HAM_BLOCKS] = self.hamiltonian(h, graph, positions, cell, ham_chunk_size)
             out[K.HAM_MASK] = self.hamiltonian.mask(graph[K.SPECIES], graph[K.HAM_PAIR_INDEX])
         return out
 

@@ -33,7 +33,7 @@ BOHR = 0.529177210903  # Å
 
 def _open_text(path: Path, mode: str) -> Any:
     if path.suffix == ".gz":
-        return gzip.open(path, mode + "t")
+        return gzip.open(path, mode + "t", compresslevel=6)  # gzip's CLI default; level 9 is ~4x slower
     return open(path, mode)
 
 

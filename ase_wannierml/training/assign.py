@@ -17,6 +17,7 @@ Units: Å, eV. Indices in messages are 1-based, as in Wannier90 files.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -26,6 +27,9 @@ from ase import Atoms
 
 from ase_wannierml.orbitals import W90_LABELS, orbitals_per_atom, real_harmonics
 from ase_wannierml.tb.wannier90 import nearest_atoms
+
+
+_NUM_ITER = re.compile(r"(?im)^\s*num_iter\s*[=:]\s*(\d+)")
 
 
 class FrameError(ValueError):
@@ -166,17 +170,16 @@ def onsite_symmetry_violation(atoms: Atoms, onsite: Sequence[np.ndarray],
 
 
 def find_num_iter(meta: object) -> int | None:
-    """The Wannier90 ``num_iter`` recorded anywhere in a frame's ``meta.json`` (None if absent)."""
-    if isinstance(meta, dict):
-        for key, value in meta.items():
-            if key == "num_iter" and isinstance(value, int):
-                return value
-            found = find_num_iter(value)
-            if found is not None:
-                return found
-    elif isinstance(meta, list):
-        for value in meta:
-            found = find_num_iter(value)
-            if found is not None:
-                return found
+    """The Wannier90 ``num_iter`` recorded in a frame's ``meta.json``: a ``num_iter`` key anywhere, or a
+    ``num_iter = N`` line in a stored ``.win`` text (None if absent)."""
+    if isinstance(meta, str):
+        match = _NUM_ITER.search(meta)
+        return int(match.group(1)) if match else None
+    values = meta.items() if isinstance(meta, dict) else enumerate(meta) if isinstance(meta, list) else []
+    for key, value in values:
+        if key == "num_iter" and isinstance(value, int):
+            return value
+        found = find_num_iter(value)
+        if found is not None:
+            return found
     return None

@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to continue a run bit for bit, written atomically.
 
 A checkpoint (``<output>/checkpoints/step_XXXXXXXX.pt``, ``torch.load(weights_only=True)``-safe) holds the model,
-optimizer, LR scheduler and EMA states, the RNG states (torch, numpy, python, and the band-k-point generator), the
+optimizer, LR scheduler and EMA states, the RNG states (torch, numpy, python; band k-points are drawn from
+seeds derived from the step, so they need no state), the
 step / epoch / position in the epoch's data order, early-stopping state, loss scales and the configs.
 """
 from __future__ import annotations

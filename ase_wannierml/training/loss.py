@@ -50,6 +50,7 @@ class Scales:
 class FrameBands:
     """What the band term needs of one structure in a batch (pair slice in the batch's pair list)."""
 
+    key: int                        # the example's index in the data set (seeds its k-point sample)
     pair_start: int
     pair_stop: int
     atom_start: int
@@ -75,8 +76,12 @@ class Batch:
                 "compute_hamiltonian": bool(t["has_ham"].any())}
 
 
-def collate(examples: list[dict[str, torch.Tensor]], dtype: torch.dtype) -> Batch:
-    """Batch examples (dataset.py layout) with the model's ``batch_graphs``; floats cast to ``dtype``."""
+def collate(examples: list[dict[str, torch.Tensor]], dtype: torch.dtype, keys: list[int] | None = None) -> Batch:
+    """Batch examples (dataset.py layout) with the model's ``batch_graphs``; floats cast to ``dtype``.
+
+    keys: data-set index of each example (default 0, 1, ...), used to seed per-frame band k-point samples so they
+    do not depend on how a batch is split over processes.
+    """
     from ase_wannierml.model.graph import batch_graphs
 
     def cast(t: torch.Tensor) -> torch.Tensor:
@@ -97,17 +102,22 @@ def collate(examples: list[dict[str, torch.Tensor]], dtype: torch.dtype) -> Batc
         t[key] = torch.stack([ex[key] for ex in examples])
     t["atom_has_forces"] = torch.repeat_interleave(t["has_forces"], torch.tensor(n_atoms))
     frames, p0, a0 = [], 0, 0
-    for ex, na, npair in zip(examples, n_atoms, n_pairs):
+    keys = list(range(len(examples))) if keys is None else keys
+    for ex, key, na, npair in zip(examples, keys, n_atoms, n_pairs):
         if bool(ex["has_ham"]) and len(ex["band_kpts"]):
-            frames.append(FrameBands(p0, p0 + npair, a0, ex["orbital_index"], cast(ex["band_kpts"]),
+            frames.append(FrameBands(key, p0, p0 + npair, a0, ex["orbital_index"], cast(ex["band_kpts"]),
                                      cast(ex["target_bands"])))
         p0, a0 = p0 + npair, a0 + na
     return Batch(graph, t, frames, len(examples))
 
 
 def loss_terms(batch: Batch, out: dict[str, torch.Tensor], scales: Scales, cfg: LossConfig,
-               generator: torch.Generator | None = None) -> dict[str, tuple[torch.Tensor, float]]:
-    """Per term: (Σ squared error / scale², number of items) over this batch (see module docstring)."""
+               band_seed: int | None = None) -> dict[str, tuple[torch.Tensor, float]]:
+    """Per term: (Σ squared error / scale², number of items) over this batch (see module docstring).
+
+    band_seed: with it, each frame's ``cfg.band_kpoints`` k-points are drawn with seed ``band_seed + key``;
+    without it, all k-points of the reference grid are used (validation).
+    """
     t = batch.targets
     zero = t["target_energy"].new_zeros(())
     terms: dict[str, tuple[torch.Tensor, float]] = {}
@@ -132,17 +142,21 @@ def loss_terms(batch: Batch, out: dict[str, torch.Tensor], scales: Scales, cfg: 
             if bool(m.any()) and cfg.hamiltonian_categories[c] > 0:
                 terms[f"ham_{name}"] = (err2[m].sum() / scales.ham[c] ** 2, float(m.sum()))
     if cfg.bands > 0 and cfg.band_kpoints > 0 and batch.frames and K.HAM_BLOCKS in out:
-        terms["bands"] = _band_term(batch, out[K.HAM_BLOCKS], scales, cfg, generator)
+        terms["bands"] = _band_term(batch, out[K.HAM_BLOCKS], scales, cfg, band_seed)
     return terms
 
 
 def _band_term(batch: Batch, blocks: torch.Tensor, scales: Scales, cfg: LossConfig,
-               generator: torch.Generator | None) -> tuple[torch.Tensor, float]:
+               band_seed: int | None) -> tuple[torch.Tensor, float]:
     """Band energies at ``cfg.band_kpoints`` random k-points of each frame's reference grid, within the window."""
     total, count = blocks.new_zeros(()), 0.0
     index, shift = batch.graph[K.HAM_PAIR_INDEX], batch.graph[K.HAM_PAIR_SHIFT]
     for fb in batch.frames:
-        pick = torch.randperm(len(fb.kpts), generator=generator)[:cfg.band_kpoints]
+        if band_seed is None:
+            pick = torch.arange(len(fb.kpts))
+        else:
+            g = torch.Generator().manual_seed(band_seed + fb.key)
+            pick = torch.randperm(len(fb.kpts), generator=g)[:cfg.band_kpoints]
         sl = slice(fb.pair_start, fb.pair_stop)
         pred = band_energies(blocks[sl], index[:, sl] - fb.atom_start, shift[sl], fb.orbital_index,
                              fb.bands.shape[1], fb.kpts[pick])

@@ -58,16 +58,25 @@ def prepare_dataset(cfg: TrainConfig, info: DistInfo = DistInfo()) -> Dataset:
     if info.is_main:
         ds = load_or_build(cfg.data.frames, cfg.cache_path(), graph_fn, pairs_fn, opts, settings,
                            progress=cfg.run.progress)
-        if ds.rejected:
-            print(f"dataset: {len(ds)} frames, {len(ds.rejected)} left out:")
-            for fid, why in sorted(ds.rejected.items()):
-                print(f"  {fid}: {why}")
+        _print_data_report(ds)
     barrier(info)
     if ds is None:
         ds = load_cache(cfg.cache_path())[0]
     if len(ds) == 0:
         raise ValueError(f"no usable frames in {cfg.data.frames}")
     return ds
+
+
+def _print_data_report(ds: Dataset) -> None:
+    """Frames left out, and frames outside the supported gauge (maximally localised: num_iter > 0)."""
+    if ds.rejected:
+        print(f"dataset: {len(ds)} frames, {len(ds.rejected)} left out:")
+        for fid, why in sorted(ds.rejected.items()):
+            print(f"  {fid}: {why}")
+    mlwf = [r["frame"] for r in ds.reports if r.get("num_iter")]
+    if mlwf:
+        print(f"warning: {len(mlwf)} frames have maximally localised Wannier functions (num_iter > 0), e.g. "
+              f"{mlwf[:3]}; the supported gauge is projection-only (num_iter = 0), see training/assign.py")
 
 
 def build_training_model(cfg: TrainConfig, train_examples: Sequence[dict], model_kwargs: Mapping | None,

@@ -53,6 +53,15 @@ def random_bilayer(rng: np.random.Generator) -> Atoms:
     return atoms
 
 
+def half_filling_level(tb: TightBinding, n: int = 12) -> float:
+    """Fermi level (eV) of one electron per pz orbital: midway between the highest occupied and lowest empty
+    state on a Γ-centred n×n grid (n a multiple of 3 contains K, where graphene's bands touch)."""
+    k = np.stack(np.meshgrid(np.arange(n) / n, np.arange(n) / n, [0.0], indexing="ij"), -1).reshape(-1, 3)
+    e = np.sort(tb.eigenvalues(k).ravel())
+    half = len(e) // 2
+    return float(0.5 * (e[half - 1] + e[half]))
+
+
 def shifted_wannier_tb(tb: TightBinding, offsets: np.ndarray) -> TightBinding:
     """Relabel an atom-centred H (orbital k on atom k) for Wannier centres moved by lattice vectors ``offsets``.
 
@@ -79,6 +88,7 @@ def write_synthetic_frames(folder: str | Path, n_frames: int, seed: int = 0, wit
         path = Path(folder) / f"frame_{f:04d}"
         path.mkdir(parents=True, exist_ok=True)
         potential = float(rng.uniform(-3.0, -1.0))      # eV, the frame's arbitrary absolute energy zero
+        tb = synthetic_tb(atoms, potential)
         labelled = atoms.copy()
         labelled.calc = MorsePotential(**MORSE)
         if with_forces:
@@ -86,15 +96,14 @@ def write_synthetic_frames(folder: str | Path, n_frames: int, seed: int = 0, wit
             labelled.arrays["forces"] = labelled.get_forces()
             labelled.info["stress"] = labelled.get_stress(voigt=True)
         labelled.calc = None
-        labelled.info["fermi_level"] = potential
+        labelled.info["fermi_level"] = half_filling_level(tb)
         write(path / "structure.extxyz", labelled, format="extxyz")
         if with_hamiltonian:
-            tb = synthetic_tb(atoms, potential)
             offsets = rng.integers(-1, 2, size=(len(atoms), 3))
             shifted = shifted_wannier_tb(tb, offsets)
             shifted.write_wannier90(path / "wannier90_hr.dat.gz")
             shifted.write_centres(path / "wannier90_centres.xyz")
-        meta = {"status": "ok", "synthetic": True, "seed": seed, "index": f,
+        meta = {"status": "ok", "synthetic": True, "seed": seed, "index": f, "energy_zero_eV": potential,
                 "wannier90": {"num_iter": 0}}
         (path / "meta.json").write_text(json.dumps(meta, indent=1))
         out.append(path)

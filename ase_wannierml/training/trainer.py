@@ -62,7 +62,6 @@ class Trainer:
                                      weight_decay=cfg.optim.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
         self.ema = EMA(self.model, cfg.optim.ema_decay)
-        self.band_gen = torch.Generator().manual_seed(cfg.run.seed + 12345)
         self.needs = _global_needs(train_examples, cfg)
         self.step, self.epoch, self.pos = 0, 0, 0
         self.best_val, self.bad_evals, self.stopped = math.inf, 0, False
@@ -115,11 +114,13 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         local = batch_idx[self.dist.rank::self.dist.world_size]
         dummy = not local                     # keep collective calls in step on a process without frames
-        batch = collate([self.data.examples[i] for i in (local or batch_idx[:1])], self.dtype)
+        keys = local or batch_idx[:1]
+        batch = collate([self.data.examples[i] for i in keys], self.dtype, keys)
         out = self.ddp(batch.graph, **self.needs)
         loss_cfg = self.cfg.loss if self.step >= self.cfg.loss.bands_start else \
             dataclasses.replace(self.cfg.loss, bands=0.0)
-        terms = loss_terms(batch, out, self.scales, loss_cfg, self.band_gen)
+        band_seed = (self.cfg.run.seed * 1_000_003 + self.step) * 1_000_003
+        terms = loss_terms(batch, out, self.scales, loss_cfg, band_seed)
         if dummy:
             terms = {n: (v * 0.0, 0.0) for n, (v, _) in terms.items()}
         sums = all_sum([float(terms[n][0].detach()) if n in terms else 0.0 for n in TERM_NAMES]
@@ -140,7 +141,6 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     def evaluate_loss(self, indices: list[int]) -> dict[str, float]:
         """Loss and per-term RMSE (physical units) with the EMA weights on ``indices`` (all band k-points)."""
-        cfg_loss = dataclasses.replace(self.cfg.loss, band_kpoints=10**9)
         local = indices[self.dist.rank::self.dist.world_size]
         sums = [0.0] * (2 * len(TERM_NAMES))
         self.model.eval()
@@ -149,7 +149,7 @@ class Trainer:
                 batch = collate([self.data.examples[i] for i in local[start:start + self.cfg.optim.batch_size]],
                                 self.dtype)
                 out = self.model(batch.graph, **self.needs)
-                terms = loss_terms(batch, _detached(out), self.scales, cfg_loss)
+                terms = loss_terms(batch, _detached(out), self.scales, self.cfg.loss)
                 for k, n in enumerate(TERM_NAMES):
                     if n in terms:
                         sums[k] += float(terms[n][0])
@@ -197,7 +197,7 @@ class Trainer:
         """Everything needed to continue this run bit for bit (weights_only-safe)."""
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "ema": self.ema.state_dict(), "rng": ckpt.rng_state(),
-                "band_generator": self.band_gen.get_state(), "step": self.step, "epoch": self.epoch,
+                "step": self.step, "epoch": self.epoch,
                 "pos": self.pos, "best_val": self.best_val, "bad_evals": self.bad_evals, "stopped": self.stopped,
                 "scales": dataclasses.asdict(self.scales), "model_kwargs": self.model_kwargs,
                 "train_frames": [self.data.frame_ids[i] for i in self.train_idx], "config": self.cfg.to_dict()}
@@ -218,7 +218,6 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         self.ema.load_state_dict(state["ema"])
         ckpt.set_rng_state(state["rng"])
-        self.band_gen.set_state(state["band_generator"])
         self.step, self.epoch, self.pos = state["step"], state["epoch"], state["pos"]
         self.best_val, self.bad_evals, self.stopped = state["best_val"], state["bad_evals"], state["stopped"]
         if self.dist.is_main:
