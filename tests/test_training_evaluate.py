@@ -30,7 +30,7 @@ class OffsetModel(torch.nn.Module):
     def forward(self, graph, compute_forces=True, compute_stress=False, compute_hamiltonian=False):
         t = self.t.targets
         n = t["num_atoms"].double()
-        energy = t["target_energy"] + torch.tensor([0.004, -0.002], dtype=torch.float64) * n          # +4 and -2 meV/atom
+        energy = t["target_energy"] + torch.tensor([0.004, -0.002], dtype=torch.float64) * n   # +4, -2 meV/atom
         forces = t["target_forces"].clone()
         forces[:4] += 0.01                                                        # frame 0 only, every component
         ham = t["target_ham"].clone()
@@ -86,3 +86,26 @@ def test_train_and_evaluate_command_lines(tmp_path, capsys):
     assert float(e_line.split()[-1]) == pytest.approx(saved["metrics"]["E MAE (meV/atom)"], abs=1e-3)
     with pytest.raises(SystemExit):
         train_main([])                                   # usage error names the missing config
+
+
+
+def test_predicted_tightbinding_uses_the_training_energy_zero(tmp_path):
+    """A trained model's TightBinding is relative to E_F (fermi_level 0) and has the bands the loss trains."""
+    from ase_wannierml.model import atoms_to_graph, load_model
+    from ase_wannierml.training.bands import band_energies
+    from ase_wannierml.training.frames import load_frame_dir
+    from ase_wannierml.training.synthetic import tiny_train_config
+    from ase_wannierml.training.trainer import Trainer
+
+    write_synthetic_frames(tmp_path / "frames", 3, seed=2)
+    Trainer(tiny_train_config(tmp_path / "frames", tmp_path / "run", optim={"max_steps": 2})).train()
+    model = load_model(tmp_path / "run" / "model.pt")
+    atoms = load_frame_dir(tmp_path / "frames" / "frame_0000").atoms
+    tb = model.predict_tightbinding(atoms)
+    assert tb.fermi_energy == 0.0
+    graph = atoms_to_graph(atoms, model.config, dtype=model.dtype)
+    blocks = model(graph, compute_forces=False, compute_hamiltonian=True)[K.HAM_BLOCKS].detach()
+    k = torch.tensor([[0, 0, 0], [1 / 3, 1 / 3, 0], [0.2, 0.7, 0]], dtype=model.dtype)
+    ours = band_energies(blocks, graph[K.HAM_PAIR_INDEX], graph[K.HAM_PAIR_SHIFT],
+                         torch.arange(len(atoms))[:, None], len(atoms), k).numpy()
+    np.testing.assert_allclose(tb.eigenvalues(k.numpy()), ours, atol=1e-6)

@@ -101,3 +101,22 @@ def test_loss_is_normalised_and_combined_with_global_counts(data):
              K.FORCES: h.targets["target_forces"] + 0.2, K.HAM_BLOCKS: h.targets["target_ham"] + 0.01}
         parts.append(float(combine(loss_terms(h, o, scales, cfg), counts, cfg)))
     assert sum(parts) == pytest.approx(total, rel=1e-12)
+
+
+def test_band_loss_alone_drives_blocks_to_the_reference_bands(data):
+    """Gradient descent on the band term only (blocks as free parameters) removes a band error."""
+    _, ds = data
+    ex = ds.examples[0]
+    batch = collate([ex], torch.float64)
+    blocks = torch.nn.Parameter(ex["target_ham"] * 1.1)       # 10 % too wide bands
+    cfg = LossConfig(energy=0, forces=0, stress=0, hamiltonian=0, bands=1.0, band_kpoints=36, band_window=1.0)
+    opt = torch.optim.Adam([blocks], lr=3e-3)
+    errors = []
+    for _ in range(150):
+        opt.zero_grad()
+        terms = loss_terms(batch, {K.HAM_BLOCKS: blocks}, Scales(), cfg, band_seed=0)
+        loss = combine(terms, {n: c for n, (_, c) in terms.items()}, cfg)
+        loss.backward()
+        opt.step()
+        errors.append(float(loss.detach()))
+    assert errors[-1] < 1e-2 * errors[0]

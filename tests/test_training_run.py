@@ -92,13 +92,14 @@ def test_overfits_four_frames_to_near_zero_loss(tmp_path):
     write_synthetic_frames(folder, 4, seed=3)
     cfg = tiny_train_config(folder, tmp_path / "fit", data={"val_fraction": 0.0},
                             model={"num_interactions": 2},
-                            optim={"max_steps": 400, "batch_size": 4, "lr": 1e-2, "warmup_steps": 10,
-                                   "ema_decay": 0.0, "min_lr_ratio": 0.02},
-                            loss={"bands": 0.2, "bands_start": 150},
+                            optim={"max_steps": 700, "batch_size": 4, "lr": 1e-2, "warmup_steps": 10,
+                                   "ema_decay": 0.0, "min_lr_ratio": 0.1},
+                            loss={"bands": 0.0},   # the tiny pair list truncates H: bands not reducible to 0
                             run={"eval_every": 1000, "checkpoint_every": 1000, "log_every": 50})
     tr = Trainer(cfg)
     start = tr.evaluate_loss(tr.train_idx)
     tr.train()
     end = tr.evaluate_loss(tr.train_idx)
     print(start, end)
-    assert end["loss"] < 0.02 and end["loss"] < 1e-3 * start["loss"]
+    assert end["loss"] < 0.05 and end["loss"] < 1e-4 * start["loss"]
+    assert end["rmse_energy"] < 0.005 and end["rmse_ham_inter"] < 0.02     # eV/atom, eV

@@ -144,3 +144,21 @@ def test_cell_from_win_file(tmp_path):
     (tmp_path / "w_hr.dat").write_text(_W90_ONE_ORBITAL)
     tb = TightBinding.from_wannier90(tmp_path / "w_hr.dat")
     np.testing.assert_allclose(tb.cell, np.diag([1, 2, 3]) * 0.529177210903)
+
+
+@pytest.mark.parametrize(
+    "ndegen, body, message",
+    [("1", ["    0    0    0    1    1    0.5    0.0", "    1    0    0    1    1    0.5    0.0"],
+      "2 distinct R vectors in the body but nrpts = 1"),
+     ("1 2", ["    0    0    0    1    1    0.5    0.0"], "unequal degeneracies"),
+     ("1 1", ["    0    0    0    1    1    0.5    0.0"], None)],
+)
+def test_degeneracy_list_must_match_r_vectors(tmp_path, ndegen, body, message):
+    nrpts = len(ndegen.split())
+    path = tmp_path / "d_hr.dat"
+    path.write_text("\n".join(["hdr", "1", str(nrpts), ndegen] + body) + "\n")
+    if message is None:  # sparse listing with equal degeneracies: fine
+        assert read_hr_data(path).degeneracy == {(0, 0, 0): 1}
+    else:
+        with pytest.raises(ValueError, match="d_hr.dat: .*" + message):
+            read_hr_data(path)

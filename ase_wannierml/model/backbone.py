@@ -19,10 +19,10 @@ import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 from .radial import BesselBasis, polynomial_envelope
-from .utils import scatter_sum
 
 
 def uvu_instructions(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, targets: set[o3.Irrep]
@@ -72,14 +72,32 @@ class Interaction(nn.Module):
         self.norm = 1.0 / math.sqrt(avg_num_neighbors)
 
     def forward(self, h: torch.Tensor, onehot: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
-                edge_radial: torch.Tensor) -> torch.Tensor:
+                edge_radial: torch.Tensor, edge_chunk: int = 16384) -> torch.Tensor:
         """h (n_atoms, irreps_in.dim), onehot (n_atoms, n_species), edge_index (2, n_edges) [centre, neighbour],
-        edge_sh (n_edges, sh dim), edge_radial (n_edges, num_radial) → (n_atoms, irreps_out.dim)."""
+        edge_sh (n_edges, sh dim), edge_radial (n_edges, num_radial) → (n_atoms, irreps_out.dim).
+
+        Edges are processed in chunks of ``edge_chunk``; in eval mode with autograd on (forces), each chunk is
+        checkpointed (recomputed in the backward pass), so memory grows with atoms, not with edges × features.
+        """
         x = self.linear_up(h)
-        weights = self.radial(edge_radial)
-        messages = self.tp(x[edge_index[1]], edge_sh, weights)
-        aggregated = scatter_sum(messages, edge_index[0], h.shape[0]) * self.norm
-        return self.gate(self.linear_down(aggregated)) + self.self_connection(h, onehot)
+        n_edges = edge_index.shape[1]
+        checkpointed = torch.is_grad_enabled() and not self.training and n_edges > edge_chunk
+        aggregated = x.new_zeros((h.shape[0], self.tp.irreps_out.dim))
+        for start in range(0, n_edges, edge_chunk):
+            receiver = edge_index[0, start:start + edge_chunk]
+            first, last = int(receiver.min()), int(receiver.max())  # a narrow range: edges sorted by centre
+            args = (x, receiver - first, edge_index[1, start:start + edge_chunk], edge_sh[start:start + edge_chunk],
+                    edge_radial[start:start + edge_chunk], last - first + 1)
+            part = checkpoint(self._aggregate, *args, use_reentrant=False) if checkpointed else self._aggregate(*args)
+            aggregated.index_add_(0, torch.arange(first, last + 1, device=h.device), part)
+        return self.gate(self.linear_down(aggregated * self.norm)) + self.self_connection(h, onehot)
+
+    def _aggregate(self, x: torch.Tensor, receiver: torch.Tensor, neighbour: torch.Tensor, sh: torch.Tensor,
+                   radial: torch.Tensor, count: int) -> torch.Tensor:
+        """Sum of the messages of n edges onto ``count`` receivers (n,) → (count, tp.irreps_out.dim); a message
+        is the TP of the neighbour's features with Y, weighted by the radial MLP."""
+        messages = self.tp(x[neighbour], sh, self.radial(radial))
+        return messages.new_zeros((count, messages.shape[1])).index_add_(0, receiver, messages)
 
 
 class Backbone(nn.Module):

@@ -20,7 +20,8 @@ from torch import nn
 
 from . import keys as K
 from .config import ModelConfig
-from .heads import OnsiteHead, PairHead, PairNodeCache
+from .heads import OnsiteHead
+from .pair_heads import PairHead, PairNodeCache
 from .radial import polynomial_envelope, switch_off
 
 

@@ -46,11 +46,11 @@ __all__ = [
 ]
 
 #: Up to this many orbitals, ``solve_near_auto`` diagonalises densely (measured crossover, see band_solver.py).
-DENSE_MAX_ORBITALS = 600
+DENSE_MAX_ORBITALS = 500
 #: Fronts up to this size are nested-dissection leaves (dense blocks).
 LEAF_SIZE = 64
 #: Davidson block size (new preconditioned residuals per iteration) and iteration limit.
-BLOCK_SIZE = 2
+BLOCK_SIZE = 4
 MAX_ITER = 400
 _HERMITIAN_TOL = 1e-8  # eV, relative to max |H|
 _PLAN_CACHE: "OrderedDict[tuple, SymbolicFactorization]" = OrderedDict()  # small LRU, keyed by sparsity pattern
@@ -384,35 +384,40 @@ def _davidson_near(H: sp.csr_matrix, factor: MultifrontalFactor, sigma: float, n
     """
     n = H.shape[0]
     rng = np.random.default_rng(seed)
-    cplx = np.iscomplexobj(H.data)
-    dtype = complex if cplx else float
-    start = rng.standard_normal((n, block)) + (1j * rng.standard_normal((n, block)) if cplx else 0.0)
+    dtype = complex if np.iscomplexobj(H.data) else float
+    start = rng.standard_normal((n, block)).astype(dtype)
+    if dtype is complex:
+        start += 1j * rng.standard_normal((n, block))
     V = _orthonormalize(factor.solve(start).astype(dtype), None)  # one inverse-iteration step to start
     HV = H @ V
+    G = _herm(V.conj().T @ HV)  # projected H, kept up to date column block by column block
     max_basis = max(6 * num, 4 * block + num, 48)
     solves = block
     for _ in range(max_iter):
-        G = _herm(V.conj().T @ HV)
         theta, S = np.linalg.eigh(G)
         order = np.argsort(np.abs(theta - sigma), kind="stable")
         want, rest = order[:num], order[num:]
         Y, HY = V @ S[:, want], HV @ S[:, want]
-        res = np.linalg.norm(HY - Y * theta[want], axis=0)
+        R = HY - Y * theta[want]
+        res = np.linalg.norm(R, axis=0)
         gap = (np.abs(theta[want][:, None] - theta[rest][None, :]).min(axis=1) if len(rest)
                else np.zeros(len(want)))
         done = (res <= tol) | ((res <= 1e3 * tol) & (res**2 <= tol * gap))
         if len(want) == num and (np.all(done) or V.shape[1] >= n):
             break
-        todo = np.flatnonzero(~done)[:block] if len(want) == num else np.arange(min(block, len(want)))
-        T = factor.solve(HY[:, todo] - Y[:, todo] * theta[want][todo]).astype(dtype)
+        todo = np.flatnonzero(~done)[:block]
+        T = factor.solve(R[:, todo]).astype(dtype)
         solves += len(todo)
-        if V.shape[1] + len(todo) > max_basis:  # thick restart on the best Ritz vectors
+        if V.shape[1] + len(todo) > max_basis:  # thick restart on the Ritz vectors nearest σ
             keep = order[:max_basis // 2]
-            V, HV = V @ S[:, keep], HV @ S[:, keep]
+            V, HV, G = V @ S[:, keep], HV @ S[:, keep], np.diag(theta[keep]).astype(dtype)
         T = _orthonormalize(T, V)
-        if T.shape[1] == 0:
+        if T.shape[1] == 0:  # stagnation: enrich with a random direction
             T = _orthonormalize(rng.standard_normal((n, 1)).astype(dtype), V)
-        V, HV = np.concatenate([V, T], axis=1), np.concatenate([HV, H @ T], axis=1)
+        HT = H @ T
+        C = V.conj().T @ HT
+        G = np.block([[G, C], [C.conj().T, _herm(T.conj().T @ HT)]])
+        V, HV = np.concatenate([V, T], axis=1), np.concatenate([HV, HT], axis=1)
     else:
         raise np.linalg.LinAlgError(f"Davidson did not converge in {max_iter} iterations: residuals "
                                     f"{np.array2string(res, precision=2)} eV, tol {tol:.1e} eV")
@@ -422,6 +427,13 @@ def _davidson_near(H: sp.csr_matrix, factor: MultifrontalFactor, sigma: float, n
 
 def _herm(M: np.ndarray) -> np.ndarray:
     return (M + M.conj().T) / 2
+
+
+def _near_multifrontal(H: sp.csr_matrix, num: int, near: float, scale: float, block: int, tol: float, seed: int,
+                       single: bool) -> NearResult:
+    factor, sigma = _factor_near(H, near, scale, single=single)
+    want = min(H.shape[0], num if sigma == near else num + 2)  # nudged shift: spares, then the nearest to `near`
+    return _davidson_near(H, factor, sigma, want, block, tol, max_iter=MAX_ITER, seed=seed)
 
 
 def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_vectors: bool = False,
@@ -450,14 +462,11 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     _check_hermitian_sparse(Hs)
     scale = max(1.0, float(abs(Hs).max())) if Hs.nnz else 1.0
     tol = 1e-10 * scale if tol is None else float(tol)
-    want = min(n, num + 2)  # spares: the shift may be nudged, and the selection edge converges last
     block = min(n, BLOCK_SIZE)
     try:
-        factor, sigma = _factor_near(Hs, near, scale, single=True)
-        result = _davidson_near(Hs, factor, sigma, want, block, tol, max_iter=MAX_ITER, seed=seed)
+        result = _near_multifrontal(Hs, num, near, scale, block, tol, seed, single=True)
     except np.linalg.LinAlgError:  # single precision too inaccurate here: redo in double precision
-        factor, sigma = _factor_near(Hs, near, scale, single=False)
-        result = _davidson_near(Hs, factor, sigma, want, block, tol, max_iter=MAX_ITER, seed=seed)
+        result = _near_multifrontal(Hs, num, near, scale, block, tol, seed, single=False)
     pick = np.sort(np.argsort(np.abs(result.values - near), kind="stable")[:num])
     result.values = result.values[pick]
     result.vectors = result.vectors[:, pick] if return_vectors else None

@@ -133,20 +133,20 @@ def read_hr_data(path: str | os.PathLike) -> HrData:
         line_no, why = _find_bad_line(body, n_head + 1, num_wann)
         raise ValueError(f"{path}: line {line_no}: {why}")
     R_n3 = ints[:, :3]
-    degeneracy = _map_degeneracy(R_n3, ndegen, path)
-    ndeg_n = _degeneracy_per_row(R_n3, degeneracy)
+    R_r3, r_index = unique_lattice_vectors(R_n3)
+    degeneracy = _map_degeneracy(R_r3, r_index, ndegen, path)
+    ndeg_r = np.array([degeneracy[tuple(r)] for r in R_r3.tolist()], dtype=float)
     values = data[:, 5] + 1j * data[:, 6] if np.any(data[:, 6] != 0) else data[:, 5].copy()
-    return HrData(comment, num_wann, R_n3, mn[:, 0] - 1, mn[:, 1] - 1, values / ndeg_n, degeneracy)
+    return HrData(comment, num_wann, R_n3, mn[:, 0] - 1, mn[:, 1] - 1, values / ndeg_r[r_index], degeneracy)
 
 
-def _map_degeneracy(R_n3: np.ndarray, ndegen: list[int], path: Path) -> dict[tuple[int, int, int], int]:
+def _map_degeneracy(
+    R_r3: np.ndarray, r_index: np.ndarray, ndegen: list[int], path: Path
+) -> dict[tuple[int, int, int], int]:
     """Degeneracies belong to the distinct R in order of first appearance (Wannier90 writes R-major)."""
-    if len(R_n3) == 0:
-        return {}
-    R_r3, inverse = unique_lattice_vectors(R_n3)
-    first = np.full(len(R_r3), len(R_n3))
-    np.minimum.at(first, inverse, np.arange(len(R_n3)))
-    R_r3 = R_r3[np.argsort(first)]
+    first_r = np.full(len(R_r3), len(r_index))
+    np.minimum.at(first_r, r_index, np.arange(len(r_index)))
+    R_r3 = R_r3[np.argsort(first_r)]
     if len(R_r3) > len(ndegen):
         raise ValueError(f"{path}: {len(R_r3)} distinct R vectors in the body but nrpts = {len(ndegen)}")
     if len(R_r3) < len(ndegen) and len(set(ndegen)) > 1:
@@ -156,14 +156,6 @@ def _map_degeneracy(R_n3: np.ndarray, ndegen: list[int], path: Path) -> dict[tup
         )
     deg = ndegen if len(R_r3) == len(ndegen) else [ndegen[0]] * len(R_r3)
     return {tuple(int(x) for x in r): int(n) for r, n in zip(R_r3, deg)}
-
-
-def _degeneracy_per_row(R_n3: np.ndarray, degeneracy: Mapping[tuple[int, int, int], int]) -> np.ndarray:
-    if len(R_n3) == 0:
-        return np.ones(0)
-    R_r3, inverse = unique_lattice_vectors(R_n3)
-    ndeg_r = np.array([degeneracy.get(tuple(int(x) for x in r), 1) for r in R_r3], dtype=float)
-    return ndeg_r[inverse.ravel()]
 
 
 def write_hr(tb: TightBinding, path: str | os.PathLike, header: str | None = None, decimals: int = 6) -> None:

@@ -3,7 +3,8 @@
 Every term is a mean of squared errors divided by that term's own scale² (``Scales``, from the training set), then
 weighted (``LossConfig``):
 
-    L = w_E ⟨(ΔE/N)²⟩/σ_E² + w_F ⟨ΔF²⟩/σ_F² + w_S ⟨Δσ²⟩/σ_S² + w_H Σ_c w_c ⟨ΔH_c²⟩/σ_c² + w_b ⟨Δε²⟩/σ_b²
+    L = w_E ⟨(ΔE/N)²⟩/σ_E² + w_F ⟨ΔF²⟩/σ_F² + w_S ⟨Δσ²⟩/σ_S²
+        + w_H Σ_c w_c ⟨ΔH_c²⟩/σ_c² + w_b ⟨Δε²⟩/σ_b²
 
 ⟨·⟩ averages over the labelled items of the batch (frames for E, force components, stress components, known
 Hamiltonian elements of category c, band energies within ±window of E_F at the sampled k-points). σ_c is the RMS

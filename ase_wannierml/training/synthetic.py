@@ -111,9 +111,9 @@ def write_synthetic_frames(folder: str | Path, n_frames: int, seed: int = 0, wit
 
 
 #: A small, fast model for tests and demos on synthetic graphene frames (pz basis, short cut-offs).
-TINY_MODEL = {"orbitals": {"C": ["pz"]}, "cutoff": 3.0, "num_interactions": 1, "hidden_irreps": "8x0e+4x1o+2x2e",
+TINY_MODEL = {"orbitals": {"C": ["pz"]}, "cutoff": 4.0, "num_interactions": 1, "hidden_irreps": "8x0e+4x1o+2x2e",
               "radial_hidden": 16, "ham_irreps": "8x0e+4x1o+4x1e+2x2e+2x2o", "ham_num_radial": 6,
-              "ham_cutoff_near": 3.0, "ham_cutoff_far": 3.0, "ham_cutoff_inter": 4.0, "ham_switch_width": 0.5}
+              "ham_cutoff_near": 3.0, "ham_cutoff_far": 3.0, "ham_cutoff_inter": 5.0, "ham_switch_width": 0.5}
 
 
 def tiny_train_config(frames: str | Path, output: str | Path, **sections: dict) -> "TrainConfig":

@@ -56,13 +56,14 @@ def _lookup(table: np.ndarray, order: np.ndarray, keys: np.ndarray) -> np.ndarra
 
 def hamiltonian_targets(assignment: WannierAssignment, R: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                         values: np.ndarray, pair_i: np.ndarray, pair_j: np.ndarray, pair_shift: np.ndarray,
-                        n_orb: np.ndarray, max_orb: int, energy_zero: float = 0.0, degeneracy: np.ndarray | None = None,
-                        frame: str = "?") -> HamiltonianTarget:
+                        n_orb: np.ndarray, max_orb: int, energy_zero: float = 0.0,
+                        degeneracy: np.ndarray | None = None, frame: str = "?") -> HamiltonianTarget:
     """Target blocks for the pair list (pair_i, pair_j (n_pairs,), pair_shift (n_pairs, 3) int).
 
     R (nnz, 3), rows, cols (nnz,) 0-based WF indices, values (nnz,) eV: the Wannier90 H(R) (already divided by the
     Wigner–Seitz degeneracy); degeneracy: (nnz,) int weights (elements with > 1 are masked); n_orb: (n_atoms,)
-    orbital count of each atom; max_orb: block size (the model's largest orbital count); energy_zero: eV, subtracted from onsite diagonals.
+    orbital count of each atom; max_orb: block size (the model's largest orbital count); energy_zero: eV,
+    subtracted from onsite diagonals.
     """
     R = np.asarray(R, dtype=np.int64).reshape(-1, 3)
     values = np.asarray(values)

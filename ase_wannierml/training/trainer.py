@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .dataset import Dataset
 from .distributed import DistInfo, all_sum, barrier, broadcast_flag
 from .ema import EMA
-from .loss import TERM_NAMES, Scales, collate, combine, loss_terms
+from .loss import TERM_NAMES, Scales, collate, combine, loss_terms, term_weight
 from .setup import build_training_model, prepare_dataset
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -57,12 +57,12 @@ class Trainer:
                                                                           self.dtype)
         if state is not None:
             self.scales = Scales(**state["scales"])
-        self.ddp = _wrap_ddp(self.model, dist_info)
+        self.needs = _global_needs(train_examples, cfg)
+        self.ddp = _wrap_ddp(self.model, dist_info, self.needs)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
                                      weight_decay=cfg.optim.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
         self.ema = EMA(self.model, cfg.optim.ema_decay)
-        self.needs = _global_needs(train_examples, cfg)
         self.step, self.epoch, self.pos = 0, 0, 0
         self.best_val, self.bad_evals, self.stopped = math.inf, 0, False
         if state is not None:
@@ -89,7 +89,8 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         if not self.val_idx and self.dist.is_main:
-            self._save_model(self.out / "model.pt")
+            with self.ema.applied():
+                self._save_model(self.out / "model.pt")
         best = self.best_val if math.isfinite(self.best_val) else None
         summary = {"event": "done", "step": self.step, "epoch": self.epoch, "best_val": best,
                    "stopped_early": self.stopped}
@@ -117,8 +118,7 @@ class Trainer:
         keys = local or batch_idx[:1]
         batch = collate([self.data.examples[i] for i in keys], self.dtype, keys)
         out = self.ddp(batch.graph, **self.needs)
-        loss_cfg = self.cfg.loss if self.step >= self.cfg.loss.bands_start else \
-            dataclasses.replace(self.cfg.loss, bands=0.0)
+        loss_cfg = self._loss_config()
         band_seed = (self.cfg.run.seed * 1_000_003 + self.step) * 1_000_003
         terms = loss_terms(batch, out, self.scales, loss_cfg, band_seed)
         if dummy:
@@ -126,7 +126,7 @@ class Trainer:
         sums = all_sum([float(terms[n][0].detach()) if n in terms else 0.0 for n in TERM_NAMES]
                        + [terms[n][1] if n in terms else 0.0 for n in TERM_NAMES], self.dist)
         counts = dict(zip(TERM_NAMES, sums[len(TERM_NAMES):]))
-        loss = combine(terms, counts, self.cfg.loss, self.dist.world_size) + _touch(out)
+        loss = combine(terms, counts, loss_cfg, self.dist.world_size) + _touch(out)
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
@@ -134,13 +134,20 @@ class Trainer:
         self.sched.step()
         self.ema.update()
         self.step += 1
-        value = sum(_weight(n, self.cfg) * s / counts[n] for n, s in zip(TERM_NAMES, sums) if counts[n] > 0)
+        value = sum(term_weight(n, loss_cfg) * s / counts[n] for n, s in zip(TERM_NAMES, sums) if counts[n] > 0)
         return {"step": self.step, "epoch": self.epoch, "lr": self.sched.get_last_lr()[0], "loss": value,
                 **_rmse(sums, counts, self.scales)}
 
     # ------------------------------------------------------------------ validation
+    def _loss_config(self):
+        """The loss settings in force at the current step (the band term starts at ``loss.bands_start``)."""
+        if self.step >= self.cfg.loss.bands_start:
+            return self.cfg.loss
+        return dataclasses.replace(self.cfg.loss, bands=0.0)
+
     def evaluate_loss(self, indices: list[int]) -> dict[str, float]:
         """Loss and per-term RMSE (physical units) with the EMA weights on ``indices`` (all band k-points)."""
+        loss_cfg = self._loss_config()
         local = indices[self.dist.rank::self.dist.world_size]
         sums = [0.0] * (2 * len(TERM_NAMES))
         self.model.eval()
@@ -149,19 +156,22 @@ class Trainer:
                 batch = collate([self.data.examples[i] for i in local[start:start + self.cfg.optim.batch_size]],
                                 self.dtype)
                 out = self.model(batch.graph, **self.needs)
-                terms = loss_terms(batch, _detached(out), self.scales, self.cfg.loss)
+                terms = loss_terms(batch, _detached(out), self.scales, loss_cfg)
                 for k, n in enumerate(TERM_NAMES):
                     if n in terms:
                         sums[k] += float(terms[n][0])
                         sums[len(TERM_NAMES) + k] += terms[n][1]
         sums = all_sum(sums, self.dist)
         counts = dict(zip(TERM_NAMES, sums[len(TERM_NAMES):]))
-        loss = sum(_weight(n, self.cfg) * s / counts[n] for n, s in zip(TERM_NAMES, sums) if counts[n] > 0)
+        loss = sum(term_weight(n, loss_cfg) * s / counts[n] for n, s in zip(TERM_NAMES, sums) if counts[n] > 0)
         return {"loss": float(loss), **_rmse(sums, counts, self.scales)}
 
     def _validate_and_maybe_stop(self) -> None:
         if not self.val_idx:
             return
+        if self.cfg.loss.bands > 0 and 0 < self.cfg.loss.bands_start <= self.step < \
+                self.cfg.loss.bands_start + self.cfg.run.eval_every:
+            self.best_val, self.bad_evals = math.inf, 0     # the loss now has a band term: compare anew
         metrics = self.evaluate_loss(self.val_idx)
         improved = metrics["loss"] < self.best_val
         if improved:
@@ -242,12 +252,14 @@ def _lr_lambda(cfg: TrainConfig):
     return factor
 
 
-def _wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+def _wrap_ddp(model: torch.nn.Module, info: DistInfo, needs: dict[str, bool]) -> torch.nn.Module:
+    """DistributedDataParallel for multi-process runs; heads that are never evaluated (no Hamiltonian labels)
+    make DDP look for unused parameters."""
     if not info.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model)
+    return DistributedDataParallel(model, find_unused_parameters=not needs["compute_hamiltonian"])
 
 
 def _global_needs(examples: list[dict], cfg: TrainConfig) -> dict[str, bool]:
@@ -270,12 +282,6 @@ def _touch(out: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _detached(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in out.items()}
-
-
-def _weight(name: str, cfg: TrainConfig) -> float:
-    from .loss import term_weight
-
-    return term_weight(name, cfg.loss)
 
 
 def _rmse(sums: list[float], counts: dict[str, float], scales: Scales) -> dict[str, float]:
