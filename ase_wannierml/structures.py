@@ -185,9 +185,9 @@ def _fill_layer(cell2: np.ndarray, lat: np.ndarray, symbols: list[str], basis: n
     for sym, b in zip(symbols, basis):
         xy = (points + b[:2]) @ lat
         frac = xy @ inv_cell
-        frac = np.round(frac % 1.0, 8)  # periodic images map onto the same fractional point
-        frac[frac >= 1.0] = 0.0
-        frac = np.unique(frac, axis=0)
+        frac = frac - np.floor(np.round(frac, 8))  # the image in [0, 1) (no rounding of the position itself)
+        key = np.round(frac, 6) % 1.0  # periodic images share a key
+        frac = frac[np.unique(key, axis=0, return_index=True)[1]]
         xyz = np.zeros((len(frac), 3))
         xyz[:, :2] = frac @ cell2
         xyz[:, 2] = z0 + b[2]

@@ -27,20 +27,18 @@ def graphene_atoms(a: float = GRAPHENE_A, vacuum: float = 20.0) -> Atoms:
 def neighbour_model(atoms: Atoms, hopping: float, onsite: float, cutoff: float, **kwargs) -> TightBinding:
     """One pz orbital per atom; ``hopping`` (eV) between every pair closer than ``cutoff`` (Å), found by brute force
     over the 5×5 neighbouring cells in-plane; ``onsite`` (eV) on the diagonal."""
-    R_list, rows, cols, values = [], [], [], []
     n = len(atoms)
-    for i in range(n):
-        R_list.append((0, 0, 0)), rows.append(i), cols.append(i), values.append(onsite)
+    R_list, rows, cols, values = [np.zeros((n, 3), int)], [np.arange(n)], [np.arange(n)], [np.full(n, onsite)]
     for n1 in range(-2, 3):
         for n2 in range(-2, 3):
             shift = n1 * atoms.cell[0] + n2 * atoms.cell[1]
-            for i in range(n):
-                for j in range(n):
-                    d = np.linalg.norm(atoms.positions[j] + shift - atoms.positions[i])
-                    if 1e-6 < d < cutoff:
-                        R_list.append((n1, n2, 0)), rows.append(i), cols.append(j), values.append(hopping)
+            d_ij = np.linalg.norm(atoms.positions[None] + shift - atoms.positions[:, None], axis=-1)
+            i, j = np.nonzero((d_ij > 1e-6) & (d_ij < cutoff))
+            R_list.append(np.tile([n1, n2, 0], (len(i), 1))), rows.append(i), cols.append(j)
+            values.append(np.full(len(i), hopping))
     orbitals = OrbitalTable.from_atoms(atoms, {"C": ["pz"], "B": ["pz"], "N": ["pz"]})
-    return TightBinding(atoms.cell.array, R_list, rows, cols, values, orbitals, pbc=atoms.pbc, atoms=atoms, **kwargs)
+    return TightBinding(atoms.cell.array, np.concatenate(R_list), np.concatenate(rows), np.concatenate(cols),
+                        np.concatenate(values), orbitals, pbc=atoms.pbc, atoms=atoms, **kwargs)
 
 
 @pytest.fixture

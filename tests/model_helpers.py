@@ -86,7 +86,8 @@ def random_rotations(kind: str, seed: int = 0) -> list[np.ndarray]:
         return [r[0], -r[1], np.diag([1.0, 1.0, -1.0]) @ r[0]]
     phi = rng.uniform(0, 2 * np.pi, size=2)
     rz = [np.array([[np.cos(p), -np.sin(p), 0], [np.sin(p), np.cos(p), 0], [0, 0, 1.0]]) for p in phi]
-    return [rz[0], np.diag([1.0, 1.0, -1.0]) @ rz[1], np.diag([-1.0, 1.0, 1.0]), -np.eye(3) @ rz[0] @ np.diag([1, 1, -1.0])]
+    mirror_z, mirror_x = np.diag([1.0, 1.0, -1.0]), np.diag([-1.0, 1.0, 1.0])
+    return [rz[0], mirror_z @ rz[1], mirror_x, mirror_x @ rz[0]]
 
 
 def rotated(atoms: Atoms, rot: np.ndarray) -> Atoms:

@@ -122,3 +122,49 @@ def test_fermi_level_needs_electron_count(graphene):
     graphene.num_electrons = None
     with pytest.raises(ValueError, match="needs num_electrons"):
         graphene.fermi_level()
+
+
+@pytest.fixture
+def graphene_supercell():
+    """12×12 graphene supercell (288 pz orbitals), on-site 0.3 eV, half filled."""
+    return neighbour_model(graphene_atoms().repeat((12, 12, 1)), GRAPHENE_T, GRAPHENE_EPS, 1.6, num_electrons=288.0)
+
+
+def test_kpm_dos_matches_exact_and_counts_orbitals(graphene_supercell):
+    tb = graphene_supercell
+    kw = dict(kpts=(6, 6, 1), width=0.2, npts=600, emin=-12, emax=12)
+    kpm, exact = tb.dos(method="kpm", **kw), tb.dos(method="exact", **kw)
+    assert kpm.info["method"] == "kpm"
+    e, w_kpm, w_ex = kpm.get_energies(), kpm.get_weights(), exact.get_weights()
+    assert integral(kpm) == pytest.approx(tb.norb, rel=1e-4)  # μ0 is exact for unit-modulus random vectors
+    # Jackson broadening equals `width` at the band centre, narrower towards the spectral edges
+    centre = np.abs(e - GRAPHENE_EPS) < 5
+    assert np.abs(w_kpm - w_ex)[centre].max() < 0.1 * w_ex[centre].max()
+    assert np.interp(GRAPHENE_EPS, e, w_kpm) < 0.1 * w_kpm.max()  # vanishing DOS at the Dirac point
+
+
+def test_kpm_projected_and_auto_route(graphene_supercell, monkeypatch):
+    from ase_wannierml.tb import dos as dos_module
+
+    tb = graphene_supercell
+    tb.orbitals.layer[: tb.norb // 2] = 1  # two fake "layers" of 144 orbitals
+    monkeypatch.setattr(dos_module, "EXACT_MAX_ORBITALS", 100)  # auto → KPM for 288 orbitals
+    parts = tb.dos(kpts=(2, 2, 1), width=0.2, npts=400, projected="layer", emin=-12, emax=12)
+    assert [p.info["method"] for p in parts] == ["kpm", "kpm"]
+    for p in parts:
+        assert integral(p) == pytest.approx(144, rel=1e-3)  # exact μ0; grid quadrature error
+
+
+def test_kpm_fermi_level_counts_electrons(graphene_supercell):
+    from ase_wannierml.tb.fermi import fermi_level
+
+    tb = graphene_supercell
+    tb.num_electrons = 360.0  # electron doped: 180 of 288 states per spin
+    mu_exact = fermi_level(tb, kpts=(3, 3, 1), width=0.05, method="exact")
+    mu_kpm = fermi_level(tb, kpts=(3, 3, 1), width=0.05, method="kpm")
+    k_k3, w_k = kpoint_mesh(tb, (3, 3, 1))
+    e_kn = tb.eigenvalues(k_k3)
+    count = lambda mu: w_k @ occupations(e_kn, mu, 0.05).sum(axis=1)  # noqa: E731  (states per spin below mu)
+    assert count(mu_exact) == pytest.approx(180, abs=1e-8)
+    # KPM counts are stochastic (≈ √(states / random vectors) ~ 3 states here); a spin-factor error would give 90
+    assert count(mu_kpm) == pytest.approx(180, abs=8)

@@ -75,7 +75,7 @@ def _orbital_d(shells, rot):
 
 
 def test_sigma_bond_block_is_slater_koster():
-    """A p–p block built from 0e and 2e coefficients ∝ Y2(r̂) spans {1, r̂ r̂ᵀ}: Slater–Koster V_ppσ, V_ppπ form
+    """A p–p block from 0e and 2e coefficients ∝ Y2(r̂) spans {1, r̂ r̂ᵀ}: the Slater–Koster V_ppσ/V_ppπ form
     (in Wannier90 order pz, px, py) — a check of the convention against geometry, independent of e3nn."""
     irreps, m = block_basis(["p"], ["p"])
     rhat = _unit(1, 5)[0]

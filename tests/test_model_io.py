@@ -46,7 +46,8 @@ def test_version_mismatch_is_rejected(model, tmp_path):
     payload = torch.load(path, weights_only=True)
     payload["format_version"] = FORMAT_VERSION + 1
     torch.save(payload, path)
-    with pytest.raises(ValueError, match=rf"format_version {FORMAT_VERSION + 1}.*reads format_version {FORMAT_VERSION}"):
+    expected = rf"format_version {FORMAT_VERSION + 1}.*reads format_version {FORMAT_VERSION}"
+    with pytest.raises(ValueError, match=expected):
         load_model(path)
 
 

@@ -84,7 +84,7 @@ def test_loss_is_normalised_and_combined_with_global_counts(data):
     scales = Scales(energy=0.1, forces=2.0, stress=1.0, ham=[0.05, 1.0, 0.01, 0.1])
     cfg = LossConfig(energy=2.0, forces=3.0, stress=0.0, hamiltonian=1.0, hamiltonian_categories=[1, 1, 1, 4])
     terms = loss_terms(batch, out, scales, cfg)
-    counts = {n: c for n, (_, c) in terms.items()}
+    counts = {n: t.count for n, t in terms.items()}
     assert counts["energy"] == 3 and counts["forces"] == 3 * 4 * 3
     total = float(combine(terms, counts, cfg))
     ham_cats = batch.graph[K.HAM_PAIR_CATEGORY]
@@ -115,8 +115,34 @@ def test_band_loss_alone_drives_blocks_to_the_reference_bands(data):
     for _ in range(150):
         opt.zero_grad()
         terms = loss_terms(batch, {K.HAM_BLOCKS: blocks}, Scales(), cfg, band_seed=0)
-        loss = combine(terms, {n: c for n, (_, c) in terms.items()}, cfg)
+        loss = combine(terms, {n: t.count for n, t in terms.items()}, cfg)
         loss.backward()
         opt.step()
         errors.append(float(loss.detach()))
     assert errors[-1] < 1e-2 * errors[0]
+
+
+def test_distance_binned_scales_weigh_long_hoppings_like_short_ones(data):
+    """Inside one category, each element is measured against the RMS target of its 0.5 Å distance shell."""
+    from ase_wannierml.training.loss import pair_distances
+
+    _, ds = data
+    scales = compute_scales(ds.examples, {"C": 0.0}, onsite_reference(ds.examples, {"C": ["pz"]}), 1e-3, 0.05,
+                            bin_width=0.5, bin_power=1.0)
+    d = torch.cat([pair_distances(ex) for ex in ds.examples])
+    cat = torch.cat([ex[K.HAM_PAIR_CATEGORY] for ex in ds.examples])
+    val = torch.cat([ex["target_ham"][:, 0, 0] for ex in ds.examples])
+    known = torch.cat([ex["target_ham_mask"][:, 0, 0] for ex in ds.examples])
+    sigma = scales.pair_scales(cat, d)
+    for lo in (1.0, 2.0, 2.5, 4.0, 5.5):                     # intralayer far shells 4-6 Å, near ones 1-3 Å
+        sel = known & (d >= lo) & (d < lo + 0.5) & (cat > 0)
+        for c in cat[sel].unique().tolist():
+            s = sel & (cat == c)
+            rms = float(val[s].pow(2).mean().sqrt())
+            assert torch.allclose(sigma[s], torch.tensor(max(rms, 1e-3), dtype=sigma.dtype))
+    near1 = float(sigma[known & (cat == 1) & (d < 1.5)][0])
+    far = float(sigma[known & (cat == 2) & (d > 5.5)][0])
+    assert near1 > 2.0 and far < 0.05                      # eV vs meV shells get their own scale
+    mixed = compute_scales(ds.examples, {"C": 0.0}, onsite_reference(ds.examples, {"C": ["pz"]}), 1e-3, 0.05,
+                           bin_width=0.5, bin_power=0.5).pair_scales(cat, d)
+    torch.testing.assert_close(mixed, (sigma * torch.tensor(scales.ham, dtype=sigma.dtype)[cat]).sqrt())

@@ -32,5 +32,5 @@ def test_loss_decreases_on_real_frames(tmp_path):
     after = tr.evaluate_loss(tr.train_idx)
     print(f"real frames: loss {before['loss']:.4g} -> {after['loss']:.4g}; {after}")
     assert after["loss"] < 0.2 * before["loss"]
-    for term in ("rmse_energy", "rmse_ham_intra_near"):
+    for term in ("rmse_energy", "rmse_ham_inter"):
         assert after[term] < before[term], term

@@ -124,13 +124,14 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.irreps_out = irreps_in
 
-    def forward(self, onehot: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+    def forward(self, onehot: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor,
+                edge_chunk: int = 16384) -> torch.Tensor:
         """onehot (n_atoms, n_species), edge_index (2, n_edges), edge_vectors r_ij (n_edges, 3) Å
-        → node features (n_atoms, irreps_out.dim)."""
+        → node features (n_atoms, irreps_out.dim); ``edge_chunk``: see :meth:`Interaction.forward`."""
         d = edge_vectors.norm(dim=1)
         radial = self.radial_basis(d) * polynomial_envelope(d, self.cutoff, self.envelope_p).unsqueeze(-1)
         sh = self.spherical_harmonics(edge_vectors)
         h = self.embedding(onehot)
         for layer in self.layers:
-            h = layer(h, onehot, edge_index, sh, radial)
+            h = layer(h, onehot, edge_index, sh, radial, edge_chunk)
         return h

@@ -92,7 +92,8 @@ def canonical_pairs(i: np.ndarray, j: np.ndarray, s: np.ndarray) -> tuple[np.nda
     return np.where(flip, j, i), np.where(flip, i, j), np.where(flip[:, None], -s, s)
 
 
-def hamiltonian_pairs(atoms: Atoms, layer: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hamiltonian_pairs(atoms: Atoms, layer: np.ndarray, config: ModelConfig
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hamiltonian pair list: index (2, n_pairs), shift (n_pairs, 3), category (n_pairs,), all int64.
 
     Onsite pairs first (atom order), then off-site pairs in lexicographic (i, j, S) order, canonical orientation.

@@ -28,7 +28,8 @@ def scalar_index(irreps: o3.Irreps) -> torch.Tensor:
 class EnergyHead(nn.Module):
     """Per-atom energy (eV) = e0[species] + scale * MLP(0e features) + shift. ``irreps_in`` = backbone output."""
 
-    def __init__(self, irreps_in: o3.Irreps, e0s: Sequence[float], scale: float, shift: float, hidden: int = 16) -> None:
+    def __init__(self, irreps_in: o3.Irreps, e0s: Sequence[float], scale: float, shift: float,
+                 hidden: int = 16) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.register_buffer("scalars", scalar_index(self.irreps_in), persistent=False)

@@ -84,7 +84,8 @@ class WannierMLModel(nn.Module):
         save_model(self, path, metadata)
 
     def forward(self, graph: Dict[str, torch.Tensor], compute_forces: bool = True, compute_stress: bool = False,
-                compute_hamiltonian: bool = False, ham_chunk_size: int = 65536) -> Dict[str, torch.Tensor]:
+                compute_hamiltonian: bool = False, ham_chunk_size: int = 65536,
+                edge_chunk: int = 16384) -> Dict[str, torch.Tensor]:
         """Model outputs for a (batched) graph.
 
         Returns ``energy`` (n_structures,) eV, ``node_energy`` (n_atoms,) eV; with ``compute_forces``
@@ -93,6 +94,8 @@ class WannierMLModel(nn.Module):
         (n_pairs, max_orb, max_orb) eV and ``ham_mask`` (same shape, bool) for the pairs in
         ``graph["ham_pair_*"]``. In training mode forces, stress and H blocks keep their autograd graphs (for
         losses); in eval mode they are computed without (H under ``torch.no_grad``, so long pair lists stay cheap).
+        Memory: message-passing edges are processed in chunks of ``edge_chunk`` (checkpointed in eval mode) and
+        Hamiltonian pairs in chunks of ``ham_chunk_size``; results do not depend on either.
         """
         batch, n_struct = graph[K.BATCH], graph[K.NUM_ATOMS].shape[0]
         pos_leaf, cell, strain = graph[K.POSITIONS], graph[K.CELL], None
@@ -104,7 +107,7 @@ class WannierMLModel(nn.Module):
             if compute_stress:
                 strain = torch.zeros_like(cell).requires_grad_(True)
                 positions, cell = apply_strain(pos_leaf, cell, strain, batch)
-            h, node_energy, energy = self._energy(graph, positions, cell, batch, n_struct)
+            h, node_energy, energy = self._energy(graph, positions, cell, batch, n_struct, edge_chunk)
         out = {K.ENERGY: energy, K.NODE_ENERGY: node_energy}
         if need_grad:
             leaves = ([pos_leaf] if compute_forces else []) + ([strain] if compute_stress else [])
@@ -114,16 +117,18 @@ class WannierMLModel(nn.Module):
                 out[K.FORCES] = -grads[0]
             if compute_stress:
                 out[K.STRESS] = grads[-1] / cell_volume(graph[K.CELL])[:, None, None]
+        if not self.training:  # release the autograd graph
+            out = {key: value.detach() for key, value in out.items()}
+            h, positions, cell = h.detach(), positions.detach(), cell.detach()
         if compute_hamiltonian:
             with contextlib.nullcontext() if self.training else torch.no_grad():
-                h, positions, cell = (h, positions, cell) if self.training else (h.detach(), positions.detach(),
-                                                                                 cell.detach())
                 out[K.HAM_BLOCKS] = self.hamiltonian(h, graph, positions, cell, ham_chunk_size)
             out[K.HAM_MASK] = self.hamiltonian.mask(graph[K.SPECIES], graph[K.HAM_PAIR_INDEX])
         return out
 
     def _energy(self, graph: Dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor,
-                batch: torch.Tensor, n_struct: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                batch: torch.Tensor, n_struct: int, edge_chunk: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Backbone features h (n_atoms, dim), per-atom energies (n_atoms,) and energies (n_structures,) eV."""
         edge_index, shift = graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT]
         i, j = edge_index[0], edge_index[1]
@@ -131,7 +136,7 @@ class WannierMLModel(nn.Module):
         vectors = positions[j] - positions[i] + cart
         species = graph[K.SPECIES]
         onehot = nn.functional.one_hot(species, len(self.config.species)).to(positions.dtype)
-        h = self.backbone(onehot, edge_index, vectors)
+        h = self.backbone(onehot, edge_index, vectors, edge_chunk)
         node_energy = self.energy_head(h, species)
         return h, node_energy, scatter_sum(node_energy, batch, n_struct)
 

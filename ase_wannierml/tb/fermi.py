@@ -78,6 +78,18 @@ def _mid_gap(e_kn: np.ndarray, target: float) -> float | None:
     return 0.5 * (vbm + cbm) if cbm > vbm else None
 
 
+def fermi_from_dos(e_E: np.ndarray, dos_E: np.ndarray, target: float) -> float:
+    """Energy (eV) where ∫ DOS reaches ``target`` states; the middle of the plateau if it is reached in a gap."""
+    count_E = np.concatenate([[0.0], np.cumsum(0.5 * (dos_E[1:] + dos_E[:-1]) * np.diff(e_E))])
+    count_E = np.maximum.accumulate(count_E)  # stochastic KPM noise can make it dip
+    if not count_E[0] < target < count_E[-1]:
+        raise ValueError(f"{target} states per spin outside the integrated DOS range (0, {count_E[-1]:.3f})")
+    tol = 1e-6 * count_E[-1]
+    lo = np.interp(target - tol, count_E, e_E)
+    hi = e_E[np.searchsorted(count_E, target + tol) - 1]
+    return float(0.5 * (lo + max(lo, hi)))
+
+
 def fermi_level(
     tb: "TightBinding",
     kpts: Any = None,
@@ -85,10 +97,26 @@ def fermi_level(
     spin: float = 2.0,
     symmetry: bool = True,
     smearing: str = "fermi",
+    method: str = "auto",
 ) -> float:
-    """Fermi level (eV) of ``tb`` from ``tb.num_electrons`` on a k-mesh (see :func:`..bandpath.kpoint_mesh`)."""
+    """Fermi level (eV) of ``tb`` from ``tb.num_electrons`` on a k-mesh (see :func:`..bandpath.kpoint_mesh`).
+
+    ``method`` "exact" (dense eigenvalues, bisection; the default up to ``EXACT_MAX_ORBITALS``) or "kpm"
+    (integrated KPM DOS of broadening ``width``). The KPM count is stochastic: its error grows like
+    √(occupied states / 16 random vectors), so for large cells E_F is uncertain by roughly that many states
+    divided by the DOS at E_F; pass a known ``fermi_level`` to the TightBinding when accuracy matters.
+    """
+    from .dos import EXACT_MAX_ORBITALS, dos
+
     if tb.num_electrons is None:
         raise ValueError("the Fermi level needs num_electrons (electrons in the Wannier manifold) on the TightBinding")
+    if method not in ("auto", "exact", "kpm"):
+        raise ValueError(f"unknown Fermi-level method {method!r}; use 'auto', 'exact' or 'kpm'")
+    if method == "kpm" or (method == "auto" and tb.norb > EXACT_MAX_ORBITALS):
+        if not 0 < tb.num_electrons < spin * tb.norb:
+            raise ValueError(f"num_electrons = {tb.num_electrons} outside (0, {spin * tb.norb}) for {tb.norb} bands")
+        d = dos(tb, kpts, width=width, npts=20001, method="kpm", symmetry=symmetry)  # ~1 meV grid for 20 eV
+        return fermi_from_dos(d.get_energies(), d.get_weights(), tb.num_electrons / spin)
     k_k3, w_k = kpoint_mesh(tb, kpts, symmetry=symmetry)
     e_kn = tb.eigenvalues(k_k3)
     return find_fermi_level(e_kn, w_k, tb.num_electrons, width=width, spin=spin, smearing=smearing)

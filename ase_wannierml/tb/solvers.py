@@ -296,10 +296,13 @@ class MultifrontalFactor:
 
 
 def _extend_add(F: np.ndarray, U: np.ndarray, rel: np.ndarray) -> None:
-    """F[rel, rel] += U: row by row for big updates (far faster than np.ix_), one flat scatter for small ones."""
+    """F[rel, rel] += U (rel sorted): by runs of consecutive rows for big updates (far faster than np.ix_),
+    one flat scatter for small ones."""
     if len(rel) > 96:
-        for i, r in enumerate(rel):
-            F[r, rel] += U[i]
+        cuts = np.flatnonzero(np.diff(rel) != 1) + 1
+        for a, b in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(rel)]]).tolist()):
+            r0 = int(rel[a])
+            F[r0:r0 + b - a, rel] += U[a:b]
     elif len(rel):
         flat = (rel[:, None] * F.shape[1] + rel).ravel()
         Fr = F.ravel()
@@ -441,7 +444,7 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     """The ``num`` eigenpairs of Hermitian ``H`` (norb, norb) nearest ``near`` (eV), with the method reported.
 
     ``method``: "auto" (dense up to ``DENSE_MAX_ORBITALS`` orbitals or when num > norb/4, else "multifrontal"),
-    "dense" or "multifrontal". ``tol`` (eV, default 1e-10 × max(1, max|H|)) bounds the residual ‖H y − λ y‖, or
+    "dense" or "multifrontal". ``tol`` (eV, default 1e-9 × max(1, max|H|)) bounds the residual ‖H y − λ y‖, or
     its square over the gap to the unwanted spectrum, i.e. the eigenvalue error.
     """
     if H.ndim != 2 or H.shape[0] != H.shape[1]:
@@ -461,7 +464,7 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     Hs = sp.csr_matrix(H)
     _check_hermitian_sparse(Hs)
     scale = max(1.0, float(abs(Hs).max())) if Hs.nnz else 1.0
-    tol = 1e-10 * scale if tol is None else float(tol)
+    tol = 1e-9 * scale if tol is None else float(tol)
     block = min(n, BLOCK_SIZE)
     try:
         result = _near_multifrontal(Hs, num, near, scale, block, tol, seed, single=True)

@@ -52,6 +52,8 @@ class LossConfig:
     """Weights of the joint loss (each term is a mean square divided by its own scale², see ``loss.py``).
 
     hamiltonian_categories: extra weight per category (onsite, intra_near, intra_far, inter).
+    ham_distance_bin: Å; width of the distance shells of the Hamiltonian scales (0: one scale per category).
+    ham_bin_power: p in σ = σ_category^(1−p) · σ_shell^p (see ``loss.py``).
     band_window: eV; band eigenvalues whose *target* lies within E_F ± band_window enter the band loss.
     band_kpoints: random k-points per frame and step for the band loss (0 disables it).
     band_scale: eV; the band error that counts as 1.
@@ -67,6 +69,8 @@ class LossConfig:
     hamiltonian: float = 1.0
     bands: float = 0.0
     hamiltonian_categories: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    ham_distance_bin: float = 0.5
+    ham_bin_power: float = 0.5
     band_window: float = 1.0
     band_kpoints: int = 2
     band_scale: float = 0.05

@@ -7,12 +7,17 @@ weighted (``LossConfig``):
         + w_H Σ_c w_c ⟨ΔH_c²⟩/σ_c² + w_b ⟨Δε²⟩/σ_b²
 
 ⟨·⟩ averages over the labelled items of the batch (frames for E, force components, stress components, known
-Hamiltonian elements of category c, band energies within ±window of E_F at the sampled k-points). σ_c is the RMS
-of category c's targets, so meV-scale far and interlayer hoppings weigh as much as eV-scale onsite terms; at the
-start of training every term is O(1).
+Hamiltonian elements of category c, band energies within ±window of E_F at the sampled k-points). For the
+Hamiltonian, σ = σ_c^(1−p) σ_{c,shell}^p mixes the RMS of the training targets of the element's category (σ_c)
+and of its category *and distance shell* (σ_{c,shell}, bins of ``loss.ham_distance_bin`` Å); onsite diagonals are
+measured from the mean onsite energy. So meV-scale far and interlayer hoppings are not drowned by eV-scale onsite
+and nearest-neighbour terms, and inside one category a 40 meV fourth-neighbour hopping next to a 2.8 eV
+first-neighbour one is not ignored (summed over its six images it moves bands near E_F by a fraction of an eV);
+p = ``loss.ham_bin_power`` (0.5) keeps the eV-scale elements from being neglected in turn (p = 1 measured on our
+graphene frames: nearest-neighbour errors of ~1 eV). At the start of training every term is O(1).
 
-Terms are returned as (sum, count) so that data-parallel training can divide by the *global* count and match
-single-process training exactly (see ``trainer.py``).
+Terms are returned as sums with their item counts (``Term``) so that data-parallel training can divide by the
+*global* count and match single-process training exactly (see ``trainer.py``).
 """
 from __future__ import annotations
 
@@ -32,19 +37,52 @@ TERM_NAMES = ("energy", "forces", "stress") + tuple(f"ham_{c}" for c in HAM_CATE
 
 @dataclass
 class Scales:
-    """Per-term error scales: energy eV/atom, forces eV/Å, stress eV/Å³, ham per category eV, bands eV."""
+    """Per-term error scales: energy eV/atom, forces eV/Å, stress eV/Å³, ham per category eV, bands eV.
+
+    ham_bins[c][b]: eV, RMS target of category c's elements at pair distance in [b·w, (b+1)·w), w =
+    ham_bin_width Å (bins beyond the list use ``ham[c]``); an element's scale is ham[c]^(1−p) · ham_bins[c][b]^p,
+    p = ham_bin_power (0: one scale per category, 1: one per distance shell).
+    """
 
     energy: float = 1.0
     forces: float = 1.0
     stress: float = 1.0
     ham: list[float] = field(default_factory=lambda: [1.0] * len(HAM_CATEGORIES))
     bands: float = 0.05
+    ham_bin_width: float = 0.5
+    ham_bins: list[list[float]] = field(default_factory=lambda: [[] for _ in HAM_CATEGORIES])
+    ham_bin_power: float = 0.5
+
+    def pair_scales(self, category: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        """Scale (eV) of each pair (n_pairs,) from its category and distance (Å)."""
+        n_bins = max((len(b) for b in self.ham_bins), default=0)
+        table = torch.tensor([[self.ham[c] ** (1 - self.ham_bin_power) * x ** self.ham_bin_power
+                               for x in list(b) + [self.ham[c]] * (n_bins + 1 - len(b))]
+                              for c, b in enumerate(self.ham_bins)], dtype=distance.dtype)   # (n_cat, n_bins + 1)
+        index = torch.clamp((distance / self.ham_bin_width).long(), max=n_bins) if n_bins else \
+            torch.zeros_like(category)
+        return table[category, index]
 
     def of(self, term: str) -> float:
         """Scale of one term name in ``TERM_NAMES``."""
         if term.startswith("ham_"):
             return self.ham[HAM_CATEGORIES.index(term[4:])]
         return float(getattr(self, term))
+
+
+@dataclass
+class Term:
+    """One loss term over a batch: value = Σ (error/scale)² (differentiable), count = items, sq = Σ error²
+    in physical units (eV², (eV/Å)², ... for RMSE logs)."""
+
+    value: torch.Tensor
+    count: float
+    sq: float
+
+
+def _term(err: torch.Tensor, scale: torch.Tensor | float) -> Term:
+    value = ((err / scale) ** 2).sum()
+    return Term(value, float(err.numel()), float((err.detach() ** 2).sum()))
 
 
 @dataclass
@@ -92,6 +130,7 @@ def collate(examples: list[dict[str, torch.Tensor]], dtype: torch.dtype, keys: l
     n_atoms = [len(ex[K.POSITIONS]) for ex in examples]
     n_pairs = [len(ex["target_ham"]) for ex in examples]
     t = {
+        "pair_distance": pair_distances(graph),
         "target_energy": cast(torch.cat([ex["target_energy"] for ex in examples])),
         "num_atoms": torch.tensor(n_atoms),
         "target_forces": cast(torch.cat([ex["target_forces"] for ex in examples])),
@@ -112,45 +151,53 @@ def collate(examples: list[dict[str, torch.Tensor]], dtype: torch.dtype, keys: l
     return Batch(graph, t, frames, len(examples))
 
 
+def pair_distances(graph: dict[str, torch.Tensor]) -> torch.Tensor:
+    """|r_j + S @ cell − r_i| (Å) of every Hamiltonian pair of a (batched) graph, (n_pairs,)."""
+    i, j = graph[K.HAM_PAIR_INDEX]
+    pos, cell = graph[K.POSITIONS].detach(), graph[K.CELL].detach()
+    shift = graph[K.HAM_PAIR_SHIFT].to(pos.dtype)
+    r = pos[j] - pos[i] + torch.einsum("pa,pab->pb", shift, cell[graph[K.BATCH][i]])
+    return r.norm(dim=1)
+
+
 def loss_terms(batch: Batch, out: dict[str, torch.Tensor], scales: Scales, cfg: LossConfig,
-               band_seed: int | None = None) -> dict[str, tuple[torch.Tensor, float]]:
-    """Per term: (Σ squared error / scale², number of items) over this batch (see module docstring).
+               band_seed: int | None = None) -> dict[str, Term]:
+    """Per term name: its ``Term`` over this batch (see module docstring).
 
     band_seed: with it, each frame's ``cfg.band_kpoints`` k-points are drawn with seed ``band_seed + key``;
     without it, all k-points of the reference grid are used (validation).
     """
     t = batch.targets
     zero = t["target_energy"].new_zeros(())
-    terms: dict[str, tuple[torch.Tensor, float]] = {}
+    terms: dict[str, Term] = {}
     e_mask = t["has_energy"]
     if cfg.energy > 0 and bool(e_mask.any()) and K.ENERGY in out:
         err = (out[K.ENERGY] - t["target_energy"]) / t["num_atoms"].to(zero.dtype)
-        terms["energy"] = ((err[e_mask] ** 2).sum() / scales.energy ** 2, float(e_mask.sum()))
+        terms["energy"] = _term(err[e_mask], scales.energy)
     f_mask = t["atom_has_forces"]
     if cfg.forces > 0 and bool(f_mask.any()) and K.FORCES in out:
-        err = out[K.FORCES][f_mask] - t["target_forces"][f_mask]
-        terms["forces"] = ((err ** 2).sum() / scales.forces ** 2, float(err.numel()))
+        terms["forces"] = _term(out[K.FORCES][f_mask] - t["target_forces"][f_mask], scales.forces)
     s_mask = t["has_stress"]
     if cfg.stress > 0 and bool(s_mask.any()) and K.STRESS in out:
-        err = out[K.STRESS][s_mask] - t["target_stress"][s_mask]
-        terms["stress"] = ((err ** 2).sum() / scales.stress ** 2, float(err.numel()))
+        terms["stress"] = _term(out[K.STRESS][s_mask] - t["target_stress"][s_mask], scales.stress)
     if cfg.hamiltonian > 0 and bool(t["has_ham"].any()) and K.HAM_BLOCKS in out:
         mask = t["target_ham_mask"]
-        err2 = (out[K.HAM_BLOCKS] - t["target_ham"]) ** 2
         category = batch.graph[K.HAM_PAIR_CATEGORY]
+        sigma = scales.pair_scales(category, t["pair_distance"])[:, None, None].expand_as(mask)
+        err = out[K.HAM_BLOCKS] - t["target_ham"]
         for c, name in enumerate(HAM_CATEGORIES):
             m = mask & (category == c)[:, None, None]
             if bool(m.any()) and cfg.hamiltonian_categories[c] > 0:
-                terms[f"ham_{name}"] = (err2[m].sum() / scales.ham[c] ** 2, float(m.sum()))
+                terms[f"ham_{name}"] = _term(err[m], sigma[m])
     if cfg.bands > 0 and cfg.band_kpoints > 0 and batch.frames and K.HAM_BLOCKS in out:
         terms["bands"] = _band_term(batch, out[K.HAM_BLOCKS], scales, cfg, band_seed)
     return terms
 
 
 def _band_term(batch: Batch, blocks: torch.Tensor, scales: Scales, cfg: LossConfig,
-               band_seed: int | None) -> tuple[torch.Tensor, float]:
+               band_seed: int | None) -> Term:
     """Band energies at ``cfg.band_kpoints`` random k-points of each frame's reference grid, within the window."""
-    total, count = blocks.new_zeros(()), 0.0
+    total, count, sq = blocks.new_zeros(()), 0.0, 0.0
     index, shift = batch.graph[K.HAM_PAIR_INDEX], batch.graph[K.HAM_PAIR_SHIFT]
     for fb in batch.frames:
         if band_seed is None:
@@ -163,12 +210,12 @@ def _band_term(batch: Batch, blocks: torch.Tensor, scales: Scales, cfg: LossConf
                              fb.bands.shape[1], fb.kpts[pick])
         ref = fb.bands[pick]
         window = ref.abs() <= cfg.band_window
-        total = total + ((pred - ref)[window] ** 2).sum() / scales.bands ** 2
-        count += float(window.sum())
-    return total, count
+        part = _term((pred - ref)[window], scales.bands)
+        total, count, sq = total + part.value, count + part.count, sq + part.sq
+    return Term(total, count, sq)
 
 
-def combine(terms: dict[str, tuple[torch.Tensor, float]], counts: dict[str, float], cfg: LossConfig,
+def combine(terms: dict[str, Term], counts: dict[str, float], cfg: LossConfig,
             world_size: int = 1) -> torch.Tensor:
     """Weighted loss from per-term sums; ``counts`` are the *global* item counts (summed over processes).
 
@@ -176,15 +223,15 @@ def combine(terms: dict[str, tuple[torch.Tensor, float]], counts: dict[str, floa
     of one process holding the whole batch.
     """
     total = None
-    for name, (value, _) in terms.items():
+    for name, term in terms.items():
         n = counts.get(name, 0.0)
         if n <= 0:
             continue
-        part = term_weight(name, cfg) * value / n * world_size
+        part = term_weight(name, cfg) * term.value / n * world_size
         total = part if total is None else total + part
     if total is None:
         some = next(iter(terms.values()), None)
-        return torch.zeros((), dtype=torch.float64) if some is None else some[0] * 0.0
+        return torch.zeros((), dtype=torch.float64) if some is None else some.value * 0.0
     return total
 
 

@@ -93,7 +93,7 @@ def build_training_model(cfg: TrainConfig, train_examples: Sequence[dict], model
     options = {k: v for k, v in mc.to_dict().items() if k not in ("orbitals", "cutoff")}
     model = build_model(mc.orbitals, mc.cutoff, dtype=dtype, seed=cfg.run.seed, **options)
     scales = compute_scales(train_examples, mc.e0s, mc.onsite_reference, cfg.loss.scale_floor,
-                            cfg.loss.band_scale)
+                            cfg.loss.band_scale, cfg.loss.ham_distance_bin, cfg.loss.ham_bin_power)
     return model, _plain(mc.to_dict()), scales
 
 

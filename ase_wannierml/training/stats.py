@@ -62,12 +62,13 @@ def onsite_reference(examples: Sequence[dict], orbitals: Mapping[str, Sequence[s
 
 
 def compute_scales(examples: Sequence[dict], e0s: Mapping[str, float], reference: Mapping[str, Sequence[float]],
-                   floor: float, band_scale: float) -> Scales:
+                   floor: float, band_scale: float, bin_width: float = 0.0, bin_power: float = 0.5) -> Scales:
     """Loss scales: std of (E − Σe0)/N, RMS force and stress components, RMS of H per category (onsite diagonal
-    measured from ``reference``), each at least ``floor``."""
+    measured from ``reference``) and, with ``bin_width`` > 0 (Å), per category and distance bin; all ≥ ``floor``."""
     e_res, f2, s2 = [], [], []
-    h2 = np.zeros(len(HAM_CATEGORIES))
-    hn = np.zeros(len(HAM_CATEGORIES))
+    n_bins = 64
+    h2 = np.zeros((len(HAM_CATEGORIES), n_bins + 1))
+    hn = np.zeros((len(HAM_CATEGORIES), n_bins + 1))
     for ex in examples:
         z = ex[K.ATOMIC_NUMBERS].tolist()
         if bool(ex["has_energy"]):
@@ -78,19 +79,38 @@ def compute_scales(examples: Sequence[dict], e0s: Mapping[str, float], reference
         if bool(ex["has_stress"]):
             s2.append(ex["target_stress"].numpy().ravel() ** 2)
         if bool(ex["has_ham"]):
-            dev, mask = _deviation(ex, reference)
-            cat = ex[K.HAM_PAIR_CATEGORY].numpy()
-            for c in range(len(HAM_CATEGORIES)):
-                m = mask & (cat == c)[:, None, None]
-                h2[c] += float(np.sum(dev[m] ** 2))
-                hn[c] += float(m.sum())
+            _accumulate_ham(ex, reference, bin_width, h2, hn)
+    ham = [max(float(np.sqrt(h2[c].sum() / hn[c].sum())) if hn[c].sum() else 0.0, floor)
+           for c in range(len(HAM_CATEGORIES))]
+    bins: list[list[float]] = [[] for _ in HAM_CATEGORIES]
+    if bin_width > 0:
+        last = int(np.flatnonzero(hn.sum(axis=0))[-1]) + 1 if hn.any() else 0
+        bins = [[max(float(np.sqrt(h2[c, b] / hn[c, b])), floor) if hn[c, b] else ham[c] for b in range(last)]
+                for c in range(len(HAM_CATEGORIES))]
     return Scales(
         energy=max(float(np.std(e_res)) if len(e_res) > 1 else 0.0, floor),
         forces=max(float(np.sqrt(np.mean(np.concatenate(f2)))) if f2 else 0.0, floor),
         stress=max(float(np.sqrt(np.mean(np.concatenate(s2)))) if s2 else 0.0, floor),
-        ham=[max(float(np.sqrt(h2[c] / hn[c])) if hn[c] else 0.0, floor) for c in range(len(HAM_CATEGORIES))],
-        bands=band_scale,
+        ham=ham, bands=band_scale, ham_bin_width=bin_width if bin_width > 0 else 0.5, ham_bins=bins,
+        ham_bin_power=bin_power,
     )
+
+
+def _accumulate_ham(ex: dict, reference: Mapping[str, Sequence[float]], bin_width: float, h2: np.ndarray,
+                    hn: np.ndarray) -> None:
+    """Add one example's squared targets (onsite diagonal minus reference) to per-(category, bin) sums."""
+    from .loss import pair_distances
+
+    dev, mask = _deviation(ex, reference)
+    cat = ex[K.HAM_PAIR_CATEGORY].numpy()
+    if bin_width > 0:
+        bin_ = np.minimum((pair_distances(ex).numpy() / bin_width).astype(int), h2.shape[1] - 1)
+    else:
+        bin_ = np.zeros(len(cat), dtype=int)
+    known = mask.reshape(len(cat), -1)
+    sq = np.where(known, dev.reshape(len(cat), -1) ** 2, 0.0).sum(axis=1)
+    np.add.at(h2, (cat, bin_), sq)
+    np.add.at(hn, (cat, bin_), known.sum(axis=1))
 
 
 def _deviation(ex: dict, reference: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .dataset import Dataset
 from .distributed import DistInfo, all_sum, barrier, broadcast_flag
 from .ema import EMA
-from .loss import TERM_NAMES, Scales, collate, combine, loss_terms, term_weight
+from .loss import TERM_NAMES, Scales, Term, collate, combine, loss_terms, term_weight
 from .setup import build_training_model, prepare_dataset
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -122,10 +122,9 @@ class Trainer:
         band_seed = (self.cfg.run.seed * 1_000_003 + self.step) * 1_000_003
         terms = loss_terms(batch, out, self.scales, loss_cfg, band_seed)
         if dummy:
-            terms = {n: (v * 0.0, 0.0) for n, (v, _) in terms.items()}
-        sums = all_sum([float(terms[n][0].detach()) if n in terms else 0.0 for n in TERM_NAMES]
-                       + [terms[n][1] if n in terms else 0.0 for n in TERM_NAMES], self.dist)
-        counts = dict(zip(TERM_NAMES, sums[len(TERM_NAMES):]))
+            terms = {n: Term(t.value * 0.0, 0.0, 0.0) for n, t in terms.items()}
+        sums = all_sum(_flatten(terms), self.dist)
+        counts = _counts(sums)
         loss = combine(terms, counts, loss_cfg, self.dist.world_size) + _touch(out)
         loss.backward()
         if self.cfg.optim.grad_clip > 0:
@@ -134,9 +133,8 @@ class Trainer:
         self.sched.step()
         self.ema.update()
         self.step += 1
-        value = sum(term_weight(n, loss_cfg) * s / counts[n] for n, s in zip(TERM_NAMES, sums) if counts[n] > 0)
-        return {"step": self.step, "epoch": self.epoch, "lr": self.sched.get_last_lr()[0], "loss": value,
-                **_rmse(sums, counts, self.scales)}
+        return {"step": self.step, "epoch": self.epoch, "lr": self.sched.get_last_lr()[0],
+                "loss": _loss_value(sums, loss_cfg), **_rmse(sums)}
 
     # ------------------------------------------------------------------ validation
     def _loss_config(self):
@@ -149,7 +147,7 @@ class Trainer:
         """Loss and per-term RMSE (physical units) with the EMA weights on ``indices`` (all band k-points)."""
         loss_cfg = self._loss_config()
         local = indices[self.dist.rank::self.dist.world_size]
-        sums = [0.0] * (2 * len(TERM_NAMES))
+        sums = [0.0] * (3 * len(TERM_NAMES))
         self.model.eval()
         with self.ema.applied():
             for start in range(0, len(local), self.cfg.optim.batch_size):
@@ -157,14 +155,9 @@ class Trainer:
                                 self.dtype)
                 out = self.model(batch.graph, **self.needs)
                 terms = loss_terms(batch, _detached(out), self.scales, loss_cfg)
-                for k, n in enumerate(TERM_NAMES):
-                    if n in terms:
-                        sums[k] += float(terms[n][0])
-                        sums[len(TERM_NAMES) + k] += terms[n][1]
+                sums = [a + b for a, b in zip(sums, _flatten(terms))]
         sums = all_sum(sums, self.dist)
-        counts = dict(zip(TERM_NAMES, sums[len(TERM_NAMES):]))
-        loss = sum(term_weight(n, loss_cfg) * s / counts[n] for n, s in zip(TERM_NAMES, sums) if counts[n] > 0)
-        return {"loss": float(loss), **_rmse(sums, counts, self.scales)}
+        return {"loss": _loss_value(sums, loss_cfg), **_rmse(sums)}
 
     def _validate_and_maybe_stop(self) -> None:
         if not self.val_idx:
@@ -284,10 +277,30 @@ def _detached(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in out.items()}
 
 
-def _rmse(sums: list[float], counts: dict[str, float], scales: Scales) -> dict[str, float]:
-    """Per-term RMSE in physical units (eV/atom, eV/Å, eV/Å³, eV) from normalised sums."""
-    return {f"rmse_{n}": math.sqrt(s / counts[n]) * scales.of(n)
-            for n, s in zip(TERM_NAMES, sums) if counts[n] > 0}
+def _flatten(terms: dict[str, Term]) -> list[float]:
+    """[normalised sums..., counts..., physical squared sums...] in ``TERM_NAMES`` order (for all-reduce)."""
+    empty = Term(torch.zeros(()), 0.0, 0.0)
+    got = [terms.get(n, empty) for n in TERM_NAMES]
+    return [float(t.value.detach()) for t in got] + [t.count for t in got] + [t.sq for t in got]
+
+
+def _counts(flat: list[float]) -> dict[str, float]:
+    n = len(TERM_NAMES)
+    return dict(zip(TERM_NAMES, flat[n:2 * n]))
+
+
+def _loss_value(flat: list[float], cfg) -> float:
+    """The weighted loss from flattened global sums."""
+    counts = _counts(flat)
+    return float(sum(term_weight(name, cfg) * flat[k] / counts[name]
+                     for k, name in enumerate(TERM_NAMES) if counts[name] > 0))
+
+
+def _rmse(flat: list[float]) -> dict[str, float]:
+    """Per-term RMSE in physical units (eV/atom, eV/Å, eV/Å³, eV) from flattened global sums."""
+    counts, n = _counts(flat), len(TERM_NAMES)
+    return {f"rmse_{name}": math.sqrt(flat[2 * n + k] / counts[name])
+            for k, name in enumerate(TERM_NAMES) if counts[name] > 0}
 
 
 def _truncate_log(path: Path, step: int) -> None:
