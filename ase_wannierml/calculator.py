@@ -161,7 +161,7 @@ class WannierMLCalculator(Calculator):
         projected: str | None = None,
         method: str = "auto",
     ):
-        """Density of states (states/eV per cell, both spins) as ASE ``GridDOSData`` or ``DOSCollection``."""
+        """Density of states (states/eV per cell and spin; integrates to the orbital count) as ASE DOS data."""
         tb = self.get_hamiltonian(atoms)
         kpts = default_kmesh(self.atoms) if kpts is None else kpts
         return tb.dos(kpts=kpts, width=width, npts=npts, projected=projected, method=method)

@@ -168,3 +168,17 @@ def test_real_harmonics_orthonormal_and_named_axes(l):
     np.testing.assert_allclose(Y.T @ (w[:, None] * Y), np.eye(2 * l + 1), atol=1e-12)
     if l == 1:  # pz, px, py point along z, x, y
         np.testing.assert_allclose(np.argmax(real_harmonics(1, np.eye(3)[[2, 0, 1]]), axis=1), [0, 1, 2])
+
+
+def test_large_band_structure_defaults_to_bands_near_fermi_level(monkeypatch):
+    from ase_wannierml.tb import dos as dos_module
+
+    atoms = graphene_atoms().repeat((6, 6, 1))
+    tb = neighbour_model(atoms, GRAPHENE_T, GRAPHENE_EPS, 1.6, fermi_level=GRAPHENE_EPS)
+    monkeypatch.setattr(dos_module, "EXACT_MAX_ORBITALS", 50)  # pretend 72 orbitals is "large"
+    bs = tb.band_structure("GK", npoints=5)
+    assert bs.energies.shape == (1, 5, 16) and bs.reference == GRAPHENE_EPS
+    e_all = tb.eigenvalues(bs.path.kpts)
+    for e_n, e_ref in zip(bs.energies[0], e_all):
+        expected = np.sort(e_ref[np.argsort(np.abs(e_ref - GRAPHENE_EPS), kind="stable")[:16]])
+        np.testing.assert_allclose(e_n, expected, atol=1e-8)

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-DENSE_MAX_ORBITALS = 2000  # band structures above this size default to 16 bands near E_F (sparse solver)
-
 if TYPE_CHECKING:  # pragma: no cover
     from ase.dft.kpoints import BandPath
     from ase.spectrum.band_structure import BandStructure
@@ -61,16 +59,18 @@ def band_structure(
     """``BandStructure`` (energies (1, nk, nbands), eV) along ``path``.
 
     ``reference`` defaults to the known Fermi level, else the one computed from ``num_electrons``, else 0 (ASE
-    semantics: energies stay absolute). All bands (dense) up to ``DENSE_MAX_ORBITALS`` orbitals; beyond, or when
+    semantics: energies stay absolute). All bands (dense) up to ``dos.EXACT_MAX_ORBITALS`` orbitals; beyond, or when
     ``num`` is given, only the ``num`` (default 16) bands closest to ``near`` (default: the reference) by the sparse
     solver.
     """
     from ase.spectrum.band_structure import BandStructure
 
+    from .dos import EXACT_MAX_ORBITALS
+
     bandpath = make_bandpath(tb, path, npoints)
     if reference is None:
         reference = tb.fermi_level() if tb.fermi_energy is not None or tb.num_electrons is not None else 0.0
-    if num is None and tb.norb > DENSE_MAX_ORBITALS:
+    if num is None and tb.norb > EXACT_MAX_ORBITALS:
         num = 16
     e_kn = tb.eigenvalues(bandpath.kpts, num=num, near=reference if near is None else near)
     return BandStructure(bandpath, e_kn[None], reference=reference)

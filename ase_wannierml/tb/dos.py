@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .tightbinding import TightBinding
 
-EXACT_MAX_ORBITALS = 2000
+EXACT_MAX_ORBITALS = 2000  # above: DOS/Fermi level by KPM, band structures 16 bands near E_F (sparse solver)
 KPM_MAX_GROUPS = 64  # projected KPM costs one stochastic trace per group
 _PADDING = 10.0  # energy window margin in units of the width
 _KERNEL_ELEMENTS = 2**22  # kernel matrix entries per batch

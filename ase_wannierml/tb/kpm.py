@@ -46,7 +46,8 @@ class KPMMoments:
 
     @property
     def resolution(self) -> float:
-        """Approximate energy resolution (eV) of the Jackson kernel: π a / N."""
+        """Energy resolution (eV) of the Jackson kernel at the band centre, π a / N; at scaled energy x it is
+        about (π a / N) √(1 − x²) (a near-Gaussian broadening)."""
         return float(np.pi * self.half_width / len(self.mu))
 
 
@@ -77,7 +78,7 @@ def spectral_bounds(H: sp.spmatrix, steps: int = 40, seed: int = 0) -> tuple[flo
     diag = H.diagonal().real
     g_lo, g_hi = float(np.min(diag - (absrow - np.abs(diag)))), float(np.max(diag + (absrow - np.abs(diag))))
     if n <= 2 or steps < 2:
-        return g_lo, g_hi
+        return _widen(g_lo, g_hi)
     rng = np.random.default_rng(seed)
     v = rng.standard_normal(n) + (1j * rng.standard_normal(n) if np.iscomplexobj(H.data) else 0.0)
     v /= np.linalg.norm(v)
@@ -97,9 +98,15 @@ def spectral_bounds(H: sp.spmatrix, steps: int = 40, seed: int = 0) -> tuple[flo
     theta, S = np.linalg.eigh(T)
     err = np.abs(betas[-1] * S[-1, :])  # each Ritz value is within err of an eigenvalue
     width = theta[-1] - theta[0]
-    lo = theta[0] - err[0] - 0.01 * width
-    hi = theta[-1] + err[-1] + 0.01 * width
-    return max(lo, g_lo), min(hi, g_hi)
+    lo = max(theta[0] - err[0] - 0.01 * width, g_lo)
+    hi = min(theta[-1] + err[-1] + 0.01 * width, g_hi)
+    return _widen(lo, hi)
+
+
+def _widen(lo: float, hi: float) -> tuple[float, float]:
+    """Keep a non-degenerate interval (a single eigenvalue would give lo = hi)."""
+    pad = max(1e-3, 1e-6 * max(abs(lo), abs(hi))) if hi - lo < 1e-3 else 0.0
+    return float(lo - pad), float(hi + pad)
 
 
 def _random_block(rng: np.random.Generator, n: int, size: int, cplx: bool) -> np.ndarray:
@@ -216,5 +223,6 @@ def kpm_dos(H: sp.spmatrix, energies: np.ndarray, num_moments: int = 512, num_ra
     Integrates to norb (to Σ ``weights`` for a projected DOS) when ``energies`` span the spectrum. Broadening
     ≈ π (E_max − E_min) / (2 N) eV for N = ``num_moments`` (Jackson); stochastic error ∝ 1/√(num_random · norb).
     """
+    _kernel(kernel, 2)  # fail early on an unknown kernel
     moments = kpm_moments(H, num_moments, num_random=num_random, seed=seed, bounds=bounds, weights=weights)
     return kpm_reconstruct(moments, energies, kernel=kernel)
