@@ -8,8 +8,8 @@ Each (system, size, mode) runs in a fresh subprocess so that its peak resident m
 a small warm-up call first excludes e3nn's one-off code generation. Reported per run: wall and CPU seconds of
 graph building (neighbour lists, pair list) and of the model call, peak RSS and the growth of RSS during the timed
 step (the process baseline, torch + model, is ~0.4 GB). The scaling exponent α is a least-squares fit of
-log(total wall time) against log(N) over sizes >= ``--fit-min`` atoms. Wall times depend on machine load: run it
-on an otherwise idle machine (the CPU time column is less sensitive to other processes).
+log(total wall time) against log(N) over sizes >= ``--fit-min`` atoms (also for CPU time). Wall times depend
+on machine load: run it on an otherwise idle machine (the CPU time column is less sensitive to other processes).
 
 Usage::
 
@@ -82,9 +82,9 @@ def worker(system: str, size: int, mode: str, threads: int) -> dict:
     }
 
 
-def fit_exponent(rows: list[dict], fit_min: int) -> float:
-    """Slope of log(total wall time) vs log(atoms) over rows with >= fit_min atoms (nan if < 2 points)."""
-    pts = [(r["atoms"], r["total_s"]) for r in rows if r["atoms"] >= fit_min]
+def fit_exponent(rows: list[dict], fit_min: int, key: str = "total_s") -> float:
+    """Slope of log(time ``key``) vs log(atoms) over rows with >= fit_min atoms (nan if < 2 points)."""
+    pts = [(r["atoms"], r[key]) for r in rows if r["atoms"] >= fit_min]
     if len(pts) < 2:
         return float("nan")
     n, t = np.log(np.array(pts, dtype=float)).T
@@ -104,8 +104,8 @@ def table(rows: list[dict], fit_min: int) -> str:
         for mode in dict.fromkeys(r["mode"] for r in rows):
             sel = [r for r in rows if r["system"] == system and r["mode"] == mode]
             if sel:
-                lines.append(f"scaling exponent {system} {mode} (N >= {fit_min}): "
-                             f"{fit_exponent(sel, fit_min):.2f}")
+                lines.append(f"scaling exponent {system} {mode} (N >= {fit_min}): wall time "
+                             f"{fit_exponent(sel, fit_min):.2f}, CPU time {fit_exponent(sel, fit_min, 'cpu_s'):.2f}")
     return "\n".join(lines)
 
 
@@ -117,11 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--fit-min", type=int, default=1000, help="smallest size in the exponent fit")
     parser.add_argument("--json", help="also write the raw measurements to this JSON file")
+    parser.add_argument("--load", help="only print the table of measurements saved earlier with --json")
     parser.add_argument("--worker", nargs=3, metavar=("SYSTEM", "SIZE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         system, size, mode = args.worker
         print(json.dumps(worker(system, int(size), mode, args.threads)))
+        return
+    if args.load:
+        with open(args.load) as fh:
+            print(table(json.load(fh), args.fit_min))
         return
     rows = []
     for system in args.systems:

@@ -231,3 +231,13 @@ def test_a_failure_while_writing_leaves_no_cache(frames, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         load_or_build([frames], cache, standin_graph, standin_pairs, BuildOptions(SHELLS), {})
     assert list(cache.parent.iterdir()) == []
+
+
+def test_two_functions_on_one_atom_reject_the_frame(frames, tmp_path):
+    src = _copy(frames, tmp_path, 1)
+    centres = src / "frame_0000" / "wannier90_centres.xyz"
+    lines = centres.read_text().splitlines()
+    lines[3] = "X " + " ".join(lines[2].split()[1:])            # WF 2 placed on WF 1's atom
+    centres.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FrameError, match=r"frame frame_0000: atom \d \(C\) has 2 Wannier functions \[1, 2\]"):
+        build([src])

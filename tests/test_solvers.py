@@ -1,5 +1,6 @@
-"""Eigen-solvers: batched dense, and eigenvalues near an energy (multifrontal shift-invert + Davidson) against dense
-diagonalisation of twisted bilayer graphene (Moon–Koshino model) at real and complex k."""
+"""Eigen-solvers and the multifrontal factorisation: batched dense, and eigenvalues near an energy (Davidson with a
+multifrontal shift-invert preconditioner) against dense diagonalisation of twisted bilayer graphene (Moon–Koshino
+model) at real and complex k."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import scipy.sparse as sp
 
 from ase_wannierml.slater_koster import moon_koshino_tb
 from ase_wannierml.structures import twisted_bilayer
-from ase_wannierml.tb import solvers
+from ase_wannierml.tb import multifrontal, solvers
 
 E_DIRAC = 0.787597  # eV, graphene Dirac energy in the default Moon–Koshino model
 
@@ -86,9 +87,9 @@ def test_shift_exactly_at_an_eigenvalue():
 def test_factor_solves_accurately(tbg):
     for k in ([0.0, 0.0, 0.0], [0.1, 0.3, 0.0]):
         H = tbg.hamiltonian_sparse(np.array(k), allow_real=True)
-        A = solvers._shifted(H, 0.3)
-        sym = solvers.symbolic_for(A)
-        assert solvers.symbolic_for(solvers._shifted(H, 0.7)) is sym  # pattern cached across shifts and k
+        A = multifrontal.shifted_csr(H, 0.3)
+        sym = multifrontal.symbolic_for(A)
+        assert multifrontal.symbolic_for(multifrontal.shifted_csr(H, 0.7)) is sym  # pattern cached across shifts and k
         b = np.random.default_rng(0).normal(size=(tbg.norb, 3))
         norm_A = abs(A).sum(axis=1).max()
 
@@ -96,17 +97,17 @@ def test_factor_solves_accurately(tbg):
             return np.abs(A @ x - b).max() / (norm_A * np.abs(x).max() + np.abs(b).max())
 
         for single, tol in ((False, 1e-12), (True, 1e-4)):  # ~300 ε: pivoting only inside fronts
-            x = solvers.MultifrontalFactor(sym, A, single=single).solve(b)
+            x = multifrontal.MultifrontalFactor(sym, A, single=single).solve(b)
             assert x.dtype == (np.float32 if single and H.dtype.kind == "f" else
                                np.complex64 if single else A.dtype)
             assert backward_error(x, b) < tol
         bc = b[:, 0] + 1j * b[:, 1]
-        assert backward_error(solvers.MultifrontalFactor(sym, A).solve(bc), bc) < 1e-12  # complex rhs
+        assert backward_error(multifrontal.MultifrontalFactor(sym, A).solve(bc), bc) < 1e-12  # complex rhs
 
 
 def test_nested_dissection_separates(tbg):
     H = tbg.hamiltonian_sparse(np.zeros(3))
-    nodes = solvers.nested_dissection(H, leaf_size=32)
+    nodes = multifrontal.nested_dissection(H, leaf_size=32)
     order = np.concatenate([own for own, _ in nodes])
     assert np.array_equal(np.sort(order), np.arange(tbg.norb))
     root_sep, kids = nodes[-1]

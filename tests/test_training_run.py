@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from ase_wannierml.training import trainer as trainer_mod
 from ase_wannierml.training.checkpoint import list_checkpoints
 from ase_wannierml.training.synthetic import tiny_train_config, write_synthetic_frames
 from ase_wannierml.training.trainer import Trainer

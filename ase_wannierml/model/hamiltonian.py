@@ -67,7 +67,7 @@ class HamiltonianHeads(nn.Module):
         onsite = torch.nonzero(category == K.CATEGORY_ONSITE).squeeze(1)
         atoms = index[0, onsite]
         diag = torch.diag_embed(self.onsite_reference[species[atoms]])
-        blocks = blocks.index_copy(0, onsite, self.scale * self.onsite(h[atoms], species[atoms]) + diag)
+        blocks.index_copy_(0, onsite, self.scale * self.onsite(h[atoms], species[atoms]) + diag)
         offsite = torch.nonzero(category != K.CATEGORY_ONSITE).squeeze(1)
         heads = [head for head in (self.near, self.far, self.inter) if head is not None]
         x = [head.node_features(h, species) for head in heads]
@@ -77,7 +77,7 @@ class HamiltonianHeads(nn.Module):
             cart = (shift[sel].to(positions.dtype).unsqueeze(-1) * cell[batch[i]]).sum(dim=1)
             vec = positions[j] - positions[i] + cart
             chunk = self._offsite(x, heads, species, i, j, vec, category[sel])
-            blocks = blocks.index_copy(0, sel, self.scale * chunk)
+            blocks.index_copy_(0, sel, self.scale * chunk)
         return blocks
 
     def _weights(self, d: torch.Tensor, cat: torch.Tensor) -> list[torch.Tensor]:
@@ -103,5 +103,5 @@ class HamiltonianHeads(nn.Module):
             if len(active) == 0:
                 continue
             blk = head(x_head, species, i[active], j[active], vec[active])
-            out = out.index_add(0, active, blk * w[active, None, None])
+            out.index_add_(0, active, blk * w[active, None, None])
         return out

@@ -90,7 +90,7 @@ class BlockOutput(nn.Module):
             blk = torch.einsum("nq,qab->nab", coeff, getattr(self, f"m_{k}"))
             n_a, n_b = self.sizes[k]
             blk = nn.functional.pad(blk, (0, self.max_orb - n_b, 0, self.max_orb - n_a))
-            blocks = blocks.index_copy(0, sel, blk)
+            blocks.index_copy_(0, sel, blk)
         return blocks
 
 

@@ -181,5 +181,5 @@ class PairHead(nn.Module):
             inv = torch.cat([rbf[sel], cache.scalars[ia], cache.scalars[ib]], dim=1)
             blk = net(feat_a[cache.row[ia]], feat_b[cache.row[ib]], sh[sel], inv)
             blk = nn.functional.pad(blk, (0, self.max_orb - blk.shape[2], 0, self.max_orb - blk.shape[1]))
-            blocks = blocks.index_copy(0, sel, blk)
+            blocks.index_copy_(0, sel, blk)
         return 0.5 * (blocks[:n] + blocks[n:].transpose(1, 2))
