@@ -108,7 +108,8 @@ class WannierMLCalculator(Calculator):
         want_stress = "stress" in properties
         if want_stress and not _has_volume(self.atoms):
             raise PropertyNotImplementedError("stress needs a cell with non-zero volume (3 lattice vectors)")
-        graph = atoms_to_graph(self.atoms, self.model.config, dtype=self.dtype, device=self.device)
+        graph = atoms_to_graph(self.atoms, self.model.config, dtype=self.dtype, device=self.device,
+                               with_hamiltonian=False)
         out = self.model(graph, compute_forces=True, compute_stress=want_stress or _has_volume(self.atoms))
         for ase_key, model_key, factor in RESULTS_MAP:
             if model_key not in out or out[model_key] is None:

@@ -1,7 +1,6 @@
 """Model checks for several shells per element (s+p+d on Mo, s+p on S) in a 3D periodic triclinic cell."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from ase import Atoms

@@ -71,7 +71,6 @@ def test_auto_choice_and_return_types(tbg):
 def test_shift_exactly_at_an_eigenvalue():
     """H − σ exactly singular (σ an eigenvalue of a diagonal-dominated matrix): the shift is nudged, still exact."""
     n = 600
-    rng = np.random.default_rng(1)
     off = sp.random(n, n, density=0.01, random_state=2)
     H = (off + off.T) * 0.01 + sp.diags(np.repeat(np.arange(n // 2, dtype=float), 2))
     H = sp.csr_matrix(H)
@@ -81,7 +80,6 @@ def test_shift_exactly_at_an_eigenvalue():
     ref = nearest_dense(H.toarray(), 5, near)
     got = solvers.eigvalsh_near(H, 5, near, method="multifrontal")
     assert np.abs(got - ref).max() < 1e-8
-    del rng
 
 
 def test_factor_solves_accurately(tbg):

@@ -17,10 +17,11 @@ References: Weiße, Wellein, Alvermann, Fehske, Rev. Mod. Phys. 78, 275 (2006).
 
 Example:
     >>> import numpy as np, scipy.sparse as sp
+    >>> from scipy.integrate import trapezoid
     >>> H = sp.diags([np.linspace(-1.0, 1.0, 2000)], [0], format="csr")   # flat DOS: 1000 states/eV
     >>> E = np.linspace(-1.2, 1.2, 2401)
     >>> dos = kpm_dos(H, E, num_moments=256, num_random=4, seed=0)
-    >>> round(float(np.trapezoid(dos, E))), round(float(dos[1200]), -1)
+    >>> round(float(trapezoid(dos, E))), round(float(dos[1200]), -1)
     (2000, 1000.0)
 """
 

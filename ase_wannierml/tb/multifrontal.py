@@ -150,7 +150,7 @@ class SymbolicFactorization:
         total = 0.0
         for f in self.fronts:
             o, u = f.stop - f.start, len(f.update)
-            total += 2 * o**3 / 3 + o * o * u + u * u * o / 2
+            total += o**3 / 3 + o * o * u + u * u * o / 2
         return total
 
 
@@ -201,10 +201,11 @@ class MultifrontalFactor:
         for k, f in enumerate(symbolic.fronts):
             o, m = f.stop - f.start, f.stop - f.start + len(f.update)
             F = np.zeros((m, m), dtype=self.dtype)
-            F.ravel()[f.flat] = data[f.data_pos]  # lower part of the own columns
-            F[:o, o:] = F[o:, :o].conj().T
+            F.ravel()[f.flat] = data[f.data_pos]  # own columns, rows from the own block down
             for c, rel in zip(f.children, f.child_rel):
-                _extend_add(F, pending.pop(c), rel)
+                _extend_add_lower(F, pending.pop(c), rel)
+            _mirror_lower(F[:o, :o])  # only lower triangles are kept up to date: complete F11 and F12
+            F[:o, o:] = F[o:, :o].conj().T
             if o:
                 lu, piv, info = getrf(F[:o, :o], overwrite_a=True)
                 if info > 0:
@@ -241,27 +242,35 @@ class MultifrontalFactor:
         return X_out[:, 0] if vec else X_out
 
 
-def _extend_add(F: np.ndarray, U: np.ndarray, rel: np.ndarray) -> None:
-    """F[rel, rel] += U (rel sorted): by runs of consecutive rows for big updates (far faster than np.ix_),
-    one flat scatter for small ones."""
+def _extend_add_lower(F: np.ndarray, U: np.ndarray, rel: np.ndarray) -> None:
+    """Lower triangle of F[rel, rel] += U (rel sorted; U's upper triangle is not used): by runs of consecutive
+    rows for big updates (far faster than np.ix_), one flat scatter for small ones."""
     if len(rel) > 96:
         cuts = np.flatnonzero(np.diff(rel) != 1) + 1
         for a, b in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(rel)]]).tolist()):
             r0 = int(rel[a])
-            F[r0:r0 + b - a, rel] += U[a:b]
+            F[r0:r0 + b - a, rel[:b]] += U[a:b, :b]
     elif len(rel):
-        flat = (rel[:, None] * F.shape[1] + rel).ravel()
-        Fr = F.ravel()
-        Fr[flat] += U.ravel()
+        i, j = np.tril_indices(len(rel))
+        F.ravel()[rel[i] * F.shape[1] + rel[j]] += U[i, j]
+
+
+def _mirror_lower(M: np.ndarray, block: int = 256) -> None:
+    """Make the square M Hermitian from its lower triangle, in place."""
+    n = M.shape[0]
+    for j0 in range(0, n, block):
+        j1 = min(n, j0 + block)
+        D = M[j0:j1, j0:j1]
+        D[:] = np.tril(D) + np.tril(D, -1).conj().T
+        M[j0:j1, j1:] = M[j1:, j0:j1].conj().T
 
 
 def _hermitian_schur(F22: np.ndarray, F21: np.ndarray, X: np.ndarray, block: int = 256) -> np.ndarray:
-    """F22 − F21 @ X in place (Hermitian result): the lower block triangle is computed, the upper mirrored."""
+    """Lower block triangle of F22 − F21 @ X in place (the result is Hermitian; its upper part is left stale)."""
     u = F22.shape[0]
     for j0 in range(0, u, block):
         j1 = min(u, j0 + block)
         F22[j0:, j0:j1] -= F21[j0:] @ X[:, j0:j1]
-        F22[j0:j1, j1:] = F22[j1:, j0:j1].conj().T
     return F22
 
 
