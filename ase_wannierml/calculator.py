@@ -14,6 +14,7 @@ Units are ASE's: energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order
 """
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -88,6 +89,7 @@ class WannierMLCalculator(Calculator):
         self.dtype = dtype if dtype is not None else next(model.parameters()).dtype
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self._tb: TightBinding | None = None
+        self._attached: weakref.ReferenceType[Atoms] | None = None
         self._eigen_cache: tuple[np.ndarray, np.ndarray] | None = None  # (k_kc, e_kn)
 
     # ------------------------------------------------------------------ ASE core
@@ -105,6 +107,8 @@ class WannierMLCalculator(Calculator):
     ) -> None:
         """Fill ``self.results`` with energy (eV), per-atom energies, forces (eV/Å) and, for 3D cells, stress."""
         super().calculate(atoms, properties, system_changes)
+        if system_changes:
+            self._tb, self._eigen_cache = None, None
         want_stress = "stress" in properties
         if want_stress and not _has_volume(self.atoms):
             raise PropertyNotImplementedError("stress needs a cell with non-zero volume (3 lattice vectors)")
@@ -121,8 +125,15 @@ class WannierMLCalculator(Calculator):
                 value = _voigt(value.reshape(3, 3))
             self.results[ase_key] = value
 
+    def set_atoms(self, atoms: Atoms) -> None:
+        """Called by ASE on ``atoms.calc = calc``: remember (weakly) which Atoms the calculator belongs to, so that
+        ``calc.get_hamiltonian()`` without arguments follows that object's current geometry."""
+        self._attached = weakref.ref(atoms)
+
     # ------------------------------------------------------------------ electronic structure
     def _update_geometry(self, atoms: Atoms | None) -> Atoms:
+        if atoms is None and self._attached is not None:
+            atoms = self._attached()
         if atoms is not None and (self.atoms is None or self.check_state(atoms)):
             self.reset()
             self.atoms = atoms.copy()

@@ -57,6 +57,7 @@ def _relax(args: argparse.Namespace) -> int:
 
 
 def _md(args: argparse.Namespace) -> int:
+    import numpy as np
     from ase import units
     from ase.io import Trajectory
     from ase.md.langevin import Langevin
@@ -64,7 +65,7 @@ def _md(args: argparse.Namespace) -> int:
     from ase.md.verlet import VelocityVerlet
 
     atoms = _load(args)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=__import__("numpy").random.default_rng(0))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(0))
     Stationary(atoms)
     dt = args.timestep * units.fs
     if args.ensemble == "nve":
@@ -124,22 +125,19 @@ def _dos(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     atoms = _load(args)
     tb = atoms.calc.get_hamiltonian()
-    hr = f"{args.output}_hr.dat"
+    hr, centres = f"{args.output}_hr.dat", f"{args.output}_centres.xyz"
     tb.write_wannier90(hr)
-    print(f"wrote {hr} ({tb.num_orbitals} orbitals)")
+    tb.write_centres(centres)
+    print(f"wrote {hr} and {centres} ({tb.num_orbitals} orbitals, {tb.nnz} elements, eV)")
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from ase_wannierml.training.cli import train_main
+def _delegate(command: str, argv: Sequence[str]) -> int:
+    """``train`` and ``evaluate`` have their own parsers (and ``--help``) in ``ase_wannierml.training.cli``."""
+    from ase_wannierml.training import cli as training_cli
 
-    return int(train_main(args.rest) or 0)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from ase_wannierml.training.cli import evaluate_main
-
-    return int(evaluate_main(args.rest) or 0)
+    main_func = {"train": training_cli.train_main, "evaluate": training_cli.evaluate_main}[command]
+    return int(main_func(list(argv)) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,16 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="wannierml", help="file prefix")
     p.set_defaults(func=_export)
 
-    for name, func, text in (("train", _train, "train a model from a YAML config"),
-                             ("evaluate", _evaluate, "evaluate a model on a data set")):
-        p = sub.add_parser(name, help=text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=func)
+    sub.add_parser("train", help="train a model from a YAML config (wannierml train --help)")
+    sub.add_parser("evaluate", help="accuracy table of a model on a data set (wannierml evaluate --help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wannierml`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("train", "evaluate"):
+        return _delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
