@@ -29,7 +29,11 @@ class DataConfig:
 
     frames: frame directories, or folders whose sub-directories are frames (``<id>/structure.extxyz``).
     cache: compact cache file (graphs + targets); default ``<output>/dataset_cache.pt``.
-    val_fraction / test_fraction: random split of frame ids (seeded by ``split_seed``).
+    val_fraction / test_fraction: split of frame ids. ``split: "random"``: a seeded permutation (``split_seed``;
+        changes when frames are added). ``split: "hash"``: each frame id goes to test / val / train by a hash of
+        (``split_seed``, id) alone, so a frame's role never changes as the data set grows (use it for held-out sets).
+    test_frames / val_frames: frame ids always put in that split (before the fraction rule; ids not present are
+        ignored), e.g. to hold out one frame of each kind.
     max_centre_distance: Å; a Wannier centre farther than this from every atom rejects the frame.
     gauge_tolerance: eV; largest allowed violation of the onsite-block symmetry check (see ``assign.py``).
     band_kgrid: n; reference bands on a Γ-centred n×n grid over the periodic axes (3n contains K).
@@ -41,6 +45,9 @@ class DataConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.0
     split_seed: int = 0
+    split: str = "random"
+    test_frames: list[str] = field(default_factory=list)
+    val_frames: list[str] = field(default_factory=list)
     max_centre_distance: float = 0.7
     gauge_tolerance: float = 0.05
     band_kgrid: int = 6
@@ -97,6 +104,9 @@ class RunConfig:
     """Book-keeping: output folder, seed, checkpoint/validation cadence, early stopping, dtype.
 
     patience: stop after this many validations without improvement of the validation loss (0: never).
+    save_dtype: dtype of the written model files (``<output>/model.pt``); training runs in ``dtype``.
+    init_from: model file whose weights *and* model settings (e0s, scales, onsite reference, architecture) start
+        a new run (warm start, e.g. continue on a grown data set; ``--resume`` needs unchanged training frames).
     """
 
     output: str = "runs/train"
@@ -108,6 +118,8 @@ class RunConfig:
     dtype: str = "float64"
     progress: bool = True
     keep_checkpoints: int = 2
+    save_dtype: str = "float32"
+    init_from: str = ""
 
 
 @dataclass
@@ -154,8 +166,11 @@ class TrainConfig:
         if len(self.loss.hamiltonian_categories) != len(HAM_CATEGORIES):
             raise ValueError(f"config: loss.hamiltonian_categories needs {len(HAM_CATEGORIES)} weights "
                              f"({', '.join(HAM_CATEGORIES)}), got {self.loss.hamiltonian_categories}")
-        if self.run.dtype not in ("float32", "float64"):
-            raise ValueError(f"config: run.dtype must be 'float32' or 'float64', got {self.run.dtype!r}")
+        for name in ("dtype", "save_dtype"):
+            if getattr(self.run, name) not in ("float32", "float64"):
+                raise ValueError(f"config: run.{name} must be 'float32' or 'float64', got {getattr(self.run, name)!r}")
+        if self.data.split not in ("random", "hash"):
+            raise ValueError(f"config: data.split must be 'random' or 'hash', got {self.data.split!r}")
         for name in ("batch_size", "max_steps"):
             if getattr(self.optim, name) < 1:
                 raise ValueError(f"config: optim.{name} must be >= 1")
@@ -178,6 +193,8 @@ class TrainConfig:
         if self.data.cache:
             self.data.cache = fix(self.data.cache)
         self.run.output = fix(self.run.output)
+        if self.run.init_from:
+            self.run.init_from = fix(self.run.init_from)
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -48,13 +48,21 @@ class Trainer:
         _seed_everything(cfg.run.seed)
         self.data = dataset if dataset is not None else prepare_dataset(cfg, dist_info)
         self.train_idx, self.val_idx, self.test_idx = self.data.split(
-            cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed)
+            cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed, cfg.data.split,
+            cfg.data.test_frames, cfg.data.val_frames)
         if not self.train_idx:
             raise ValueError(f"no training frames: {len(self.data)} frames, val_fraction {cfg.data.val_fraction}")
         train_examples = [self.data.examples[i] for i in self.train_idx]
         model_kwargs = None if state is None else state["model_kwargs"]
+        init = None
+        if state is None and cfg.run.init_from:
+            init = torch.load(cfg.run.init_from, map_location="cpu", weights_only=True)
+            model_kwargs = _init_model_kwargs(cfg, init["config"])
         self.model, self.model_kwargs, self.scales = build_training_model(cfg, train_examples, model_kwargs,
                                                                           self.dtype)
+        if init is not None:
+            self.model.load_state_dict({k: v.to(self.dtype) if v.is_floating_point() else v
+                                        for k, v in init["state_dict"].items()})
         if state is not None:
             self.scales = Scales(**state["scales"])
         self.needs = _global_needs(train_examples, cfg)
@@ -65,6 +73,8 @@ class Trainer:
         self.ema = EMA(self.model, cfg.optim.ema_decay)
         self.step, self.epoch, self.pos = 0, 0, 0
         self.best_val, self.bad_evals, self.stopped = math.inf, 0, False
+        self.train_seconds = 0.0
+        self._t0 = None
         if state is not None:
             self._load_state(state)
 
@@ -73,6 +83,9 @@ class Trainer:
         """Run until ``optim.max_steps`` or early stopping; returns the final summary (also logged)."""
         from tqdm import tqdm
 
+        import time
+
+        self._t0 = time.time() - self.train_seconds
         self.out.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=self.cfg.optim.max_steps, initial=self.step, desc="train",
                    disable=not (self.cfg.run.progress and self.dist.is_main))
@@ -179,15 +192,35 @@ class Trainer:
         self._log({"event": "val", "step": self.step, "epoch": self.epoch, "improved": improved, **metrics})
 
     # ------------------------------------------------------------------ files
+    def _elapsed(self) -> float:
+        import time
+
+        return self.train_seconds if self._t0 is None else time.time() - self._t0
+
     def _save_model(self, path: Path) -> None:
-        """Model file with training metadata (written to a temporary name, then renamed)."""
+        """Model file (``run.save_dtype``) with training metadata (written to a temporary name, then renamed)."""
+        import copy
+        import datetime
+
         tmp = path.with_name(f".{path.name}.tmp")
         best = self.best_val if math.isfinite(self.best_val) else None
+        ids = self.data.frame_ids
         meta = {"training": {"step": self.step, "epoch": self.epoch, "best_val_loss": best,
                              "train_frames": len(self.train_idx), "val_frames": len(self.val_idx),
+                             "test_frames": len(self.test_idx),
+                             "frame_ids": {"train": [ids[i] for i in self.train_idx],
+                                           "val": [ids[i] for i in self.val_idx],
+                                           "test": [ids[i] for i in self.test_idx]},
+                             "training_time_s": round(self._elapsed(), 1),
+                             "saved_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                             "init_from": self.cfg.run.init_from or None,
                              "energy_zero": "Hamiltonian relative to the DFT Fermi level (fermi_level = 0)",
                              "config": self.cfg.to_dict()}}
-        self.model.save(tmp, metadata=json.loads(json.dumps(meta, default=str)))
+        model = self.model
+        save_dtype = _DTYPES[self.cfg.run.save_dtype]
+        if save_dtype != self.dtype:
+            model = copy.deepcopy(self.model).to(save_dtype)
+        model.save(tmp, metadata=json.loads(json.dumps(meta, default=str)))
         tmp.replace(path)
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -200,7 +233,7 @@ class Trainer:
         """Everything needed to continue this run bit for bit (weights_only-safe)."""
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "ema": self.ema.state_dict(), "rng": ckpt.rng_state(),
-                "step": self.step, "epoch": self.epoch,
+                "step": self.step, "epoch": self.epoch, "train_seconds": self._elapsed(),
                 "pos": self.pos, "best_val": self.best_val, "bad_evals": self.bad_evals, "stopped": self.stopped,
                 "scales": dataclasses.asdict(self.scales), "model_kwargs": self.model_kwargs,
                 "train_frames": [self.data.frame_ids[i] for i in self.train_idx], "config": self.cfg.to_dict()}
@@ -222,9 +255,24 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         ckpt.set_rng_state(state["rng"])
         self.step, self.epoch, self.pos = state["step"], state["epoch"], state["pos"]
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best_val, self.bad_evals, self.stopped = state["best_val"], state["bad_evals"], state["stopped"]
         if self.dist.is_main:
             _truncate_log(self.out / "metrics.jsonl", self.step)
+
+
+def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any]:
+    """Model settings of a warm start: the saved model's (weights only make sense with them), except that graph
+    settings given in the config must agree."""
+    from ase_wannierml.model.config import ModelConfig
+
+    kwargs = ModelConfig.from_dict(saved).to_dict()
+    clash = {k: (v, kwargs.get(k)) for k, v in cfg.model.items()
+             if k in kwargs and json.dumps(v, default=str) != json.dumps(kwargs[k], default=str)
+             and k not in ("e0s", "onsite_reference", "energy_scale", "ham_scale", "fermi_level")}
+    if clash:
+        raise ValueError(f"run.init_from {cfg.run.init_from}: model settings differ from the config: {clash}")
+    return kwargs
 
 
 def _seed_everything(seed: int) -> None:
