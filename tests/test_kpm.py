@@ -105,3 +105,6 @@ def test_errors():
         kpm.kpm_dos(H, np.zeros(3), 16, kernel="gauss")
     with pytest.raises(ValueError, match="lo < hi"):
         kpm.kpm_dos(H, np.zeros(3), 16, bounds=(1.0, 1.0))
+    wide = sp.diags([np.linspace(-3.0, 3.0, 50)], [0], format="csr")
+    with pytest.raises(ValueError, match="do not enclose"):
+        kpm.kpm_dos(wide, np.zeros(3), 64, bounds=(-1.0, 1.0))

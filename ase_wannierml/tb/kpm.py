@@ -158,6 +158,9 @@ def kpm_moments(H: sp.spmatrix, num_moments: int, num_random: int = 16, seed: in
             if sqrt_w is not None:
                 r *= sqrt_w[:, None]
         mu += _chebyshev_moments(Hs, shift, r, num_moments)
+    if np.abs(mu).max() > mu[0] * (1.0 + 1e-6):  # |T_n| ≤ 1 on (−1, 1): growth means the spectrum sticks out
+        raise ValueError(f"spectral bounds ({lo:.6g}, {hi:.6g}) eV do not enclose the spectrum (Chebyshev moments "
+                         "grow); pass wider bounds=")
     return KPMMoments(mu if exact else mu / num_random, center, half)
 
 

@@ -32,8 +32,8 @@ class DataConfig:
     val_fraction / test_fraction: split of frame ids. ``split: "random"``: a seeded permutation (``split_seed``;
         changes when frames are added). ``split: "hash"``: each frame id goes to test / val / train by a hash of
         (``split_seed``, id) alone, so a frame's role never changes as the data set grows (use it for held-out sets).
-    test_frames / val_frames: frame ids always put in that split (before the fraction rule; ids not present are
-        ignored), e.g. to hold out one frame of each kind.
+    test_frames / val_frames / train_frames: frame ids always put in that split (before the fraction rule; ids not
+        present are ignored), e.g. to hold out one frame of each kind or to always train on reference structures.
     max_centre_distance: Å; a Wannier centre farther than this from every atom rejects the frame.
     gauge_tolerance: eV; largest allowed violation of the onsite-block symmetry check (see ``assign.py``).
     band_kgrid: n; reference bands on a Γ-centred n×n grid over the periodic axes (3n contains K).
@@ -48,6 +48,7 @@ class DataConfig:
     split: str = "random"
     test_frames: list[str] = field(default_factory=list)
     val_frames: list[str] = field(default_factory=list)
+    train_frames: list[str] = field(default_factory=list)
     max_centre_distance: float = 0.7
     gauge_tolerance: float = 0.05
     band_kgrid: int = 6
@@ -66,6 +67,14 @@ class LossConfig:
     band_scale: eV; the band error that counts as 1.
     bands_start: optimizer step from which the band term is on. Bands alone cannot tell t from −t (a bipartite
         lattice's spectrum is symmetric about E_F), so let the element loss fix the signs first.
+    hk: weight of the Bloch-Hamiltonian term: the error of the predicted H(k) = Σ_R H(R) e^{2πik·R} (pair list,
+        known elements only) at every k-point of the frame's reference grid, as a complex matrix, |ΔH(k)|² / hk_scale².
+        Unlike per-element errors, small systematic errors of the many hoppings that add up at one k (e.g. the
+        Dirac point at K, set by the sublattice-diagonal sums) are seen as one large error. Linear in H (no
+        eigenvector degeneracies), so it can be on from the start.
+    hk_scale: eV, the H(k) error that counts as 1.
+    hk_start: optimizer step from which the H(k) term is on (early H(k) errors of the untrained model are huge).
+    hk_window_weight: k-points whose reference bands reach E_F ± band_window get weight 1, the others this weight.
     scale_floor: minimum per-term scale (eV, eV/Å, eV/Å³ resp. for H, forces, stress), so an all-zero target
         category does not blow up its weight.
     """
@@ -82,6 +91,10 @@ class LossConfig:
     band_kpoints: int = 2
     band_scale: float = 0.05
     bands_start: int = 0
+    hk: float = 0.0
+    hk_scale: float = 0.02
+    hk_start: int = 0
+    hk_window_weight: float = 0.2
     scale_floor: float = 1e-3
 
 

@@ -64,33 +64,35 @@ class Dataset:
         return len(self.examples)
 
     def split(self, val_fraction: float, test_fraction: float = 0.0, seed: int = 0, mode: str = "random",
-              test_frames: Sequence[str] = (), val_frames: Sequence[str] = ()) -> tuple[list[int], ...]:
+              test_frames: Sequence[str] = (), val_frames: Sequence[str] = (),
+              train_frames: Sequence[str] = ()) -> tuple[list[int], ...]:
         """(train, val, test) example indices.
 
         mode "random": a seeded permutation of the frame ids (stable across runs, not when frames are added);
         mode "hash": frame id → u = hash(seed, id) in [0, 1): test if u < test_fraction, val if u < test + val
         fraction (a frame's role never changes as the data set grows). ``test_frames`` / ``val_frames`` are
-        assigned first, by id, in both modes.
+        assigned first, by id, in both modes (then ``train_frames``).
         """
         fixed_test = {i for i, f in enumerate(self.frame_ids) if f in set(test_frames)}
         fixed_val = {i for i, f in enumerate(self.frame_ids) if f in set(val_frames)} - fixed_test
+        fixed_train = {i for i, f in enumerate(self.frame_ids) if f in set(train_frames)} - fixed_test - fixed_val
         if mode == "hash":
-            test, val, train = sorted(fixed_test), sorted(fixed_val), []
+            test, val, train = sorted(fixed_test), sorted(fixed_val), sorted(fixed_train)
             for i, fid in enumerate(self.frame_ids):
-                if i in fixed_test or i in fixed_val:
+                if i in fixed_test or i in fixed_val or i in fixed_train:
                     continue
                 u = hash_unit(seed, fid)
                 (test if u < test_fraction else val if u < test_fraction + val_fraction else train).append(i)
             return sorted(train), sorted(val), sorted(test)
-        if fixed_test or fixed_val:
-            rest = [i for i in range(len(self)) if i not in fixed_test | fixed_val]
+        if fixed_test or fixed_val or fixed_train:
+            rest = [i for i in range(len(self)) if i not in fixed_test | fixed_val | fixed_train]
             perm = np.random.default_rng(seed).permutation(len(rest))
             order = np.array([rest[k] for k in perm], dtype=int)
             n_val = max(int(round(val_fraction * len(self))) - len(fixed_val), 0)
             n_test = max(int(round(test_fraction * len(self))) - len(fixed_test), 0)
             test = sorted(fixed_test | set(order[:n_test].tolist()))
             val = sorted(fixed_val | set(order[n_test:n_test + n_val].tolist()))
-            return sorted(order[n_test + n_val:].tolist()), val, test
+            return sorted(fixed_train | set(order[n_test + n_val:].tolist())), val, test
         order = np.random.default_rng(seed).permutation(len(self))
         n_val = int(round(val_fraction * len(self)))
         n_test = int(round(test_fraction * len(self)))

@@ -4,7 +4,7 @@ Every term is a mean of squared errors divided by that term's own scale² (``Sca
 weighted (``LossConfig``):
 
     L = w_E ⟨(ΔE/N)²⟩/σ_E² + w_F ⟨ΔF²⟩/σ_F² + w_S ⟨Δσ²⟩/σ_S²
-        + w_H Σ_c w_c ⟨ΔH_c²⟩/σ_c² + w_b ⟨Δε²⟩/σ_b²
+        + w_H Σ_c w_c ⟨ΔH_c²⟩/σ_c² + w_b ⟨Δε²⟩/σ_b² + w_k ⟨ω_k |ΔH(k)|²⟩/σ_k²
 
 ⟨·⟩ averages over the labelled items of the batch (frames for E, force components, stress components, known
 Hamiltonian elements of category c, band energies within ±window of E_F at the sampled k-points). For the
@@ -32,7 +32,7 @@ from .config import HAM_CATEGORIES, LossConfig
 
 TARGET_KEYS = ("target_energy", "target_forces", "target_stress", "target_ham", "target_ham_mask",
                "has_energy", "has_forces", "has_stress", "has_ham")
-TERM_NAMES = ("energy", "forces", "stress") + tuple(f"ham_{c}" for c in HAM_CATEGORIES) + ("bands",)
+TERM_NAMES = ("energy", "forces", "stress") + tuple(f"ham_{c}" for c in HAM_CATEGORIES) + ("bands", "hk")
 
 
 @dataclass
@@ -189,6 +189,8 @@ def loss_terms(batch: Batch, out: dict[str, torch.Tensor], scales: Scales, cfg: 
             m = mask & (category == c)[:, None, None]
             if bool(m.any()) and cfg.hamiltonian_categories[c] > 0:
                 terms[f"ham_{name}"] = _term(err[m], sigma[m])
+    if getattr(cfg, "hk", 0.0) > 0 and batch.frames and K.HAM_BLOCKS in out:
+        terms["hk"] = _hk_term(batch, out[K.HAM_BLOCKS], cfg)
     if cfg.bands > 0 and cfg.band_kpoints > 0 and batch.frames and K.HAM_BLOCKS in out:
         terms["bands"] = _band_term(batch, out[K.HAM_BLOCKS], scales, cfg, band_seed)
     return terms
@@ -212,6 +214,26 @@ def _band_term(batch: Batch, blocks: torch.Tensor, scales: Scales, cfg: LossConf
         window = ref.abs() <= cfg.band_window
         part = _term((pred - ref)[window], scales.bands)
         total, count, sq = total + part.value, count + part.count, sq + part.sq
+    return Term(total, count, sq)
+
+
+def _hk_term(batch: Batch, blocks: torch.Tensor, cfg: LossConfig) -> Term:
+    """Error of the Bloch Hamiltonian H(k) (known pair-list elements) at every k-point of each frame's grid."""
+    from .bands import hamiltonian_k
+
+    total, count, sq = blocks.new_zeros(()), 0.0, 0.0
+    err = (blocks - batch.targets["target_ham"]) * batch.targets["target_ham_mask"].to(blocks.dtype)
+    index, shift = batch.graph[K.HAM_PAIR_INDEX], batch.graph[K.HAM_PAIR_SHIFT]
+    for fb in batch.frames:
+        sl = slice(fb.pair_start, fb.pair_stop)
+        dh = hamiltonian_k(err[sl], index[:, sl] - fb.atom_start, shift[sl], fb.orbital_index, fb.bands.shape[1],
+                           fb.kpts)                                               # (nk, norb, norb) complex
+        near = (fb.bands.abs() <= cfg.band_window).any(dim=1)
+        w = torch.where(near, 1.0, cfg.hk_window_weight).to(blocks.dtype)
+        d2 = (dh.real ** 2 + dh.imag ** 2).sum(dim=(1, 2))                          # (nk,)
+        total = total + (w * d2).sum() / cfg.hk_scale ** 2
+        count += float(len(fb.kpts) * fb.bands.shape[1] ** 2)
+        sq += float((w * d2).sum().detach())
     return Term(total, count, sq)
 
 

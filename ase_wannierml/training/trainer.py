@@ -49,7 +49,7 @@ class Trainer:
         self.data = dataset if dataset is not None else prepare_dataset(cfg, dist_info)
         self.train_idx, self.val_idx, self.test_idx = self.data.split(
             cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed, cfg.data.split,
-            cfg.data.test_frames, cfg.data.val_frames)
+            cfg.data.test_frames, cfg.data.val_frames, cfg.data.train_frames)
         if not self.train_idx:
             raise ValueError(f"no training frames: {len(self.data)} frames, val_fraction {cfg.data.val_fraction}")
         train_examples = [self.data.examples[i] for i in self.train_idx]
@@ -152,9 +152,12 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     def _loss_config(self):
         """The loss settings in force at the current step (the band term starts at ``loss.bands_start``)."""
-        if self.step >= self.cfg.loss.bands_start:
-            return self.cfg.loss
-        return dataclasses.replace(self.cfg.loss, bands=0.0)
+        cfg = self.cfg.loss
+        if self.step < cfg.bands_start:
+            cfg = dataclasses.replace(cfg, bands=0.0)
+        if self.step < cfg.hk_start:
+            cfg = dataclasses.replace(cfg, hk=0.0)
+        return cfg
 
     def evaluate_loss(self, indices: list[int]) -> dict[str, float]:
         """Loss and per-term RMSE (physical units) with the EMA weights on ``indices`` (all band k-points)."""
@@ -175,9 +178,10 @@ class Trainer:
     def _validate_and_maybe_stop(self) -> None:
         if not self.val_idx:
             return
-        if self.cfg.loss.bands > 0 and 0 < self.cfg.loss.bands_start <= self.step < \
-                self.cfg.loss.bands_start + self.cfg.run.eval_every:
-            self.best_val, self.bad_evals = math.inf, 0     # the loss now has a band term: compare anew
+        for weight, start in ((self.cfg.loss.bands, self.cfg.loss.bands_start),
+                              (self.cfg.loss.hk, self.cfg.loss.hk_start)):
+            if weight > 0 and 0 < start <= self.step < start + self.cfg.run.eval_every:
+                self.best_val, self.bad_evals = math.inf, 0     # the loss gained a term: compare anew
         metrics = self.evaluate_loss(self.val_idx)
         improved = metrics["loss"] < self.best_val
         if improved:
@@ -199,7 +203,6 @@ class Trainer:
 
     def _save_model(self, path: Path) -> None:
         """Model file (``run.save_dtype``) with training metadata (written to a temporary name, then renamed)."""
-        import copy
         import datetime
 
         tmp = path.with_name(f".{path.name}.tmp")
@@ -218,8 +221,13 @@ class Trainer:
                              "config": self.cfg.to_dict()}}
         model = self.model
         save_dtype = _DTYPES[self.cfg.run.save_dtype]
-        if save_dtype != self.dtype:
-            model = copy.deepcopy(self.model).to(save_dtype)
+        if save_dtype != self.dtype:          # a fresh model (deepcopy of e3nn modules adds state-dict entries)
+            from ase_wannierml.model.model import WannierMLModel
+
+            model = WannierMLModel(self.model.config, dtype=save_dtype)
+            model.load_state_dict({k: v.to(save_dtype) if v.is_floating_point() else v
+                                   for k, v in self.model.state_dict().items()})
+            model.metadata = dict(self.model.metadata)
         model.save(tmp, metadata=json.loads(json.dumps(meta, default=str)))
         tmp.replace(path)
 

@@ -1,0 +1,217 @@
+"""Evaluate a trained run on its held-out frames, run the physical checks, and ship it as a pretrained model.
+
+    OMP_NUM_THREADS=1 python scripts/ship_pretrained.py runs/graphene-bilayer-pretrained/model.pt \
+        --name graphene-bilayer [--frames datasets/graphene-bilayer/frames] [--force] [--dry-run]
+
+- held-out metrics (``wannierml evaluate`` table) on the run's test frames (ids stored in the model file by the
+  trainer), plus validation and training frames for reference;
+- physical checks: Fermi velocity of the AB bilayer (model bands vs the DFT Wannier Hamiltonian of frame
+  ``0000-refAB``) and the AB interlayer distance minimising the model energy (rigid-layer scan);
+- ships to ``ase_wannierml/pretrained/<name>.pt`` (float32) with all of that in the metadata, but only if the
+  candidate is better than the file already there on the *current* held-out set (``--force`` overrides); the
+  score is band MAE ±1 eV + mean H MAE over categories (meV) + 0.1 × force RMSE (meV/Å) + E MAE (meV/atom).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+
+DFT_SETTINGS = {
+    "code": "Quantum ESPRESSO pw.x + Wannier90 3.1 (ase_wannierml.dft workflow)",
+    "functional": "PBE + D3(BJ)",
+    "pseudopotential": "C.pbe-rrkjus.UPF (ultrasoft)",
+    "ecutwfc_Ry": 30, "ecutrho_Ry": 240, "smearing": "Marzari-Vanderbilt 0.02 Ry",
+    "k_scf": "15x15x1 (1x1), 8x8x1 (2x2)", "k_nscf": "8x8x1 (1x1), 4x4x1 (2x2), nosym/noinv",
+    "vacuum_A": 20.0,
+    "wannier": "C:pz projections, disentanglement (frozen window E_F +-2.5 eV shrunk by pz projectability < 0.5), "
+               "num_iter = 0 (projection-only gauge)",
+    "energy_zero_of_H": "DFT Fermi level (model fermi_level = 0)",
+}
+
+
+def load_run_model(path: str):
+    """A model file as float32 (files written by a float32 copy made with deepcopy carry extra e3nn
+    ``_compiled_*`` constants in their state dict; those are dropped)."""
+    from ase_wannierml.model.config import ModelConfig
+    from ase_wannierml.model.model import WannierMLModel
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = WannierMLModel(ModelConfig.from_dict(payload["config"]), dtype=torch.float32)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+             if "._compiled_" not in k}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if "._compiled_" not in k] + list(unexpected)
+    if bad:
+        raise ValueError(f"{path}: state dict does not match the model: {bad[:5]}")
+    model.metadata = dict(payload.get("metadata", {}))
+    return model.eval()
+
+
+def score(m: dict) -> float:
+    h = [m[k] for k in m if k.startswith("H MAE")]
+    return (m["band MAE ±1 eV (meV)"] + float(np.mean(h)) + 0.1 * m["F RMSE (meV/Å)"] + m["E MAE (meV/atom)"])
+
+
+def evaluate_ids(model, frames_dir: Path, ids: list[str]) -> dict:
+    from ase_wannierml.training.cli import _examples_for
+    from ase_wannierml.training.evaluate import evaluate
+
+    dirs = [str(frames_dir / i) for i in ids if (frames_dir / i).is_dir()]
+    if not dirs:
+        return {}
+    ev = evaluate(model, _examples_for(model.config, dirs), dtype=model.dtype)
+    return {"metrics": {k: (None if math.isnan(v) else round(v, 3)) for k, v in ev.metrics().items()},
+            "counts": ev.counts(), "table": ev.table()}
+
+
+def k_point(atoms) -> np.ndarray:
+    """Fractional coordinates of a K point of a hexagonal cell (the one at |k| = 4π/3a)."""
+    rec = 2 * np.pi * np.linalg.inv(atoms.cell.array).T
+    a = np.linalg.norm(atoms.cell[0])
+    best = min(([1 / 3, 1 / 3, 0], [2 / 3, 1 / 3, 0], [1 / 3, 2 / 3, 0]),
+               key=lambda k: abs(np.linalg.norm(np.array(k) @ rec) - 4 * np.pi / (3 * a)))
+    return np.array(best), rec
+
+
+def fermi_velocity(tb, atoms) -> dict:
+    """ħv (eV·Å) and v (10^6 m/s) of the monolayer-like Dirac cone of an AB bilayer from its 4 pz bands:
+    with E_D the mid point of the two middle bands at K, the conduction bands E1 < E2 (relative to E_D) at
+    distance q from K along K→Γ give v = sqrt(E1·E2)/q (exact for the minimal γ0–γ1 model); mean over q."""
+    kf, rec = k_point(atoms)
+    kk = np.linalg.norm(kf @ rec)
+    e_k = np.sort(np.real(tb.eigenvalues([kf])[0]))
+    e_d = 0.5 * (e_k[1] + e_k[2])
+    qs = np.array([0.02, 0.04, 0.06, 0.08])                 # 1/Å
+    ks = np.array([kf * (1 - q / kk) for q in qs])
+    e = np.sort(np.real(tb.eigenvalues(ks)), axis=1) - e_d
+    v_c = np.sqrt(np.clip(e[:, 2] * e[:, 3], 0, None)) / qs
+    v_v = np.sqrt(np.clip(e[:, 1] * e[:, 0], 0, None)) / qs
+    hv = float(np.mean(np.concatenate([v_c, v_v])))
+    return {"hbar_v_eV_A": round(hv, 4), "v_1e6_m_s": round(hv * 1e-10 / 6.582119569e-16 / 1e6, 4),
+            "gamma1_eV": round(float(e_k[3] - e_k[2]), 4), "dirac_point_minus_EF_eV": round(float(e_d), 4)}
+
+
+def ab_gap_scan(model, atoms) -> dict:
+    """Interlayer distance of the (rigid) AB bilayer minimising the model energy (parabola through the grid
+    minimum), and the model's z-force on the top layer at the DFT geometry."""
+    from ase_wannierml.model.graph import atoms_to_graph
+
+    layer = atoms.arrays["layer"]
+    z0 = atoms.positions[layer == 0, 2].mean()
+    gaps = np.round(np.arange(3.0, 4.01, 0.025), 4)
+    energies = []
+    for d in gaps:
+        a = atoms.copy()
+        a.positions[layer == 1, 2] += z0 + d - a.positions[layer == 1, 2].mean()
+        out = model(atoms_to_graph(a, model.config, dtype=model.dtype), compute_forces=False)
+        energies.append(float(out["energy"][0]))
+    energies = np.array(energies)
+    i = int(np.clip(np.argmin(energies), 1, len(gaps) - 2))
+    c = np.polyfit(gaps[i - 1:i + 2], energies[i - 1:i + 2], 2)
+    d_min = float(-c[1] / (2 * c[0])) if c[0] > 0 else float(gaps[np.argmin(energies)])
+    out = model(atoms_to_graph(atoms, model.config, dtype=model.dtype), compute_forces=True)
+    fz = float(out["forces"].detach()[torch.as_tensor(layer == 1)][:, 2].sum())
+    return {"relaxed_gap_A": round(d_min, 4), "binding_curve_meV_per_atom": {
+        f"{g:.3f}": round(1e3 * (e - energies.min()) / len(atoms), 3) for g, e in zip(gaps[::4], energies[::4])},
+            "model_top_layer_Fz_at_DFT_geometry_eV_A": round(fz, 4)}
+
+
+def physical_checks(model, frames_dir: Path) -> dict:
+    from ase_wannierml.training.frames import load_frame_dir
+
+    ref = frames_dir / "0000-refAB"
+    if not ref.is_dir():
+        return {}
+    frame = load_frame_dir(ref)
+    atoms = frame.atoms
+    layer = atoms.arrays["layer"]
+    dft_gap = float(atoms.positions[layer == 1, 2].mean() - atoms.positions[layer == 0, 2].mean())
+    dft_fz = float(np.asarray(frame.forces)[layer == 1, 2].sum())
+    return {"frame": "0000-refAB (AB stacking, DFT geometry)",
+            "fermi_velocity_dft_wannier": fermi_velocity(frame.tb, atoms),
+            "fermi_velocity_model": fermi_velocity(model.predict_tightbinding(atoms), atoms),
+            "ab_interlayer": {"dft_protocol_gap_A": round(dft_gap, 4),
+                              "dft_top_layer_Fz_eV_A": round(dft_fz, 4), **ab_gap_scan(model, atoms)}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", help="trained model file (e.g. runs/graphene-bilayer-pretrained/model.pt)")
+    p.add_argument("--name", default="graphene-bilayer")
+    p.add_argument("--frames", default="datasets/graphene-bilayer/frames")
+    p.add_argument("--force", action="store_true", help="ship even if not better than the installed model")
+    p.add_argument("--dry-run", action="store_true", help="evaluate and print, do not write")
+    p.add_argument("--no-train-eval", action="store_true", help="skip the (slower) training-set metrics")
+    args = p.parse_args(argv)
+
+    from ase_wannierml.model import load_model
+    from ase_wannierml.model.io import PRETRAINED_DIR
+
+    frames_dir = Path(args.frames)
+    model = load_run_model(args.model)
+    training = model.metadata.get("training", {})
+    ids = training.get("frame_ids", {})
+    test_ids = ids.get("test", [])
+    if not test_ids:
+        print("the model file lists no test frames (train with data.test_fraction > 0)", file=sys.stderr)
+        return 1
+    result = {"test": evaluate_ids(model, frames_dir, test_ids), "val": evaluate_ids(model, frames_dir,
+                                                                                      ids.get("val", []))}
+    if not args.no_train_eval:
+        result["train"] = evaluate_ids(model, frames_dir, ids.get("train", []))
+    for part in ("test", "val", "train"):
+        if result.get(part):
+            print(f"== {part} ({len(ids.get(part, []))} frames)\n{result[part]['table']}")
+    checks = physical_checks(model, frames_dir)
+    print(json.dumps(checks, indent=1))
+    new_score = score(result["test"]["metrics"])
+    target = PRETRAINED_DIR / f"{args.name}.pt"
+    old_score = None
+    if target.is_file():
+        old = load_model(target)
+        old_test = evaluate_ids(old, frames_dir, test_ids)
+        if old_test:
+            old_score = score(old_test["metrics"])
+            print(f"installed model on the same {len(test_ids)} held-out frames:\n{old_test['table']}")
+    print(f"score (lower is better): candidate {new_score:.2f}, installed "
+          f"{'none' if old_score is None else f'{old_score:.2f}'}")
+    if args.dry_run:
+        return 0
+    if old_score is not None and old_score <= new_score and not args.force:
+        print("not shipped: the installed model is at least as good on the held-out frames")
+        return 0
+    meta = {
+        "description": "ase_wannierml pretrained model for bilayer graphene (energy, forces, stress, Wannier pz "
+                       "tight-binding Hamiltonian relative to E_F)",
+        "shipped_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dft_settings": DFT_SETTINGS,
+        "data_set": {"frames": str(frames_dir), "train": ids.get("train", []), "validation": ids.get("val", []),
+                     "test_held_out": test_ids,
+                     "split": "hash of frame id (data.split = hash, split_seed 0), test 15 %, validation 8 %"},
+        "held_out_metrics": result["test"]["metrics"], "held_out_counts": result["test"]["counts"],
+        "validation_metrics": result["val"].get("metrics") if result.get("val") else None,
+        "train_metrics": result["train"]["metrics"] if result.get("train") else None,
+        "physical_checks": checks,
+        "training_time_s": training.get("training_time_s"),
+        "training_config": "ase_wannierml/pretrained/graphene-bilayer.yaml",
+        "source_model_file": str(args.model),
+    }
+    tmp = target.with_name(f".{target.name}.tmp")
+    model.save(tmp, metadata=json.loads(json.dumps(meta, default=str)))
+    load_model(tmp)                                               # must load before it replaces the old one
+    tmp.replace(target)
+    print(f"shipped {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
