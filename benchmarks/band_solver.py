@@ -8,6 +8,10 @@ ordering of the structure (reused by every later k-point).
     python benchmarks/band_solver.py                 # 3.15° and 1.05° (≈ 5–15 min: the baseline is slow)
     python benchmarks/band_solver.py --angles 3.15   # quick
 
+Two per-k costs are reported against the same naive median: an isolated k-point (fresh factorisation each time,
+median of 3 warm runs) and a band path (``--path-points`` k-points 0.01 apart, one ``solvers.NearSolver`` that
+reuses the factorisation of an earlier k as preconditioner and refactorises only when that stops paying off).
+
 E_F is taken as the Dirac energy of monolayer graphene in the same model (the charge-neutrality point of TBG up to
 a few meV: the 8 states nearest it are the 4 flat bands and the 4 nearest remote states at 1.05°). Both solvers
 run single-threaded (OMP/OpenBLAS threads = 1, set before numpy loads) so the comparison is algorithmic; wall and
@@ -39,6 +43,7 @@ from ase_wannierml.tb import multifrontal, solvers  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 KPTS = [(0.1, 0.2, 0.0), (0.37, 0.21, 0.0), (0.3, 0.05, 0.0), (0.0, 0.0, 0.0)]  # Γ last: real H there
 NUM = 8
+PATH_DK, PATH_DIR = 0.01, (1.0, 0.5, 0.0)  # band path: steps of 0.01 (fractional) from KPTS[0]
 REPEAT = 3  # ours: median of 3 runs per k-point (warm: ordering cached); the naive baseline runs once per k-point
 
 
@@ -58,7 +63,23 @@ def timed(fn):
     return out, time.perf_counter() - w, time.process_time() - c
 
 
-def run_angle(angle: float, naive_kpts: int, e_f: float) -> dict:
+def run_path(tb, e_f: float, points: int, first: dict) -> dict:
+    """Per-k cost along a straight band path from KPTS[0] in steps of PATH_DK (fractional), one ``NearSolver``
+    (factorisation reused while effective, eigenvectors carried over), as ``TightBinding.eigenvalues`` does.
+    H(k) is built beforehand (as for the isolated timings); the ordering is cached (warm)."""
+    k_k3 = np.array(KPTS[0]) + PATH_DK * np.arange(points)[:, None] * np.array(PATH_DIR)
+    H_k = [tb.hamiltonian_sparse(k, allow_real=True) for k in k_k3]
+    solver = solvers.NearSolver(NUM, e_f, method="multifrontal")
+    (res_k, w, c) = timed(lambda: [solver.solve(H) for H in H_k])
+    last = solvers.solve_near_auto(H_k[-1], NUM, e_f, method="multifrontal")  # isolated check at the far end
+    diff = max(float(np.abs(res_k[0].values - np.array(first["eigenvalues_eV"])).max()),
+               float(np.abs(res_k[-1].values - last.values).max()))
+    return {"points": points, "dk": PATH_DK, "direction": list(PATH_DIR), "per_k_wall_s": w / points,
+            "per_k_cpu_s": c / points, "factorizations": solver.factorizations, "solves": solver.solves,
+            "max_residual_eV": float(max(r.residual for r in res_k)), "max_abs_diff_vs_isolated_eV": diff}
+
+
+def run_angle(angle: float, naive_kpts: int, e_f: float, path_points: int) -> dict:
     atoms = twisted_bilayer("graphene", angle=angle)
     tb, t_build, _ = timed(lambda: moon_koshino_tb(atoms))
     rows = []
@@ -80,7 +101,16 @@ def run_angle(angle: float, naive_kpts: int, e_f: float) -> dict:
               + (f", naive {row['naive_wall_s']:6.2f} s (cpu {row['naive_cpu_s']:6.2f}), "
                  f"max|Δe| {row['max_abs_diff_eV']:.1e} eV" if "naive_wall_s" in row else ""), flush=True)
     both = [r for r in rows if "naive_wall_s" in r]
+    path = run_path(tb, e_f, path_points, rows[0])
+    naive_w = float(np.median([r["naive_wall_s"] for r in both])) if both else None
+    naive_c = float(np.median([r["naive_cpu_s"] for r in both])) if both else None
+    if naive_w is not None:
+        path.update(speedup_wall=naive_w / path["per_k_wall_s"], speedup_cpu=naive_c / path["per_k_cpu_s"])
+    print(f"  {angle:5.2f}° path of {path['points']} k (Δk = {PATH_DK}): {path['per_k_wall_s']:.2f} s/k "
+          f"(cpu {path['per_k_cpu_s']:.2f}), {path['factorizations']} factorisations, {path['solves']} solves, "
+          f"max|Δe| vs isolated {path['max_abs_diff_vs_isolated_eV']:.1e} eV", flush=True)
     return {
+        "path": path,
         "angle_deg": atoms.info["twist_angle"], "m": atoms.info["twist_m"], "r": atoms.info["twist_r"],
         "norb": tb.norb, "nnz_per_k": int(H.nnz), "build_tb_s": t_build, "kpoints": rows,
         "ours_median_wall_s": float(np.median([r["ours_wall_s"] for r in rows if not r["real"]])),
@@ -97,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--angles", type=float, nargs="+", default=[3.15, 1.05])
     parser.add_argument("--naive-kpts-large", type=int, default=2, help="naive k-points for > 5000 orbitals")
+    parser.add_argument("--path-points", type=int, default=10, help="k-points of the band-path timing")
     parser.add_argument("--out", type=Path, default=RESULTS / "band_solver.json")
     args = parser.parse_args()
     e_f = dirac_energy()
@@ -106,7 +137,7 @@ def main() -> None:
     for angle in args.angles:
         atoms_n = len(twisted_bilayer("graphene", angle=angle))
         naive_k = args.naive_kpts_large if atoms_n > 5000 else len(KPTS)
-        results.append(run_angle(angle, naive_k, e_f))
+        results.append(run_angle(angle, naive_k, e_f, args.path_points))
     print("\n| angle (°) | orbitals | ours median/k (s) wall | cpu | naive/k (s) wall | cpu | speed-up wall | cpu "
           "| max abs diff (eV) |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -116,6 +147,15 @@ def main() -> None:
               f"| {fmt(r['naive_median_wall_s'], '.2f')} | {fmt(r['naive_median_cpu_s'], '.2f')} "
               f"| {fmt(r['speedup_wall_same_k'], '.1f')}× | {fmt(r['speedup_cpu_same_k'], '.1f')}× "
               f"| {fmt(r['max_abs_diff_eV'], '.1e')} |")
+    print("\n| angle (°) | k-points on path | ours along path /k (s) wall | cpu | factorisations | naive/k (s) wall "
+          "| speed-up wall (path) | cpu | speed-up wall (isolated k) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        p = r["path"]
+        print(f"| {r['angle_deg']:.2f} | {p['points']} | {p['per_k_wall_s']:.2f} | {p['per_k_cpu_s']:.2f} "
+              f"| {p['factorizations']} | {fmt(r['naive_median_wall_s'], '.2f')} "
+              f"| {fmt(p.get('speedup_wall'), '.1f')}× | {fmt(p.get('speedup_cpu'), '.1f')}× "
+              f"| {fmt(r['speedup_wall_same_k'], '.1f')}× |")
     out = {"benchmark": "band_solver", "num_eigenvalues": NUM, "fermi_level_eV": e_f, "results": results,
            "load_average_start": load0, "load_average_end": os.getloadavg(),
            "threads": os.environ.get("OMP_NUM_THREADS"), "numpy": np.__version__, "scipy": scipy.__version__,

@@ -34,7 +34,6 @@ DFT_SETTINGS = {
     "vacuum_A": 20.0,
     "wannier": "C:pz projections, disentanglement (frozen window E_F +-2.5 eV shrunk by pz projectability < 0.5), "
                "num_iter = 0 (projection-only gauge)",
-    "energy_zero_of_H": "DFT Fermi level (model fermi_level = 0)",
 }
 
 
@@ -61,14 +60,15 @@ def score(m: dict) -> float:
     return (m["band MAE ±1 eV (meV)"] + float(np.mean(h)) + 0.1 * m["F RMSE (meV/Å)"] + m["E MAE (meV/atom)"])
 
 
-def evaluate_ids(model, frames_dir: Path, ids: list[str]) -> dict:
+def evaluate_ids(model, frames_dir: Path, ids: list[str], metadata: dict | None = None) -> dict:
     from ase_wannierml.training.cli import _examples_for
     from ase_wannierml.training.evaluate import evaluate
 
     dirs = [str(frames_dir / i) for i in ids if (frames_dir / i).is_dir()]
     if not dirs:
         return {}
-    ev = evaluate(model, _examples_for(model.config, dirs), dtype=model.dtype)
+    ev = evaluate(model, _examples_for(model.config, dirs, model.metadata if metadata is None else metadata),
+                  dtype=model.dtype)
     return {"metrics": {k: (None if math.isnan(v) else round(v, 3)) for k, v in ev.metrics().items()},
             "counts": ev.counts(), "table": ev.table()}
 
@@ -82,7 +82,7 @@ def k_point(atoms) -> np.ndarray:
     return np.array(best), rec
 
 
-def fermi_velocity(tb, atoms) -> dict:
+def fermi_velocity(tb, atoms, zero: float = 0.0) -> dict:
     """ħv (eV·Å) and v (10^6 m/s) of the monolayer-like Dirac cone of an AB bilayer from its 4 pz bands:
     with E_D the mid point of the two middle bands at K, the conduction bands E1 < E2 (relative to E_D) at
     distance q from K along K→Γ give v = sqrt(E1·E2)/q (exact for the minimal γ0–γ1 model); mean over q."""
@@ -97,7 +97,7 @@ def fermi_velocity(tb, atoms) -> dict:
     v_v = np.sqrt(np.clip(e[:, 1] * e[:, 0], 0, None)) / qs
     hv = float(np.mean(np.concatenate([v_c, v_v])))
     return {"hbar_v_eV_A": round(hv, 4), "v_1e6_m_s": round(hv * 1e-10 / 6.582119569e-16 / 1e6, 4),
-            "gamma1_eV": round(float(e_k[3] - e_k[2]), 4), "dirac_point_minus_EF_eV": round(float(e_d), 4)}
+            "gamma1_eV": round(float(e_k[3] - e_k[2]), 4), "dirac_point_minus_zero_eV": round(float(e_d - zero), 4)}
 
 
 def ab_gap_scan(model, atoms) -> dict:
@@ -127,6 +127,7 @@ def ab_gap_scan(model, atoms) -> dict:
 
 def physical_checks(model, frames_dir: Path) -> dict:
     from ase_wannierml.training.frames import load_frame_dir
+    from ase_wannierml.training.targets import neutrality_level
 
     ref = frames_dir / "0000-refAB"
     if not ref.is_dir():
@@ -136,8 +137,14 @@ def physical_checks(model, frames_dir: Path) -> dict:
     layer = atoms.arrays["layer"]
     dft_gap = float(atoms.positions[layer == 1, 2].mean() - atoms.positions[layer == 0, 2].mean())
     dft_fz = float(np.asarray(frame.forces)[layer == 1, 2].sum())
+    tb = frame.tb
+    data_cfg = model.metadata.get("training", {}).get("config", {}).get("data", {})
+    zero = frame.fermi_level
+    if data_cfg.get("energy_zero") == "neutrality":
+        zero = neutrality_level(tb.R, tb.rows, tb.cols, tb.values, tb.norb, np.array([1, 1, 0], bool),
+                                float(len(atoms)), int(data_cfg.get("neutrality_kgrid", 48)))
     return {"frame": "0000-refAB (AB stacking, DFT geometry)",
-            "fermi_velocity_dft_wannier": fermi_velocity(frame.tb, atoms),
+            "fermi_velocity_dft_wannier": fermi_velocity(tb, atoms, zero),
             "fermi_velocity_model": fermi_velocity(model.predict_tightbinding(atoms), atoms),
             "ab_interlayer": {"dft_protocol_gap_A": round(dft_gap, 4),
                               "dft_top_layer_Fz_eV_A": round(dft_fz, 4), **ab_gap_scan(model, atoms)}}
@@ -178,7 +185,7 @@ def main(argv=None) -> int:
     old_score = None
     if target.is_file():
         old = load_model(target)
-        old_test = evaluate_ids(old, frames_dir, test_ids)
+        old_test = evaluate_ids(old, frames_dir, test_ids, model.metadata)   # same energy zero as the candidate
         if old_test:
             old_score = score(old_test["metrics"])
             print(f"installed model on the same {len(test_ids)} held-out frames:\n{old_test['table']}")
@@ -194,6 +201,7 @@ def main(argv=None) -> int:
                        "tight-binding Hamiltonian relative to E_F)",
         "shipped_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "dft_settings": DFT_SETTINGS,
+        "energy_zero": training.get("energy_zero"),
         "data_set": {"frames": str(frames_dir), "train": ids.get("train", []), "validation": ids.get("val", []),
                      "test_held_out": test_ids,
                      "split": "hash of frame id (data.split = hash, split_seed 0), test 15 %, validation 8 %"},

@@ -241,3 +241,40 @@ def test_two_functions_on_one_atom_reject_the_frame(frames, tmp_path):
     centres.write_text("\n".join(lines) + "\n")
     with pytest.raises(FrameError, match=r"frame frame_0000: atom \d \(C\) has 2 Wannier functions \[1, 2\]"):
         build([src])
+
+
+def test_hash_split_is_stable_as_frames_are_added():
+    """split='hash': a frame's role depends on its id only; listed ids are forced into their split."""
+    from ase_wannierml.training.dataset import Dataset
+
+    ids = [f"{i:04d}-1x1" for i in range(200)]
+    small = Dataset(ids[:60], [{}] * 60, [], {})
+    big = Dataset(ids, [{}] * 200, [], {})
+    kw = dict(val_fraction=0.1, test_fraction=0.15, seed=0, mode="hash", test_frames=["0001-1x1"],
+              train_frames=["0000-1x1"])
+    roles_small = small.split(**kw)
+    roles_big = big.split(**kw)
+    for part_small, part_big in zip(roles_small, roles_big):
+        assert [ids[i] for i in part_small] == [ids[i] for i in part_big if i < 60]
+    train, val, test = roles_big
+    assert 0 in train and 1 in test
+    assert 0.08 < len(test) / 200 < 0.25 and sorted(train + val + test) == list(range(200))
+
+
+def test_neutrality_level_is_the_dirac_point_of_a_half_filled_graphene_model():
+    """Nearest-neighbour graphene (onsite ε, t = -2.7 eV) plus a second-neighbour t2: the T = 0 level with one
+    electron per site lies at the Dirac point ε - 3 t2 (not at ε)."""
+    from ase_wannierml.training.targets import neutrality_level
+
+    eps, t, t2 = 0.4, -2.7, 0.25
+    R, rows, cols, vals = [[0, 0, 0]], [0], [0], [eps]
+    R.append([0, 0, 0]); rows.append(1); cols.append(1); vals.append(eps)
+    for shift in ([0, 0, 0], [-1, 0, 0], [0, -1, 0]):           # A(0) - B(R) bonds: f(k) = 1 + e^-ik1 + e^-ik2
+        for r, a, b in ((shift, 0, 1), ([-x for x in shift], 1, 0)):
+            R.append(r); rows.append(a); cols.append(b); vals.append(t)
+    for shift in ([1, 0, 0], [0, 1, 0], [1, -1, 0], [-1, 0, 0], [0, -1, 0], [-1, 1, 0]):   # 2nd neighbours
+        for a in (0, 1):
+            R.append(shift); rows.append(a); cols.append(a); vals.append(t2)
+    level = neutrality_level(np.array(R), np.array(rows), np.array(cols), np.array(vals, dtype=float), 2,
+                             np.array([True, True, False]), 2.0, n=48)
+    assert level == pytest.approx(eps - 3 * t2, abs=1e-6)

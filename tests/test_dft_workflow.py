@@ -224,3 +224,22 @@ def test_frame_plan_matches_recorded_dataset_plan():
         pytest.skip("no recorded graphene plan yet")
     plan = json.loads(recorded.read_text())
     assert [p.to_dict() for p in frame_plan(GRAPHENE_BILAYER, len(plan))] == plan
+
+
+def test_failed_step_is_recorded_not_raised(tmp_path):
+    """A crashing code step gives a 'rejected' frame with the error as reason, written atomically, scratch gone."""
+    from ase_wannierml.dft.workflow import run_frame
+
+    class FailingRunner(codes.Runner):
+        def pw(self, step, input_file, workdir):
+            assert (workdir / input_file).exists()
+            raise RuntimeError(f"pw.x step {step!r} failed (simulated)")
+
+    p = sample_frame(GRAPHENE_BILAYER, 9, "1x1")
+    meta = run_frame(GRAPHENE_BILAYER, p, tmp_path / "ds", tmp_path / "scr", FailingRunner())
+    assert meta["status"] == "rejected" and meta["reason"].startswith("error: RuntimeError") and "simulated" in meta["reason"]
+    frame = tmp_path / "ds" / "frames" / p.frame_id
+    assert [x.name for x in frame.iterdir()] == ["meta.json"]
+    assert json.loads((frame / "meta.json").read_text())["sampling"] == p.to_dict()
+    assert not any((tmp_path / "ds" / "frames").glob(".tmp-*"))
+    assert not (tmp_path / "scr" / GRAPHENE_BILAYER.name / p.frame_id).exists()

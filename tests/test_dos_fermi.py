@@ -168,3 +168,39 @@ def test_kpm_fermi_level_counts_electrons(graphene_supercell):
     assert count(mu_exact) == pytest.approx(180, abs=1e-8)
     # KPM counts are stochastic (≈ √(states / random vectors) ~ 3 states here); a spin-factor error would give 90
     assert count(mu_kpm) == pytest.approx(180, abs=8)
+
+
+def test_kpm_kmesh_moments_are_k_weighted_sums_and_match_exact():
+    """Per-k moments on common bounds summed with the k-weights equal the exact k-averaged moments when the trace
+    is exact (projection on ≤ 16 orbitals: unit vectors), and the reconstructed DOS then matches the exact one."""
+    from ase_wannierml.tb import kpm
+    from ase_wannierml.tb.dos import kpm_moments_kmesh
+
+    tb = neighbour_model(graphene_atoms().repeat((3, 3, 1)), GRAPHENE_T, GRAPHENE_EPS, 1.6)  # 18 orbitals
+    k_k3, w_k = kpoint_mesh(tb, (4, 4, 1))
+    assert len(k_k3) > 2 and w_k.sum() == pytest.approx(1.0)
+    wts = np.zeros(tb.norb)
+    wts[[0, 1, 5, 11]] = [1.0, 0.5, 1.0, 2.0]
+    mom_tot, mom_p = kpm_moments_kmesh(tb, k_k3, w_k, num_moments=200, weights=[None, wts], num_random=64)
+    e_kn, U_kin = np.linalg.eigh(tb.hamiltonian(k_k3))
+    x_kn = (e_kn - mom_p.center) / mom_p.half_width
+    assert np.abs(x_kn).max() < 1.0
+    T_kmn = np.cos(np.arange(200)[None, :, None] * np.arccos(x_kn)[:, None, :])
+    p_kn = np.einsum("i,kin->kn", wts, np.abs(U_kin) ** 2)
+    mu_exact = np.einsum("k,kmn,kn->m", w_k, T_kmn, p_kn)
+    np.testing.assert_allclose(mom_p.mu, mu_exact, atol=1e-10)
+    assert mom_tot.mu[0] == pytest.approx(tb.norb, rel=1e-12)
+    # through tb.dos: atom projections (1 orbital each: exact traces) add up to the exact k-averaged KPM DOS
+    d = tb.dos(kpts=(4, 4, 1), method="kpm", projected="atom", width=0.3, npts=300, emin=-10, emax=10)
+    e = d[0].get_energies()
+    total = sum(p.get_weights() for p in d)
+    k2, w2 = kpoint_mesh(tb, (4, 4, 1), symmetry=False)
+    e2 = tb.eigenvalues(k2)
+    ref = kpm_moments_kmesh(tb, k2, w2, width=0.3, num_random=1)[0]  # only for center, half width, N
+    x2 = (e2 - ref.center) / ref.half_width
+    mu2 = np.einsum("k,kmn->m", w2, np.cos(np.arange(len(ref.mu))[None, :, None] * np.arccos(x2)[:, None, :]))
+    exact_kpm = kpm.kpm_reconstruct(kpm.KPMMoments(mu2, ref.center, ref.half_width), e)
+    np.testing.assert_allclose(total, exact_kpm, atol=1e-9 * exact_kpm.max())
+    exact = tb.dos(kpts=(4, 4, 1), method="exact", width=0.3, npts=300, emin=-10, emax=10).get_weights()
+    count = lambda w: np.concatenate([[0], np.cumsum((w[1:] + w[:-1]) / 2 * np.diff(e))])  # noqa: E731
+    assert np.abs(count(total) - count(exact)).max() < 0.1 * tb.norb  # same states, different broadening

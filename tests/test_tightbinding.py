@@ -182,3 +182,24 @@ def test_large_band_structure_defaults_to_bands_near_fermi_level(monkeypatch):
     for e_n, e_ref in zip(bs.energies[0], e_all):
         expected = np.sort(e_ref[np.argsort(np.abs(e_ref - GRAPHENE_EPS), kind="stable")[:16]])
         np.testing.assert_allclose(e_n, expected, atol=1e-8)
+
+
+def test_compact_storage_and_unsorted_input(graphene):
+    """int32 indices, R rebuilt from the distinct lattice vectors, any input order/dtype gives the same object."""
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(graphene.nnz)
+    tb = TightBinding(graphene.cell, graphene.R[perm].astype(np.int64), graphene.rows[perm].astype(np.int64),
+                      graphene.cols[perm].astype(float), graphene.values[perm], graphene.orbitals, pbc=graphene.pbc)
+    assert tb.rows.dtype == np.int32 and tb.cols.dtype == np.int32
+    for name in ("R", "rows", "cols", "values"):
+        np.testing.assert_array_equal(getattr(tb, name), getattr(graphene, name))
+    assert tb.R.shape == (tb.nnz, 3) and not tb.R.flags.writeable
+    np.testing.assert_array_equal(np.unique(tb.R, axis=0), tb.R_r)
+    keys = tb.rows.astype(np.int64) * tb.norb + tb.cols  # canonical order: row, col, then R
+    assert np.all(np.diff(keys) >= 0)
+    k = [[0.13, -0.3, 0.0]]
+    np.testing.assert_allclose(tb.hamiltonian(k), graphene.hamiltonian(k), atol=1e-14)
+    np.testing.assert_allclose(tb.hamiltonian_sparse(k[0]).toarray(), graphene.hamiltonian(k)[0], atol=1e-14)
+    with pytest.raises(ValueError, match="integer orbital indices"):
+        TightBinding(graphene.cell, graphene.R, graphene.rows + 0.5, graphene.cols, graphene.values,
+                     graphene.orbitals, pbc=graphene.pbc)

@@ -146,3 +146,24 @@ def test_distance_binned_scales_weigh_long_hoppings_like_short_ones(data):
     mixed = compute_scales(ds.examples, {"C": 0.0}, onsite_reference(ds.examples, {"C": ["pz"]}), 1e-3, 0.05,
                            bin_width=0.5, bin_power=0.5).pair_scales(cat, d)
     torch.testing.assert_close(mixed, (sigma * torch.tensor(scales.ham, dtype=sigma.dtype)[cat]).sqrt())
+
+
+def test_hk_term_is_zero_at_the_target_and_sees_errors_that_add_up_at_k(data):
+    """The Bloch-Hamiltonian term vanishes for the target blocks and equals |ΔH(k)|² of a known shift."""
+    _, ds = data
+    batch = collate(ds.examples[:2], torch.float64)
+    cfg = LossConfig(energy=0.0, forces=0.0, stress=0.0, hamiltonian=0.0, hk=1.0, hk_scale=1.0,
+                     hk_window_weight=1.0)
+    scales = Scales()
+    out = {K.HAM_BLOCKS: batch.targets["target_ham"].clone()}
+    assert float(loss_terms(batch, out, scales, cfg)["hk"].value) == pytest.approx(0.0, abs=1e-20)
+    onsite = batch.graph[K.HAM_PAIR_CATEGORY] == 0
+    shifted = out[K.HAM_BLOCKS].clone()
+    shifted[onsite, 0, 0] += 0.01                      # every onsite energy up by 10 meV: ΔH(k) = 0.01·1
+    term = loss_terms(batch, {K.HAM_BLOCKS: shifted}, scales, cfg)["hk"]
+    n_k = sum(len(fb.kpts) for fb in batch.frames)
+    norb = [fb.bands.shape[1] for fb in batch.frames]
+    assert float(term.value) == pytest.approx(sum(len(fb.kpts) * n * 0.01 ** 2 for fb, n in
+                                                  zip(batch.frames, norb)), rel=1e-9)
+    assert term.count == pytest.approx(sum(len(fb.kpts) * n ** 2 for fb, n in zip(batch.frames, norb)))
+    assert n_k > 0

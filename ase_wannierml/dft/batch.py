@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--master-seed", type=int, default=2024)
     ap.add_argument("--kinds", default=None, help="comma list of frame kinds to run (default: all)")
     ap.add_argument("--max-hours", type=float, default=None, help="stop starting new frames after this")
+    ap.add_argument("--max-consecutive-errors", type=int, default=3,
+                    help="stop when this many frames in a row fail with an error (not a quality rejection)")
     ap.add_argument("--dry-run", action="store_true", help="write the inputs of each frame to scratch, run nothing")
     args = ap.parse_args(argv)
 
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(nprocs=args.np, npools=args.nk)
     t0 = time.time()
     n_ok = n_rej = n_skip = 0
+    consecutive_errors = 0
     try:
         for i, p in enumerate(plan):
             if kinds and p.kind not in kinds:
@@ -114,9 +117,14 @@ def main(argv: list[str] | None = None) -> int:
                 n_ok += 1
             else:
                 n_rej += 1
+            consecutive_errors = consecutive_errors + 1 if meta["reason"].startswith("error") else 0
             _log(f"done  {p.frame_id}: {meta['status']} {meta['reason'][:300]} | {meta['timings_s']} | "
                  f"band max/rms {q.get('band_max_meV', float('nan')):.1f}/{q.get('band_rms_meV', float('nan')):.1f}"
                  f" meV | this run: {n_ok} ok, {n_rej} rejected, {n_skip} skipped")
+            if consecutive_errors >= args.max_consecutive_errors:
+                _log(f"stopping: {consecutive_errors} frames in a row failed with errors (see their meta.json); "
+                     "delete those frame directories to retry them after fixing the cause")
+                return 1
     finally:
         if lock.exists() and lock.read_text().strip() == str(os.getpid()):
             lock.unlink()

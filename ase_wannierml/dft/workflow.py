@@ -212,8 +212,8 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
         files["wannier90_hr.dat.gz"] = gzip.compress((work / f"{SEED}_hr.dat").read_bytes(), mtime=0)
         files["wannier90_centres.xyz"] = (work / f"{SEED}_centres.xyz").read_bytes()
         meta["energy_eV"] = scf["energy"]
-    except RuntimeError as exc:
-        status, reason = "rejected", f"error: {exc}"[:2000]
+    except (RuntimeError, ValueError, OSError, np.linalg.LinAlgError) as exc:
+        status, reason = "rejected", f"error: {type(exc).__name__}: {exc}"[:2000]
         meta["traceback"] = traceback.format_exc()[-4000:]
     meta["status"] = status
     meta["reason"] = reason

@@ -6,7 +6,8 @@ total by eigenvector weight |<i|n k>|² summed over the orbitals i of each group
 layer), so the projections add up to the total.
 
 Routes: "exact" diagonalises H(k) on the mesh (dense); "kpm" uses the kernel polynomial method on sparse H(k)
-(``kpm.py``) for large systems; "auto" picks "exact" up to ``EXACT_MAX_ORBITALS`` orbitals.
+(``kpm.py``) for large systems: moments per k on common spectral bounds, k-weighted sum, one reconstruction
+(:func:`kpm_moments_kmesh`); "auto" picks "exact" up to ``EXACT_MAX_ORBITALS`` orbitals.
 
 Example::
 
@@ -144,16 +145,61 @@ def dos(
     return GridDOSCollection([GridDOSData(grid_e, d_E, info=info) for d_E, info in zip(d_gE, infos)])
 
 
+def kpm_moments_kmesh(
+    tb: "TightBinding", k_k3: np.ndarray, w_k: np.ndarray, num_moments: int | None = None, width: float | None = None,
+    weights: "np.ndarray | list[np.ndarray | None] | None" = None, num_random: int = 16, seed: int = 0,
+    kernel_factor: float = np.pi, bounds: tuple[float, float] | None = None,
+) -> list:
+    """k-weighted KPM moments of ``tb`` on the k-points ``k_k3`` (nk, 3) with weights ``w_k`` (nk,), summing to 1.
+
+    Two passes over the k-points, one sparse H(k) alive at a time: (1) spectral bounds of every H(k), their union
+    is the common interval (``bounds`` eV skips this); (2) Chebyshev moments of each H(k) on that interval, summed
+    with the k-weights. Since the DOS is linear in the moments, one reconstruction of the summed moments equals the
+    k-weighted sum of per-k DOS. ``weights``: None (total DOS), a (norb,) array ≥ 0 (projected trace) or a list of
+    such (None entries = total); one :class:`kpm.KPMMoments` per entry is returned. ``num_moments`` defaults to
+    the count whose broadening (Jackson: π a / N; pass ``kernel_factor`` 4 for the Lorentz kernel) is ``width``.
+    Independent random vectors per k-point and group (seed ``seed`` + index).
+    """
+    from . import kpm
+
+    k_k3 = np.asarray(k_k3, dtype=float).reshape(-1, 3)
+    w_k = np.asarray(w_k, dtype=float).ravel()
+    if len(w_k) != len(k_k3) or len(k_k3) == 0:
+        raise ValueError(f"need one weight per k-point, got {len(w_k)} weights for {len(k_k3)} k-points")
+    groups = weights if isinstance(weights, list) else [weights]
+    if bounds is None:
+        b_k2 = np.array([kpm.spectral_bounds(tb.hamiltonian_sparse(k_3, allow_real=True)) for k_3 in k_k3])
+        lo, hi = float(b_k2[:, 0].min()), float(b_k2[:, 1].max())
+    else:
+        lo, hi = map(float, bounds)
+    if num_moments is None:
+        if width is None:
+            raise ValueError("give num_moments or width")
+        num_moments = max(16, int(np.ceil(kernel_factor * 0.5 * (hi - lo) / 0.99 / width)))
+    mu_g = np.zeros((len(groups), num_moments))
+    center = half = None
+    for ik, (w, k_3) in enumerate(zip(w_k, k_k3)):
+        H = tb.hamiltonian_sparse(k_3, allow_real=True)
+        for g, wts in enumerate(groups):
+            m = kpm.kpm_moments(H, num_moments, num_random=num_random, bounds=(lo, hi), weights=wts,
+                                seed=seed + ik * len(groups) + g)
+            mu_g[g] += w * m.mu
+            center, half = m.center, m.half_width
+        del H
+    return [kpm.KPMMoments(mu, center, half) for mu in mu_g]
+
+
 def _dos_kpm(
     tb: "TightBinding", k_k3: np.ndarray, w_k: np.ndarray, width: float, npts: int, projected: str | None,
     smearing: str, emin: float | None, emax: float | None,
 ) -> "GridDOSData | GridDOSCollection":
-    """KPM route: stochastic Chebyshev moments of sparse H(k) per k, reconstructed with a broadening of ``width``.
+    """KPM route: stochastic Chebyshev moments of sparse H(k) per k on common spectral bounds, summed with the
+    k-weights and reconstructed once with a broadening of ``width`` (:func:`kpm_moments_kmesh`).
 
     Jackson kernel (≈ Gaussian of width π a / N for spectral half width a and N moments) for "gauss", the KPM
     Lorentz kernel (λ = 4, HWHM ≈ 4 a / N) for "lorentz"; N is chosen so the broadening equals ``width``.
-    Projections use one projected trace per group, so they sum to the total only within the stochastic error;
-    the collection's ``sum_all()`` is then the total.
+    Projections use one projected trace (``weights=``) per group, so they sum to the total only within the
+    stochastic error (exactly for groups of ≤ 16 orbitals); the collection's ``sum_all()`` is then the total.
     """
     from ase.spectrum.doscollection import GridDOSCollection
     from ase.spectrum.dosdata import GridDOSData
@@ -162,27 +208,21 @@ def _dos_kpm(
 
     if smearing not in ("gauss", "lorentz"):
         raise ValueError(f"unknown smearing {smearing!r}; use 'gauss' or 'lorentz'")
-    groups: list[tuple[dict[str, str], np.ndarray | None]] = [({"label": "total"}, None)]
+    infos: list[dict[str, str]] = [{"label": "total"}]
+    weights: list[np.ndarray | None] = [None]
     if projected is not None:
         _, G_ig, infos = _groups_matrix(tb, projected)
         if G_ig.shape[1] > KPM_MAX_GROUPS:
             raise ValueError(f"KPM projected DOS by {projected!r} needs {G_ig.shape[1]} traces (> {KPM_MAX_GROUPS});"
                              " project on fewer groups (element, orbital, layer)")
-        groups = list(zip(infos, G_ig.T))
-    H_k = [tb.hamiltonian_sparse(k_3, allow_real=True) for k_3 in k_k3]
-    bounds_k2 = np.array([kpm.spectral_bounds(H) for H in H_k])
-    lo, hi = bounds_k2[:, 0].min(), bounds_k2[:, 1].max()
-    half = 0.5 * (hi - lo) / 0.99  # kpm's own 1 % margin
-    factor = np.pi if smearing == "gauss" else 4.0
-    num_moments = max(16, int(np.ceil(factor * half / width)))
-    kernel = "jackson" if smearing == "gauss" else "lorentz"
+        weights = list(G_ig.T)
+    kernel, factor = ("jackson", np.pi) if smearing == "gauss" else ("lorentz", 4.0)
+    moments = kpm_moments_kmesh(tb, k_k3, w_k, width=width, weights=weights, kernel_factor=factor)
+    lo = moments[0].center - 0.99 * moments[0].half_width
+    hi = moments[0].center + 0.99 * moments[0].half_width
     grid_e = energy_grid(lo, hi, width, npts, emin, emax)
-    d_gE = np.zeros((len(groups), npts))
-    for ik, (w, H) in enumerate(zip(w_k, H_k)):
-        for g, (_, weights) in enumerate(groups):  # independent random vectors per k and group
-            moments = kpm.kpm_moments(H, num_moments, bounds=(lo, hi), weights=weights, seed=ik * len(groups) + g)
-            d_gE[g] += w * kpm.kpm_reconstruct(moments, grid_e, kernel=kernel)
+    d_gE = [kpm.kpm_reconstruct(m, grid_e, kernel=kernel) for m in moments]
     if projected is None:
         return GridDOSData(grid_e, d_gE[0], info={"label": "total", "method": "kpm"})
     return GridDOSCollection([GridDOSData(grid_e, d_E, info={**info, "method": "kpm"})
-                              for d_E, (info, _) in zip(d_gE, groups)])
+                              for d_E, info in zip(d_gE, infos)])

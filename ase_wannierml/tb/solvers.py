@@ -6,8 +6,14 @@ dense fronts, BLAS-3), i.e. shift-invert accuracy at half the factorisation cost
 H in double precision, so the eigenpairs are exact to ``tol``; if single precision is too inaccurate for a shift,
 the factorisation is redone in double precision. Real arithmetic where H is real (time-reversal-invariant k).
 
+Many k-points (a band path, a mesh): :class:`NearSolver` keeps the factorisation of an earlier H(k₀) − σ as the
+preconditioner and starts Davidson from the previous eigenvectors, refactorising only when the extra iterations
+would have paid for a new factorisation; ``TightBinding.eigenvalues``/``band_structure`` use it. Exactness is
+unchanged (residuals in double precision).
+
 Against the naive ``scipy.sparse.linalg.eigsh(H, k=8, sigma=E_F)`` (SuperLU/COLAMD, one vector at a time) this is
-about 19× faster (wall and CPU) for 1.05° twisted bilayer graphene; see ``benchmarks/band_solver.py``.
+about 20× faster per isolated k-point and about 25× per k-point along a band path (Δk = 0.01) for 1.05° twisted
+bilayer graphene on 2 shared cores; see ``benchmarks/band_solver.py`` and its results file for the measured values.
 
 Energies in eV; matrices (norb, norb); eigenvalues returned sorted ascending.
 
@@ -28,7 +34,7 @@ import scipy.sparse as sp
 
 from .multifrontal import MultifrontalFactor, shifted_csr, symbolic_for
 
-__all__ = ["DENSE_MAX_ORBITALS", "NearResult", "eigvalsh_dense", "eigvalsh_near", "solve_near_auto"]
+__all__ = ["DENSE_MAX_ORBITALS", "NearResult", "NearSolver", "eigvalsh_dense", "eigvalsh_near", "solve_near_auto"]
 
 #: Up to this many orbitals, ``solve_near_auto`` diagonalises densely (measured crossover ≈ 500 for TBG).
 DENSE_MAX_ORBITALS = 500
@@ -120,25 +126,31 @@ def _orthonormalize(W: np.ndarray, Q: np.ndarray | None) -> np.ndarray:
 
 
 def _davidson_near(H: sp.csr_matrix, factor: MultifrontalFactor, sigma: float, num: int, block: int,
-                   tol: float, max_iter: int, seed: int) -> NearResult:
+                   tol: float, max_iter: int, seed: int, start: np.ndarray | None = None) -> NearResult:
     """``num`` eigenpairs of H nearest σ: Davidson with the shift-invert preconditioner (H − σ)⁻¹ ≈ ``factor``.
 
     Rayleigh–Ritz and residuals use H in double precision, so the factor may be single precision: it only sets
     the convergence rate. With an exact factor this spans the same space as shift-invert Lanczos. A pair counts
     as converged when its residual r = ‖H y − θ y‖ satisfies r ≤ ``tol`` or (r ≤ 1e3·tol and r²/gap ≤ tol), gap =
     distance to the nearest Ritz value outside the wanted set (the eigenvalue error is ≲ r²/gap).
+    ``start`` (n, m): initial subspace (e.g. the eigenvectors of a neighbouring k-point) instead of one
+    preconditioned random block; the factor may then belong to a nearby matrix (only the rate changes).
     """
     n = H.shape[0]
     rng = np.random.default_rng(seed)
     dtype = complex if np.iscomplexobj(H.data) else float
-    start = rng.standard_normal((n, block)).astype(dtype)
-    if dtype is complex:
-        start += 1j * rng.standard_normal((n, block))
-    V = _orthonormalize(_apply(factor, start, dtype), None)  # one inverse-iteration step to start
+    solves = 0
+    V = None if start is None else _orthonormalize(np.asarray(start).astype(dtype), None)
+    if V is None or V.shape[1] < min(num, n):
+        extra = rng.standard_normal((n, block)).astype(dtype)
+        if dtype is complex:
+            extra += 1j * rng.standard_normal((n, block))
+        extra = _orthonormalize(_apply(factor, extra, dtype), V)  # one inverse-iteration step to start
+        solves += block
+        V = extra if V is None else np.concatenate([V, extra], axis=1)
     HV = H @ V
     G = _herm(V.conj().T @ HV)  # projected H, kept up to date column block by column block
     max_basis = max(6 * num, 4 * block + num, 48)
-    solves = block
     for _ in range(max_iter):
         theta, S = np.linalg.eigh(G)
         order = np.argsort(np.abs(theta - sigma), kind="stable")
@@ -225,6 +237,109 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     result.values = result.values[pick]
     result.vectors = result.vectors[:, pick] if return_vectors else None
     return result
+
+
+class NearSolver:
+    """The ``num`` eigenvalues nearest ``near`` (eV) for a sequence of related matrices, e.g. H(k) along a band path.
+
+    Keeps the single-precision multifrontal factorisation of H(k₀) − σ and uses it as the Davidson preconditioner
+    for the following matrices, starting from the previous eigenvectors. The answer stays exact (Rayleigh–Ritz and
+    residuals of each H in double precision, same ``tol`` as :func:`solve_near_auto`); only the number of solves
+    grows with the distance to k₀. The factorisation is renewed when the extra solves spent since it was made would
+    already have paid for a new one (measured factorisation and solve times), or when Davidson fails with it.
+    Dense (``method="auto"`` on small matrices, or "dense") solves each matrix independently.
+
+    ``solve(H)`` → :class:`NearResult` (vectors included unless dense); counters ``factorizations`` and ``solves`` record the work.
+    """
+
+    def __init__(self, num: int, near: float, method: str = "auto", tol: float | None = None, seed: int = 0,
+                 reuse: bool = True) -> None:
+        if method not in ("auto", "dense", "multifrontal"):
+            raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'multifrontal'")
+        self.num, self.near, self.method, self.tol, self.seed, self.reuse = num, float(near), method, tol, seed, reuse
+        self.factorizations = 0
+        self.solves = 0
+        self._factor: MultifrontalFactor | None = None
+        self._sigma = self.near
+        self._complex = False
+        self._vectors: np.ndarray | None = None
+        self._t_factor = 0.0  # s, last factorisation
+        self._t_solve = 0.0  # s per preconditioner solve, measured right after the last factorisation
+        self._base_solves = 0  # solves needed with a fresh factor
+        self._extra = 0.0  # s spent on solves beyond _base_solves since the last factorisation
+
+    def reset(self) -> None:
+        """Forget the factorisation and the previous eigenvectors (the next matrix starts afresh)."""
+        self._factor, self._vectors, self._extra = None, None, 0.0
+
+    def _refactor(self, H: sp.csr_matrix, scale: float, single: bool) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        self._factor, self._sigma = _factor_near(H, self.near, scale, single=single)
+        self._t_factor = time.perf_counter() - t0
+        self._complex = np.iscomplexobj(H.data)
+        self.factorizations += 1
+        self._extra = 0.0
+
+    def solve(self, H: sp.spmatrix | np.ndarray) -> NearResult:
+        """Eigenpairs of Hermitian ``H`` (norb, norb) nearest ``near``: values (num,) ascending, vectors (norb, num)."""
+        import time
+
+        n = H.shape[0]
+        method = self.method
+        if method == "auto":
+            method = "dense" if n <= DENSE_MAX_ORBITALS or 4 * self.num > n else "multifrontal"
+        if method == "dense" or not self.reuse:
+            result = solve_near_auto(H, self.num, self.near, return_vectors=method != "dense", method=method,
+                                     tol=self.tol, seed=self.seed)
+            self.solves += result.solves
+            self.factorizations += result.method == "multifrontal"
+            return result
+        if not 1 <= self.num <= n:
+            raise ValueError(f"num must be in [1, {n}] (number of orbitals), got {self.num}")
+        Hs = sp.csr_matrix(H)
+        _check_hermitian_sparse(Hs)
+        scale = max(1.0, float(abs(Hs).max())) if Hs.nnz else 1.0
+        tol = 1e-9 * scale if self.tol is None else float(self.tol)
+        if self._vectors is not None and self._vectors.shape[0] != n:
+            self.reset()
+        if self._factor is not None and self._factor.symbolic.n != n:
+            self.reset()
+        fresh = self._factor is None
+        if fresh:
+            self._refactor(Hs, scale, single=True)
+        if self._complex or (self._vectors is not None and np.iscomplexobj(self._vectors)):
+            Hs = Hs.astype(complex)  # keep one arithmetic along the path (a real Γ between complex k-points)
+        want = min(n, self.num if self._sigma == self.near else self.num + 2)
+        block = min(n, BLOCK_SIZE if fresh else 2 * BLOCK_SIZE)  # reused factor: more, cheaper solves per sweep
+        result = None
+        for attempt in range(3):
+            t0 = time.perf_counter()
+            try:
+                result = _davidson_near(Hs, self._factor, self._sigma, want, block, tol, MAX_ITER, self.seed,
+                                        start=self._vectors)
+                break
+            except np.linalg.LinAlgError:  # stale or too inaccurate a factor: fresh, then double precision
+                self._vectors = None
+                self._refactor(Hs, scale, single=attempt == 0)
+                want = min(n, self.num if self._sigma == self.near else self.num + 2)
+                fresh = True
+        if result is None:
+            raise np.linalg.LinAlgError("Davidson failed even with a double-precision factorisation")
+        elapsed = time.perf_counter() - t0
+        self.solves += result.solves
+        if fresh:
+            self._base_solves = max(1, result.solves)
+            self._t_solve = elapsed / self._base_solves
+        else:
+            self._extra += max(0, result.solves - self._base_solves) * self._t_solve
+            if self._extra > self._t_factor:  # refactorising would have been cheaper: do it at the next matrix
+                self._factor = None
+        self._vectors = result.vectors
+        pick = np.sort(np.argsort(np.abs(result.values - self.near), kind="stable")[:self.num])
+        result.values, result.vectors = result.values[pick], result.vectors[:, pick]
+        return result
 
 
 def eigvalsh_near(H: sp.spmatrix | np.ndarray, num: int, near: float, return_vectors: bool = False,

@@ -135,22 +135,72 @@ def _as_kpts(kpts: Any) -> np.ndarray:
 def unique_lattice_vectors(R_n3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows of an integer (n, 3) array, sorted lexicographically, and the inverse index (n,).
 
-    Same result as ``np.unique(R_n3, axis=0, return_inverse=True)``, via one int64 key (much faster)."""
-    R_n3 = np.asarray(R_n3, dtype=np.int64).reshape(-1, 3)
-    if len(R_n3) == 0:
-        return np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
-    rmax_3 = np.abs(R_n3).max(axis=0)
-    key_n = _encode(R_n3, np.zeros(len(R_n3), np.int64), np.zeros(len(R_n3), np.int64), rmax_3, 1)
-    _, first, inverse = np.unique(key_n, return_index=True, return_inverse=True)
-    return R_n3[first], inverse.ravel()
+    Same result as ``np.unique(R_n3, axis=0, return_inverse=True)``, via one int64 code per row (much faster)."""
+    R_n3 = np.asarray(R_n3).reshape(-1, 3)
+    R_r3, index = _lattice_vector_index(R_n3 if R_n3.dtype.kind in "iu" else R_n3.astype(np.int64))
+    return R_r3, index.astype(np.int64)
 
 
-def _encode(R_n3: np.ndarray, rows: np.ndarray, cols: np.ndarray, rmax_3: np.ndarray, norb: int) -> np.ndarray:
-    """One int64 key per (R, row, col), sorting by R, then row, then col; R within ±rmax_3."""
-    span_3 = 2 * rmax_3 + 1
-    key = (R_n3[:, 0] + rmax_3[0]) * span_3[1] + (R_n3[:, 1] + rmax_3[1])
-    key = key * span_3[2] + (R_n3[:, 2] + rmax_3[2])
-    return (key * norb + rows) * norb + cols
+def _as_index(x: Any, name: str) -> np.ndarray:
+    """1-D integer index array without copying integer input (floats must be integral)."""
+    a = np.asarray(x).ravel()
+    if a.dtype.kind in "iu":
+        return a
+    if a.size and (a.dtype.kind not in "fb" or np.any(a != np.round(a))):
+        raise ValueError(f"{name} must hold integer orbital indices, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+def _lattice_vector_index(R_n3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct lattice vectors (nR, 3) int64, lexicographically sorted, and each row's index (n,) int32.
+
+    One int64 code per row; when the R range is small (always for tight-binding) the distinct codes come from a
+    bincount (O(n), no sort), otherwise from np.unique."""
+    n = len(R_n3)
+    if n == 0:
+        return np.zeros((0, 3), np.int64), np.zeros(0, np.int32)
+    lo_3 = R_n3.min(axis=0).astype(np.int64)
+    span_3 = R_n3.max(axis=0).astype(np.int64) - lo_3 + 1
+    if np.prod(span_3, dtype=float) >= 2.0**62:
+        raise ValueError(f"lattice vectors span {span_3.tolist()} cells: too large a range to index")
+    code = R_n3[:, 0].astype(np.int64)
+    code -= lo_3[0]
+    for ax in (1, 2):
+        code *= span_3[ax]
+        code += R_n3[:, ax]
+        code -= lo_3[ax]
+    total = int(np.prod(span_3, dtype=float))
+    if total <= 2**24:
+        present = np.flatnonzero(np.bincount(code, minlength=total))
+        lut = np.full(total, -1, np.int32 if len(present) < 2**31 else np.int64)
+        lut[present] = np.arange(len(present))
+        index = lut[code]
+    else:
+        present, index = np.unique(code, return_inverse=True)
+        index = index.ravel().astype(np.int32 if len(present) < 2**31 else np.int64)
+    del code
+    R_r3 = np.empty((len(present), 3), np.int64)
+    rest = present.astype(np.int64)
+    for ax in (2, 1, 0):
+        R_r3[:, ax] = rest % span_3[ax] + lo_3[ax]
+        rest = rest // span_3[ax]
+    return R_r3, index
+
+
+def _lattice_vector_lookup(R_r3: np.ndarray, query_q3: np.ndarray) -> np.ndarray:
+    """Index of each query vector in the (small) table R_r3, -1 where absent."""
+    table = {tuple(r): i for i, r in enumerate(R_r3.tolist())}
+    return np.array([table.get(tuple(q), -1) for q in query_q3.tolist()], dtype=np.int64)
+
+
+def _pair_key(rows: np.ndarray, cols: np.ndarray, r_index: np.ndarray, norb: int, nR: int) -> np.ndarray:
+    """int64 key (row·norb + col)·nR + R index: sorts by row, then col, then R (one transient int64 array)."""
+    key = rows.astype(np.int64)
+    key *= norb
+    key += cols
+    key *= nR
+    key += r_index
+    return key
 
 
 class TightBinding:
@@ -190,7 +240,7 @@ class TightBinding:
         self._store(R, rows, cols, values)
         if check_hermitian:
             self.check_hermitian()
-        self._build_fourier()
+        self._build_fourier()  # drops the construction key
 
     # ------------------------------------------------------------------ storage
     @property
@@ -204,60 +254,116 @@ class TightBinding:
         return self.orbitals.norb
 
     @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored elements and the H(k) Fourier matrix (orbital metadata excluded)."""
+        arrays = [self.values, self.rows, self.cols, self._r_index, self._cols_f, self._indptr,
+                  self._A_fR.indptr, self.R_r] + ([] if self._R_cache is None else [self._R_cache])
+        return int(sum(a.nbytes for a in arrays))  # _A_fR shares values and the R index
+
+    @property
     def nnz(self) -> int:
         """Number of stored (R, row, col) elements after summing duplicates."""
         return len(self.values)
 
     def _store(self, R: Any, rows: Any, cols: Any, values: Any) -> None:
-        R_raw = np.asarray(R)
-        R_n3 = np.asarray(R, dtype=np.int64).reshape(-1, 3)
-        if R_raw.size and R_raw.dtype.kind == "f" and np.any(R_raw != np.round(R_raw)):
+        """Validate, sum duplicates and store in canonical order (row, col, R) with compact indices.
+
+        Memory: per stored element values (8 or 16 B) + rows, cols, R index (int32: 12 B) + the Fourier matrix's
+        column index (int32, 4 B, it shares ``values``); transients stay ~40 B per input element (one int64 key,
+        one sort permutation). ``R`` (nnz, 3) is materialised from ``R_r`` on first access only."""
+        norb = self.norb
+        R_n3 = np.asarray(R)
+        if R_n3.size and R_n3.dtype.kind == "f" and np.any(R_n3 != np.round(R_n3)):
             raise ValueError("R must hold integer lattice vectors (in units of the cell), got non-integers")
-        rows = np.asarray(rows, dtype=np.int64).ravel()
-        cols = np.asarray(cols, dtype=np.int64).ravel()
-        v_n = np.asarray(values)
-        v_n = v_n.astype(complex if np.iscomplexobj(v_n) else float).ravel()
+        if R_n3.dtype.kind not in "iu":
+            R_n3 = R_n3.astype(np.int64)
+        R_n3 = R_n3.reshape(-1, 3)
+        rows, cols = (_as_index(x, name) for x, name in ((rows, "rows"), (cols, "cols")))
+        v_n = np.asarray(values).ravel()
         n = len(R_n3)
         if not (len(rows) == len(cols) == len(v_n) == n):
             raise ValueError(f"R, rows, cols, values lengths differ: {n}, {len(rows)}, {len(cols)}, {len(v_n)}")
-        norb = self.norb
         for name, idx in (("rows", rows), ("cols", cols)):
             if n and (idx.min() < 0 or idx.max() >= norb):
                 raise ValueError(f"{name} out of range [0, {norb}): min {idx.min()}, max {idx.max()}")
-        off = np.flatnonzero(np.any(R_n3[:, ~self.pbc] != 0, axis=1)) if n else []
-        if len(off):
-            raise ValueError(f"R = {R_n3[off[0]].tolist()} is non-zero along a non-periodic direction (pbc={self.pbc})")
+        for ax in np.flatnonzero(~self.pbc):
+            off = np.flatnonzero(R_n3[:, ax]) if n else []
+            if len(off):
+                raise ValueError(f"R = {R_n3[off[0]].tolist()} is non-zero along a non-periodic direction "
+                                 f"(pbc={self.pbc})")
         if not np.all(np.isfinite(v_n)):
             raise ValueError(f"values contain {np.count_nonzero(~np.isfinite(v_n))} non-finite entries")
-        self._rmax_3 = np.abs(R_n3).max(axis=0) if n else np.zeros(3, np.int64)
-        if np.prod(2 * self._rmax_3 + 1, dtype=float) * float(norb) ** 2 >= 2.0**62:
-            raise ValueError(f"R range {self._rmax_3.tolist()} with {norb} orbitals is too large to index")
-        key_n = _encode(R_n3, rows, cols, self._rmax_3, norb)
-        key_u, first, inverse = np.unique(key_n, return_index=True, return_inverse=True)
-        if len(key_u) < n:  # sum duplicates
-            v_u = np.bincount(inverse, weights=v_n.real, minlength=len(key_u))
-            if np.iscomplexobj(v_n):
-                v_u = v_u + 1j * np.bincount(inverse, weights=v_n.imag, minlength=len(key_u))
-            v_n = v_u
+        cplx = np.iscomplexobj(v_n)
+        self.R_r, r_index = _lattice_vector_index(R_n3)
+        nR = max(1, len(self.R_r))
+        if float(norb) ** 2 * nR >= 2.0**62:
+            raise ValueError(f"{nR} lattice vectors with {norb} orbitals are too many to index")
+        key = _pair_key(rows, cols, r_index, norb, nR)
+        del r_index
+        order = None
+        if n > 1 and not np.all(key[1:] > key[:-1]):  # not already canonical: sort, then sum duplicates
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+            new = np.empty(n, bool)
+            new[0] = True
+            np.not_equal(key[1:], key[:-1], out=new[1:])
+            if not new.all():
+                starts = np.flatnonzero(new)
+                del new
+                v_n = np.add.reduceat(v_n[order].astype(complex if cplx else float), starts)
+                key = key[starts]
+                order = None
+        if order is not None:
+            v_n = v_n[order].astype(complex if cplx else float, copy=False)
+            del order
         else:
-            v_n = v_n[first]
-        self._key = key_u
-        self.R, self.rows, self.cols, self.values = R_n3[first], rows[first], cols[first], v_n
-        for arr in (self._key, self.R, self.rows, self.cols, self.values):
+            v_n = np.array(v_n, dtype=complex if cplx else float)  # own copy (a value object)
+        itype = np.int32 if max(norb, nR) < 2**31 else np.int64
+        self._r_index = (key % nR).astype(itype)
+        pair = key // nR
+        self.rows = (pair // norb).astype(itype)
+        self.cols = (pair % norb).astype(itype)
+        del pair
+        self.values = v_n
+        self._R_cache: np.ndarray | None = None
+        self._key_tmp = key  # used by the Hermiticity check in __init__, then dropped
+        for arr in (self._r_index, self.rows, self.cols, self.values):
             arr.flags.writeable = False
+
+    @property
+    def R(self) -> np.ndarray:
+        """(nnz, 3) int lattice vector of each stored element (materialised from ``R_r`` on first access)."""
+        if self._R_cache is None:
+            R = self.R_r.astype(np.int32 if np.abs(self.R_r).max(initial=0) < 2**31 else np.int64)[self._r_index]
+            R.flags.writeable = False
+            self._R_cache = R
+        return self._R_cache
+
+    def _key(self) -> np.ndarray:
+        """Sorted int64 key of each element, (row·norb + col)·nR + R index (canonical storage order)."""
+        key = getattr(self, "_key_tmp", None)
+        return key if key is not None else _pair_key(self.rows, self.cols, self._r_index, self.norb,
+                                                      max(1, len(self.R_r)))
 
     def check_hermitian(self, tol: float = HERMITIAN_TOL) -> float:
         """Largest |H_ij(R) - conj(H_ji(-R))| in eV; ValueError naming the worst element if it exceeds ``tol``."""
         if self.nnz == 0:
             return 0.0
-        partner = _encode(-self.R, self.cols, self.rows, self._rmax_3, self.norb)
-        pos = np.minimum(np.searchsorted(self._key, partner), self.nnz - 1)
-        found = self._key[pos] == partner
+        nR = max(1, len(self.R_r))
+        key = self._key()
+        neg_r = _lattice_vector_lookup(self.R_r, -self.R_r)  # index of -R for each R (-1: absent)
+        partner_r = neg_r[self._r_index]
+        has_r = partner_r >= 0
+        partner = _pair_key(self.cols, self.rows, np.maximum(partner_r, 0), self.norb, nR)
+        del partner_r
+        pos = np.minimum(np.searchsorted(key, partner), self.nnz - 1)
+        found = has_r & (key[pos] == partner)
+        del partner
         v_partner = np.where(found, self.values[pos], 0.0)
         dev_n = np.abs(self.values - np.conj(v_partner))
         worst = int(np.argmax(dev_n))
         if dev_n[worst] > tol:
-            i, j, R = self.rows[worst], self.cols[worst], self.R[worst]
+            i, j, R = self.rows[worst], self.cols[worst], self.R_r[self._r_index[worst]]
             raise ValueError(
                 f"Hamiltonian is not Hermitian: H[{i},{j}](R={R.tolist()}) = {self.values[worst]:.6g} eV but "
                 f"conj(H[{j},{i}](R={(-R).tolist()}))"
@@ -268,17 +374,31 @@ class TightBinding:
         return float(dev_n[worst])
 
     def _build_fourier(self) -> None:
-        """Group by unique R and by unique (row, col) so H(k) is one sparse-dense product."""
-        norb = self.norb
-        self.R_r, r_index = unique_lattice_vectors(self.R)
-        flat = self.rows * norb + self.cols
-        self._flat_f, f_index = np.unique(flat, return_inverse=True)
-        self._A_fR = sp.csr_matrix(
-            (self.values, (f_index.ravel(), r_index.ravel())), shape=(len(self._flat_f), len(self.R_r))
-        )
-        rows_f = self._flat_f // norb
-        self._cols_f = (self._flat_f % norb).astype(np.int32 if norb < 2**31 else np.int64)
-        self._indptr = np.concatenate([[0], np.cumsum(np.bincount(rows_f, minlength=norb))])
+        """H(k) as one sparse-dense product: A (distinct (row, col), nR) @ phases; rows of A are runs of the
+        canonical (row, col, R) order, so A shares ``values`` and the R index without sorting again."""
+        self._key_tmp = None
+        norb, n = self.norb, self.nnz
+        new = np.ones(n, bool)
+        if n > 1:
+            np.not_equal(self.rows[1:], self.rows[:-1], out=new[1:])
+            new[1:] |= self.cols[1:] != self.cols[:-1]
+        starts = np.flatnonzero(new)
+        del new
+        itype = np.int32 if n < 2**31 else np.int64
+        indptr = np.empty(len(starts) + 1, itype)
+        indptr[:-1], indptr[-1] = starts, n
+        self._A_fR = sp.csr_matrix((self.values, self._r_index, indptr), shape=(len(starts), len(self.R_r)), copy=False)
+        self._cols_f = np.ascontiguousarray(self.cols[starts])
+        counts = np.bincount(self.rows[starts], minlength=norb)
+        del starts
+        self._indptr = np.zeros(norb + 1, itype)
+        np.cumsum(counts, out=self._indptr[1:])
+
+    @property
+    def _flat_f(self) -> np.ndarray:
+        """Flat index row·norb + col of each distinct stored (row, col) pair (for dense H(k))."""
+        rows_f = np.repeat(np.arange(self.norb, dtype=np.int64), np.diff(self._indptr))
+        return rows_f * self.norb + self._cols_f
 
     # ------------------------------------------------------------------ H(k)
     def _phases(self, k_k3: np.ndarray) -> np.ndarray:
@@ -309,9 +429,13 @@ class TightBinding:
         k_3 = np.asarray(k, dtype=float)
         if k_3.shape != (3,):
             raise ValueError(f"k must have shape (3,) in fractional coordinates, got shape {k_3.shape}")
-        data = self._A_fR @ self._phases(k_3[None])[:, 0]
-        if allow_real and self.is_real_at(k_3):
-            data = data.real.copy()
+        phases = self._phases(k_3[None])[:, 0]
+        if allow_real and self.is_real_at(k_3):  # phases are ±1: real arithmetic, no complex temporary
+            data = self._A_fR @ phases.real
+            if np.iscomplexobj(data):  # complex storage with zero imaginary parts
+                data = data.real.copy()
+        else:
+            data = self._A_fR @ phases
         shape = (self.norb, self.norb)
         return sp.csr_matrix((data, self._cols_f.copy(), self._indptr.copy()), shape=shape)
 
@@ -325,7 +449,9 @@ class TightBinding:
         """Band energies (eV), sorted per k.
 
         Dense (``num=None``): all bands, (nk, norb). Sparse: the ``num`` eigenvalues closest to ``near`` (eV;
-        default: the known Fermi level), (nk, num), via a shift-invert solver on :meth:`hamiltonian_sparse`.
+        default: the known Fermi level), (nk, num), via a shift-invert solver on :meth:`hamiltonian_sparse`;
+        consecutive k-points share one factorisation while it stays effective (``solvers.NearSolver``), so pass
+        path-ordered k-points for speed. Eigenvalues are residual-checked in double precision either way.
         """
         from . import solvers
 
@@ -341,7 +467,8 @@ class TightBinding:
             if self.fermi_energy is None:
                 raise ValueError("eigenvalues(num=...) needs near= (eV) or a known fermi_level")
             near = self.fermi_energy
-        e_kn = [solvers.eigvalsh_near(self.hamiltonian_sparse(k_3, allow_real=True), num, near) for k_3 in k_k3]
+        solver = solvers.NearSolver(num, near)  # reuses one factorisation over neighbouring k-points
+        e_kn = [solver.solve(self.hamiltonian_sparse(k_3, allow_real=True)).values for k_3 in k_k3]
         return np.array(e_kn).reshape(len(k_k3), num)
 
     def band_structure(

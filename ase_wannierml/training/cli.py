@@ -60,7 +60,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from .evaluate import evaluate
 
     model = load_model(args.model)
-    examples = _examples_for(model.config, args.data)
+    examples = _examples_for(model.config, args.data, model.metadata)
     ev = evaluate(model, examples, dtype=model.dtype if model.dtype in (torch.float32, torch.float64)
                   else torch.float64, batch_size=args.batch_size)
     print(ev.table())
@@ -69,8 +69,10 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _examples_for(model_config, data: Sequence[str]) -> list[dict]:
-    """Examples built with the model's own graph settings (a cache must have been built with them too)."""
+def _examples_for(model_config, data: Sequence[str], metadata: dict | None = None) -> list[dict]:
+    """Examples built with the model's own graph settings (a cache must have been built with them too) and the
+    energy zero of its training data (``metadata["training"]["config"]["data"]``: DFT Fermi level or neutrality
+    level)."""
     from .dataset import BuildOptions, build_dataset, load_cache
     from .setup import GRAPH_FIELDS, graph_functions
 
@@ -81,9 +83,13 @@ def _examples_for(model_config, data: Sequence[str]) -> list[dict]:
             raise ValueError(f"{data[0]} was built with other graph settings than the model's; evaluate the frame "
                              "folders instead")
         return ds.examples
+    data_cfg = ((metadata or {}).get("training") or {}).get("config", {}).get("data", {})
+    energy_zero = {"energy_zero": data_cfg.get("energy_zero", "dft_fermi"),
+                   "electrons": dict(model_config.wannier_electrons),
+                   "neutrality_kgrid": int(data_cfg.get("neutrality_kgrid", 48))}
     graph_fn, pairs_fn = graph_functions(model_config)
     ds = build_dataset(data, graph_fn, pairs_fn, BuildOptions(shells=dict(model_config.orbitals),
-                                                               on_error="skip"))
+                                                               on_error="skip", **energy_zero))
     for fid, why in sorted(ds.rejected.items()):
         print(f"left out {fid}: {why}", file=sys.stderr)
     return ds.examples

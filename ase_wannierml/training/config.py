@@ -37,6 +37,9 @@ class DataConfig:
     max_centre_distance: Å; a Wannier centre farther than this from every atom rejects the frame.
     gauge_tolerance: eV; largest allowed violation of the onsite-block symmetry check (see ``assign.py``).
     band_kgrid: n; reference bands on a Γ-centred n×n grid over the periodic axes (3n contains K).
+    energy_zero: zero of the Hamiltonian targets and reference bands: ``"dft_fermi"`` (the frame's DFT Fermi level)
+        or ``"neutrality"`` (the T = 0 charge-neutrality level of the frame's Wannier bands on a
+        ``neutrality_kgrid``² grid, with ``model.wannier_electrons``; see ``targets.py`` for why).
     on_error: ``"raise"`` stops at the first bad frame; ``"skip"`` leaves it out and records why.
     """
 
@@ -53,6 +56,8 @@ class DataConfig:
     gauge_tolerance: float = 0.05
     band_kgrid: int = 6
     on_error: str = "raise"
+    energy_zero: str = "dft_fermi"
+    neutrality_kgrid: int = 48
 
 
 @dataclass
@@ -182,6 +187,9 @@ class TrainConfig:
         for name in ("dtype", "save_dtype"):
             if getattr(self.run, name) not in ("float32", "float64"):
                 raise ValueError(f"config: run.{name} must be 'float32' or 'float64', got {getattr(self.run, name)!r}")
+        if self.data.energy_zero not in ("dft_fermi", "neutrality"):
+            raise ValueError(f"config: data.energy_zero must be 'dft_fermi' or 'neutrality', "
+                             f"got {self.data.energy_zero!r}")
         if self.data.split not in ("random", "hash"):
             raise ValueError(f"config: data.split must be 'random' or 'hash', got {self.data.split!r}")
         for name in ("batch_size", "max_steps"):

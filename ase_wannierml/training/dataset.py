@@ -31,7 +31,7 @@ import torch
 
 from .assign import FrameError, assign_wannier_functions, find_num_iter, onsite_symmetry_violation
 from .frames import Frame, find_frames, frame_status, iter_frames
-from .targets import band_kpoints, hamiltonian_targets, reference_bands, wannier_periodic_axes
+from .targets import band_kpoints, hamiltonian_targets, neutrality_level, reference_bands, wannier_periodic_axes
 
 CACHE_FORMAT = "ase_wannierml-dataset"
 CACHE_VERSION = 1
@@ -49,6 +49,9 @@ class BuildOptions:
     gauge_tolerance: float = 0.05
     band_kgrid: int = 6
     on_error: str = "raise"
+    energy_zero: str = "dft_fermi"
+    electrons: Mapping[str, float] | None = None
+    neutrality_kgrid: int = 48
 
 
 @dataclass
@@ -138,6 +141,7 @@ def build_example(frame: Frame, graph_fn: GraphFn, pairs_fn: PairsFn, opts: Buil
         ex["target_bands"] = torch.zeros((0, int(sum(n_orb))), dtype=f64)
         return ex, report
     ham, bands, kpts, report = _hamiltonian_part(frame, pair_i, pair_j, pair_shift, n_orb, opts)
+    ex["energy_zero"] = torch.tensor(report["energy_zero"], dtype=f64)
     ex["has_ham"] = torch.tensor(True)
     ex["target_ham"] = torch.as_tensor(ham.blocks, dtype=f64)
     ex["target_ham_mask"] = torch.as_tensor(ham.mask)
@@ -154,8 +158,17 @@ def _hamiltonian_part(frame: Frame, pair_i: np.ndarray, pair_j: np.ndarray, pair
     assignment = assign_wannier_functions(atoms, tb.orbitals.centres, opts.shells, periodic,
                                           opts.max_centre_distance, fid)
     deg = np.array([tb.degeneracy.get(tuple(r), 1) for r in tb.R.tolist()], dtype=int)
+    zero = frame.fermi_level
+    if opts.energy_zero == "neutrality":
+        electrons = sum((opts.electrons or {}).get(s, 0.0) for s in atoms.get_chemical_symbols())
+        if electrons <= 0:
+            raise FrameError(f"frame {fid}: data.energy_zero 'neutrality' needs model.wannier_electrons")
+        zero = neutrality_level(tb.R, tb.rows, tb.cols, tb.values, tb.norb, periodic, electrons,
+                                opts.neutrality_kgrid)
+    elif opts.energy_zero != "dft_fermi":
+        raise ValueError(f"energy_zero must be 'dft_fermi' or 'neutrality', got {opts.energy_zero!r}")
     ham = hamiltonian_targets(assignment, tb.R, tb.rows, tb.cols, tb.values, pair_i, pair_j, pair_shift,
-                              n_orb, _max_orb(opts.shells), frame.fermi_level, deg, fid)
+                              n_orb, _max_orb(opts.shells), zero, deg, fid)
     if ham.max_imag > opts.gauge_tolerance:
         raise FrameError(f"frame {fid}: H(R) has imaginary parts up to {ham.max_imag:.3g} eV > gauge tolerance "
                          f"{opts.gauge_tolerance} eV; the supported real projection-only gauge gives a real H(R)")
@@ -165,8 +178,9 @@ def _hamiltonian_part(frame: Frame, pair_i: np.ndarray, pair_j: np.ndarray, pair
                          f"> {opts.gauge_tolerance} eV after rotation; projections must be global-frame "
                          "real harmonics (see training/assign.py)")
     kpts = band_kpoints(periodic, opts.band_kgrid)
-    bands = reference_bands(tb.R, tb.rows, tb.cols, tb.values, tb.norb, kpts, frame.fermi_level)
-    report = {"frame": fid, "max_imag": ham.max_imag, "onsite_symmetry": symmetry,
+    bands = reference_bands(tb.R, tb.rows, tb.cols, tb.values, tb.norb, kpts, zero)
+    report = {"frame": fid, "energy_zero": float(zero), "zero_minus_dft_fermi": float(zero - frame.fermi_level),
+              "max_imag": ham.max_imag, "onsite_symmetry": symmetry,
               "max_outside": ham.max_outside, "coverage": ham.coverage,
               "max_centre_distance": float(assignment.distance.max(initial=0.0)),
               "num_iter": find_num_iter(frame.meta)}
@@ -219,7 +233,9 @@ def _fingerprint(sources: Sequence[Path], graph_settings: Mapping, opts: BuildOp
                        "options": {"shells": {k: list(v) for k, v in opts.shells.items()},
                                    "max_centre_distance": opts.max_centre_distance,
                                    "gauge_tolerance": opts.gauge_tolerance, "band_kgrid": opts.band_kgrid,
-                                   "on_error": opts.on_error}}, sort_keys=True, default=str)
+                                   "on_error": opts.on_error, "energy_zero": opts.energy_zero,
+                                   "electrons": dict(opts.electrons or {}),
+                                   "neutrality_kgrid": opts.neutrality_kgrid}}, sort_keys=True, default=str)
 
 
 def build_dataset(paths: Sequence[str | Path], graph_fn: GraphFn, pairs_fn: PairsFn, opts: BuildOptions,

@@ -10,6 +10,8 @@ Metrics (units in the names):
 - ``band MAE ±w eV (meV)``: band energies of the predicted H (pair list, ``bands.py``) against the full Wannier90
   H, sorted and matched by band index at every k-point of each frame's reference grid, over the (k, band) points
   whose reference energy lies within E_F ± w;
+- ``band mean error ±1 eV (meV)``: the signed mean of the same errors (a rigid shift of the predicted bands
+  against E_F, e.g. from onsite energies, shows up here);
 - ``gap error (meV)``: mean |gap_pred − gap_ref| over frames with a Hamiltonian; the gap on the k-grid is
   min_k ε_{n_occ} − max_k ε_{n_occ−1}, n_occ = number of reference bands below E_F; frames where that count
   varies with k (metals) are left out (graphene's Dirac point gives a gap ≈ 0 on grids containing K).
@@ -36,16 +38,21 @@ class _Acc:
 
     abs_sum: float = 0.0
     sq_sum: float = 0.0
+    signed_sum: float = 0.0
     n: int = 0
 
     def add(self, err: np.ndarray) -> None:
         err = np.asarray(err, dtype=float).ravel()
         self.abs_sum += float(np.abs(err).sum())
         self.sq_sum += float((err ** 2).sum())
+        self.signed_sum += float(err.sum())
         self.n += err.size
 
     def mae(self) -> float:
         return self.abs_sum / self.n if self.n else float("nan")
+
+    def mean(self) -> float:
+        return self.signed_sum / self.n if self.n else float("nan")
 
     def rmse(self) -> float:
         return float(np.sqrt(self.sq_sum / self.n)) if self.n else float("nan")
@@ -71,6 +78,7 @@ class Evaluation:
             out[f"H MAE {name} (meV)"] = 1e3 * acc.mae()
         for w, acc in zip(WINDOWS, self.bands):
             out[f"band MAE ±{w:g} eV (meV)"] = 1e3 * acc.mae()
+        out[f"band mean error ±{WINDOWS[-1]:g} eV (meV)"] = 1e3 * self.bands[-1].mean()
         out["gap error (meV)"] = 1e3 * self.gap.mae()
         return out
 

@@ -10,8 +10,13 @@ WF centre may sit in another periodic image than its atom (centre_m = r_atom(m) 
 Elements of the pair list that the _hr.dat does not list (or lists on a Wigner–Seitz boundary with degeneracy > 1,
 where Wannier90 splits one hopping over several R) are masked out, as is zero padding past an atom's orbitals.
 
-Energy zero: targets are H − E_F·1 (``energy_zero`` = the frame's DFT Fermi level, subtracted from onsite
-diagonals), so the model learns energies relative to E_F and its ``fermi_level`` is 0 by convention.
+Energy zero: targets are H − E_0·1 (E_0 subtracted from onsite diagonals), so the model learns energies relative to
+E_0 and its ``fermi_level`` is 0 by convention. E_0 is the frame's DFT Fermi level (``data.energy_zero:
+dft_fermi``) or the T = 0 charge-neutrality level of the frame's own Wannier Hamiltonian on a dense k-grid
+(``neutrality``, :func:`neutrality_level`). For a semimetal such as graphene the DFT Fermi level of a smeared
+calculation (Marzari–Vanderbilt 0.27 eV, 15×15 k) sits −0.1…+0.3 eV away from the neutrality point of the very same
+bands, depending on strain (an electron–hole asymmetric DOS under a broad smearing): a frame-to-frame offset that no
+local model can predict, which shows up as onsite errors and rigid band shifts.
 """
 from __future__ import annotations
 
@@ -124,6 +129,16 @@ def band_kpoints(periodic: np.ndarray, n: int) -> np.ndarray:
     axes = [np.arange(n) / n if p else np.zeros(1) for p in np.asarray(periodic, dtype=bool)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     return grid.reshape(-1, 3)
+
+
+def neutrality_level(R: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, norb: int,
+                     periodic: np.ndarray, electrons: float, n: int = 48) -> float:
+    """T = 0 Fermi level (eV, same zero as H) of ``electrons`` electrons per cell (spin-degenerate bands) on a
+    Γ-centred n×n grid: midway between the highest occupied and lowest empty eigenvalue over the grid."""
+    e = np.sort(reference_bands(R, rows, cols, values, norb, band_kpoints(periodic, n)).ravel())
+    n_occ = int(round(electrons / 2.0 * len(e) / norb))
+    n_occ = min(max(n_occ, 1), len(e) - 1)
+    return float(0.5 * (e[n_occ - 1] + e[n_occ]))
 
 
 def reference_bands(R: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, norb: int,

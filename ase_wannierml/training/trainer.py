@@ -217,7 +217,9 @@ class Trainer:
                              "training_time_s": round(self._elapsed(), 1),
                              "saved_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                              "init_from": self.cfg.run.init_from or None,
-                             "energy_zero": "Hamiltonian relative to the DFT Fermi level (fermi_level = 0)",
+                             "energy_zero": ("Hamiltonian relative to the charge-neutrality level of the Wannier "
+                                             "bands (fermi_level = 0)" if self.cfg.data.energy_zero == "neutrality"
+                                             else "Hamiltonian relative to the DFT Fermi level (fermi_level = 0)"),
                              "config": self.cfg.to_dict()}}
         model = self.model
         save_dtype = _DTYPES[self.cfg.run.save_dtype]
