@@ -13,9 +13,13 @@ median of 3 warm runs) and a band path (``--path-points`` k-points 0.01 apart, o
 reuses the factorisation of an earlier k as preconditioner and refactorises only when that stops paying off).
 
 E_F is taken as the Dirac energy of monolayer graphene in the same model (the charge-neutrality point of TBG up to
-a few meV: the 8 states nearest it are the 4 flat bands and the 4 nearest remote states at 1.05°). Both solvers
-run single-threaded (OMP/OpenBLAS threads = 1, set before numpy loads) so the comparison is algorithmic; wall and
-CPU (process) times are recorded, together with the machine's load average, since the machine is shared.
+a few meV: the 8 states nearest it are the 4 flat bands and the 4 nearest remote states at 1.05°). BLAS runs
+single-threaded in both (OMP/OpenBLAS threads = 1, set before numpy loads); ours additionally factorises and solves
+independent subtrees of the nested-dissection tree on ``--workers`` threads (default: ``$ASE_WANNIERML_NUM_THREADS``
+or min(2, cpus); ``--workers 1`` is the purely serial, algorithmic comparison). The numeric factorisation alone is
+also timed with 1 and with ``--workers`` threads on the first k-point (median of 3, "factor_wall_s"). Wall and CPU
+(process) times are recorded, together with the machine's load average, since the machine is shared: with other
+jobs on the cores the threads may gain nothing.
 """
 
 from __future__ import annotations
@@ -63,15 +67,16 @@ def timed(fn):
     return out, time.perf_counter() - w, time.process_time() - c
 
 
-def run_path(tb, e_f: float, points: int, first: dict) -> dict:
+def run_path(tb, e_f: float, points: int, first: dict, workers: int) -> dict:
     """Per-k cost along a straight band path from KPTS[0] in steps of PATH_DK (fractional), one ``NearSolver``
     (factorisation reused while effective, eigenvectors carried over), as ``TightBinding.eigenvalues`` does.
     H(k) is built beforehand (as for the isolated timings); the ordering is cached (warm)."""
     k_k3 = np.array(KPTS[0]) + PATH_DK * np.arange(points)[:, None] * np.array(PATH_DIR)
     H_k = [tb.hamiltonian_sparse(k, allow_real=True) for k in k_k3]
-    solver = solvers.NearSolver(NUM, e_f, method="multifrontal")
+    solver = solvers.NearSolver(NUM, e_f, method="multifrontal", workers=workers)
     (res_k, w, c) = timed(lambda: [solver.solve(H) for H in H_k])
-    last = solvers.solve_near_auto(H_k[-1], NUM, e_f, method="multifrontal")  # isolated check at the far end
+    # isolated check at the far end
+    last = solvers.solve_near_auto(H_k[-1], NUM, e_f, method="multifrontal", workers=workers)
     diff = max(float(np.abs(res_k[0].values - np.array(first["eigenvalues_eV"])).max()),
                float(np.abs(res_k[-1].values - last.values).max()))
     return {"points": points, "dk": PATH_DK, "direction": list(PATH_DIR), "per_k_wall_s": w / points,
@@ -79,15 +84,29 @@ def run_path(tb, e_f: float, points: int, first: dict) -> dict:
             "max_residual_eV": float(max(r.residual for r in res_k)), "max_abs_diff_vs_isolated_eV": diff}
 
 
-def run_angle(angle: float, naive_kpts: int, e_f: float, path_points: int) -> dict:
+def factor_times(H, e_f: float, workers: int) -> dict:
+    """Median wall time (s, of 3, warm ordering) of the single-precision numeric factorisation with 1 and with
+    ``workers`` threads, interleaved."""
+    A = multifrontal.shifted_csr(H, e_f)
+    sym = multifrontal.symbolic_for(A)
+    times: dict[int, list] = {w: [] for w in sorted({1, workers})}
+    for _ in range(REPEAT):
+        for w in times:
+            times[w].append(timed(lambda: multifrontal.MultifrontalFactor(sym, A, single=True, workers=w))[1])
+    return {str(w): float(np.median(t)) for w, t in times.items()}
+
+
+def run_angle(angle: float, naive_kpts: int, e_f: float, path_points: int, workers: int) -> dict:
     atoms = twisted_bilayer("graphene", angle=angle)
     tb, t_build, _ = timed(lambda: moon_koshino_tb(atoms))
     rows = []
     for i, k in enumerate(KPTS):
         H = tb.hamiltonian_sparse(np.array(k), allow_real=True)
         multifrontal._PLAN_CACHE.clear()  # first k: include the (once per structure) ordering in a "cold" time
-        (res_cold, w_cold, c_cold) = timed(lambda: solvers.solve_near_auto(H, NUM, e_f, method="multifrontal"))
-        reps = [timed(lambda: solvers.solve_near_auto(H, NUM, e_f, method="multifrontal")) for _ in range(REPEAT)]
+        (res_cold, w_cold, c_cold) = timed(lambda: solvers.solve_near_auto(H, NUM, e_f, method="multifrontal",
+                                                                           workers=workers))
+        reps = [timed(lambda: solvers.solve_near_auto(H, NUM, e_f, method="multifrontal", workers=workers))
+                for _ in range(REPEAT)]
         res = reps[0][0]
         w, c = float(np.median([r[1] for r in reps])), float(np.median([r[2] for r in reps]))
         row = {"k": list(k), "real": bool(H.dtype.kind == "f"), "ours_wall_s": w, "ours_cpu_s": c,
@@ -96,12 +115,14 @@ def run_angle(angle: float, naive_kpts: int, e_f: float, path_points: int) -> di
         if i < naive_kpts:
             e_naive, wn, cn = timed(lambda: np.sort(sla.eigsh(H, k=NUM, sigma=e_f, return_eigenvectors=False)))
             row.update(naive_wall_s=wn, naive_cpu_s=cn, max_abs_diff_eV=float(np.abs(e_naive - res.values).max()))
+        if i == 0:
+            row["factor_wall_s"] = factor_times(H, e_f, workers)
         rows.append(row)
         print(f"  {angle:5.2f}° k={k}: ours {w:6.2f} s (cpu {c:5.2f}, cold {w_cold:5.2f}, {res.solves} solves)"
               + (f", naive {row['naive_wall_s']:6.2f} s (cpu {row['naive_cpu_s']:6.2f}), "
                  f"max|Δe| {row['max_abs_diff_eV']:.1e} eV" if "naive_wall_s" in row else ""), flush=True)
     both = [r for r in rows if "naive_wall_s" in r]
-    path = run_path(tb, e_f, path_points, rows[0])
+    path = run_path(tb, e_f, path_points, rows[0], workers)
     naive_w = float(np.median([r["naive_wall_s"] for r in both])) if both else None
     naive_c = float(np.median([r["naive_cpu_s"] for r in both])) if both else None
     if naive_w is not None:
@@ -110,7 +131,7 @@ def run_angle(angle: float, naive_kpts: int, e_f: float, path_points: int) -> di
           f"(cpu {path['per_k_cpu_s']:.2f}), {path['factorizations']} factorisations, {path['solves']} solves, "
           f"max|Δe| vs isolated {path['max_abs_diff_vs_isolated_eV']:.1e} eV", flush=True)
     return {
-        "path": path,
+        "path": path, "workers": workers, "factor_wall_s": rows[0]["factor_wall_s"],
         "angle_deg": atoms.info["twist_angle"], "m": atoms.info["twist_m"], "r": atoms.info["twist_r"],
         "norb": tb.norb, "nnz_per_k": int(H.nnz), "build_tb_s": t_build, "kpoints": rows,
         "ours_median_wall_s": float(np.median([r["ours_wall_s"] for r in rows if not r["real"]])),
@@ -128,22 +149,27 @@ def main() -> None:
     parser.add_argument("--angles", type=float, nargs="+", default=[3.15, 1.05])
     parser.add_argument("--naive-kpts-large", type=int, default=2, help="naive k-points for > 5000 orbitals")
     parser.add_argument("--path-points", type=int, default=10, help="k-points of the band-path timing")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="factorisation threads (default $ASE_WANNIERML_NUM_THREADS or min(2, cpus))")
     parser.add_argument("--out", type=Path, default=RESULTS / "band_solver.json")
     args = parser.parse_args()
+    workers = multifrontal.resolve_workers(args.workers)
     e_f = dirac_energy()
     load0 = os.getloadavg()
-    print(f"E_F (graphene Dirac energy, Moon–Koshino) = {e_f:.6f} eV; load average {load0}")
+    print(f"E_F (graphene Dirac energy, Moon–Koshino) = {e_f:.6f} eV; load average {load0}; workers {workers}")
     results = []
     for angle in args.angles:
         atoms_n = len(twisted_bilayer("graphene", angle=angle))
         naive_k = args.naive_kpts_large if atoms_n > 5000 else len(KPTS)
-        results.append(run_angle(angle, naive_k, e_f, args.path_points))
-    print("\n| angle (°) | orbitals | ours median/k (s) wall | cpu | naive/k (s) wall | cpu | speed-up wall | cpu "
-          "| max abs diff (eV) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+        results.append(run_angle(angle, naive_k, e_f, args.path_points, workers))
+    print("\n| angle (°) | orbitals | workers | factorisation (s) 1 thread | with workers "
+          "| ours median/k (s) wall | cpu | naive/k (s) wall | cpu | speed-up wall | cpu | max abs diff (eV) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         fmt = lambda x, f: "–" if x is None else format(x, f)  # noqa: E731
-        print(f"| {r['angle_deg']:.2f} | {r['norb']} | {r['ours_median_wall_s']:.2f} | {r['ours_median_cpu_s']:.2f} "
+        fw = r["factor_wall_s"]
+        print(f"| {r['angle_deg']:.2f} | {r['norb']} | {r['workers']} | {fw['1']:.2f} | {fw[str(r['workers'])]:.2f} "
+              f"| {r['ours_median_wall_s']:.2f} | {r['ours_median_cpu_s']:.2f} "
               f"| {fmt(r['naive_median_wall_s'], '.2f')} | {fmt(r['naive_median_cpu_s'], '.2f')} "
               f"| {fmt(r['speedup_wall_same_k'], '.1f')}× | {fmt(r['speedup_cpu_same_k'], '.1f')}× "
               f"| {fmt(r['max_abs_diff_eV'], '.1e')} |")
@@ -158,7 +184,8 @@ def main() -> None:
               f"| {fmt(r['speedup_wall_same_k'], '.1f')}× |")
     out = {"benchmark": "band_solver", "num_eigenvalues": NUM, "fermi_level_eV": e_f, "results": results,
            "load_average_start": load0, "load_average_end": os.getloadavg(),
-           "threads": os.environ.get("OMP_NUM_THREADS"), "numpy": np.__version__, "scipy": scipy.__version__,
+           "threads": os.environ.get("OMP_NUM_THREADS"), "workers": workers,
+           "numpy": np.__version__, "scipy": scipy.__version__,
            "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     args.out.parent.mkdir(parents=True, exist_ok=True)

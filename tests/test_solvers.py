@@ -168,3 +168,57 @@ def test_near_solver_reuses_factorisation_along_a_path(tbg):
     assert e_kn.shape == (len(k_k3), 8) and np.abs(e_kn - ref).max() < 1e-8
     dense = solvers.NearSolver(3, E_DIRAC, method="dense")
     assert dense.solve(tb.hamiltonian_sparse(k_k3[0])).method == "dense"
+
+
+def test_parallel_factorisation_is_bit_identical(tbg, monkeypatch):
+    """Threads over independent subtrees (factorisation and solves) give exactly the serial factors and solutions,
+    for real and complex H, single and double precision; the worker count comes from the argument, else
+    $ASE_WANNIERML_NUM_THREADS, else min(2, cpu count)."""
+    monkeypatch.setattr(multifrontal, "PARALLEL_MIN_MADDS", 0.0)  # the 508-orbital test matrix is below it
+    rng = np.random.default_rng(1)
+    for k in ([0.0, 0.0, 0.0], [0.1, 0.3, 0.0]):
+        H = tbg.hamiltonian_sparse(np.array(k), allow_real=True)
+        A = multifrontal.shifted_csr(H, E_DIRAC)
+        sym = multifrontal.SymbolicFactorization(A, leaf_size=16)  # a deeper tree: many subtree and top tasks
+        tasks = sym.schedule(2)
+        assert tasks is not None and any(t.deps for t in tasks) and sum(not t.deps for t in tasks) >= 8
+        assert sorted(f for t in tasks for f in t.fronts) == list(range(len(sym.fronts)))
+        b = rng.normal(size=(tbg.norb, 3))
+        for single in (True, False):
+            serial = multifrontal.MultifrontalFactor(sym, A, single=single, workers=1)
+            assert serial._schedule is None
+            for workers in (2, 3):
+                par = multifrontal.MultifrontalFactor(sym, A, single=single, workers=workers)
+                assert par._schedule is not None
+                for (lu1, piv1), (lu2, piv2), X1, X2 in zip(serial._lu, par._lu, serial._X, par._X):
+                    assert (lu1 is None and lu2 is None) or (np.array_equal(lu1, lu2) and np.array_equal(piv1, piv2))
+                    assert np.array_equal(X1, X2)
+                for rhs in (b, b[:, 0], b[:, 0] + 1j * b[:, 1]):
+                    assert np.array_equal(par.solve(rhs), serial.solve(rhs))
+        res1 = solvers.solve_near_auto(H, 8, E_DIRAC, method="multifrontal", workers=1)
+        res2 = solvers.solve_near_auto(H, 8, E_DIRAC, method="multifrontal", workers=2)
+        assert np.array_equal(res1.values, res2.values) and res1.solves == res2.solves
+    assert multifrontal.resolve_workers(3) == 3
+    monkeypatch.setenv("ASE_WANNIERML_NUM_THREADS", "1")
+    assert multifrontal.resolve_workers() == 1
+    monkeypatch.delenv("ASE_WANNIERML_NUM_THREADS")
+    import os
+
+    assert multifrontal.resolve_workers() == min(2, os.cpu_count())
+    with pytest.raises(ValueError, match="workers"):
+        multifrontal.resolve_workers(0)
+    monkeypatch.setenv("ASE_WANNIERML_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="ASE_WANNIERML_NUM_THREADS"):
+        multifrontal.resolve_workers()
+
+
+def test_parallel_factorisation_raises_on_singular_front(monkeypatch):
+    """A singular front found by a worker thread surfaces as LinAlgError in the caller."""
+    monkeypatch.setattr(multifrontal, "PARALLEL_MIN_MADDS", 0.0)
+    n = 400
+    lap = sp.diags([np.full(n - 1, -1.0), np.full(n, 2.0), np.full(n - 1, -1.0)], [-1, 0, 1], format="csr")
+    A = multifrontal.shifted_csr(lap, 0.0)
+    A.data[:] = 0.0  # every front exactly singular
+    sym = multifrontal.SymbolicFactorization(A, leaf_size=8)
+    with pytest.raises(np.linalg.LinAlgError, match="singular front"):
+        multifrontal.MultifrontalFactor(sym, A, workers=2)

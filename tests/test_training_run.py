@@ -102,3 +102,34 @@ def test_overfits_four_frames_to_near_zero_loss(tmp_path):
     print(start, end)
     assert end["loss"] < 0.05 and end["loss"] < 1e-4 * start["loss"]
     assert end["rmse_energy"] < 0.005 and end["rmse_ham_inter"] < 0.02     # eV/atom, eV
+
+
+def test_resume_keeps_the_split_when_frames_are_added_and_init_from_warm_starts(tmp_path):
+    """--resume uses the checkpoint's frames (new frames wait); run.init_from starts a new run from a model file's
+    weights and settings on the grown data set, saved as float32 by default."""
+    import shutil
+
+    from ase_wannierml.model import load_model
+
+    folder = tmp_path / "frames"
+    write_synthetic_frames(folder, 6, seed=11)
+    opts = dict(optim={"max_steps": 2, "batch_size": 2}, run={"checkpoint_every": 1})
+    cfg = tiny_train_config(folder, tmp_path / "a", data={"split": "hash", "val_fraction": 0.2}, **opts)
+    first = Trainer(cfg)
+    first.train()
+    names = sorted(p.name for p in folder.iterdir())
+    shutil.copytree(folder / names[0], folder / "zz-new")            # the data set grows
+    cfg.optim.max_steps = 3
+    resumed = Trainer(cfg, resume=True)
+    assert [resumed.data.frame_ids[i] for i in resumed.train_idx] == \
+        [first.data.frame_ids[i] for i in first.train_idx]
+    assert "zz-new" not in [resumed.data.frame_ids[i] for i in resumed.train_idx + resumed.val_idx]
+    model_file = tmp_path / "a" / "model.pt"
+    assert load_model(model_file).dtype == torch.float32
+    warm = Trainer(tiny_train_config(folder, tmp_path / "b", data={"split": "hash", "val_fraction": 0.2},
+                                     run={"init_from": str(model_file)}, optim={"max_steps": 1}))
+    assert "zz-new" in [warm.data.frame_ids[i] for i in warm.train_idx + warm.val_idx + warm.test_idx]
+    saved = load_model(model_file).state_dict()
+    for k, v in warm.model.state_dict().items():
+        if "_compiled_" not in k and v.is_floating_point():
+            torch.testing.assert_close(v.float(), saved[k].float())

@@ -102,13 +102,15 @@ def _check_hermitian_sparse(H: sp.csr_matrix) -> None:
         raise ValueError(f"H is not Hermitian: |H[{i},{j}] - conj(H[{j},{i}])| = {D.max():.3g} eV")
 
 
-def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool) -> tuple[MultifrontalFactor, float]:
-    """Factorise H − σ with σ = near, nudged by a tiny amount if H − near is exactly singular."""
+def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool,
+                 workers: int | None = None) -> tuple[MultifrontalFactor, float]:
+    """Factorise H − σ with σ = near, nudged by a tiny amount if H − near is exactly singular; ``workers``
+    threads (None: ``multifrontal.resolve_workers`` default)."""
     for nudge in (0.0, 1e-7, -3e-7):
         sigma = near + nudge * scale
         A = shifted_csr(H, sigma)
         try:
-            return MultifrontalFactor(symbolic_for(A), A, single=single), sigma
+            return MultifrontalFactor(symbolic_for(A), A, single=single, workers=workers), sigma
         except np.linalg.LinAlgError:
             continue
     raise np.linalg.LinAlgError(f"H - {near} eV stays singular after shifting; is the matrix degenerate?")
@@ -196,19 +198,22 @@ def _herm(M: np.ndarray) -> np.ndarray:
 
 
 def _near_multifrontal(H: sp.csr_matrix, num: int, near: float, scale: float, block: int, tol: float, seed: int,
-                       single: bool) -> NearResult:
-    factor, sigma = _factor_near(H, near, scale, single=single)
+                       single: bool, workers: int | None = None) -> NearResult:
+    factor, sigma = _factor_near(H, near, scale, single=single, workers=workers)
     want = min(H.shape[0], num if sigma == near else num + 2)  # nudged shift: spares, then the nearest to `near`
     return _davidson_near(H, factor, sigma, want, block, tol, max_iter=MAX_ITER, seed=seed)
 
 
 def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_vectors: bool = False,
-                    method: str = "auto", tol: float | None = None, seed: int = 0) -> NearResult:
+                    method: str = "auto", tol: float | None = None, seed: int = 0,
+                    workers: int | None = None) -> NearResult:
     """The ``num`` eigenpairs of Hermitian ``H`` (norb, norb) nearest ``near`` (eV), with the method reported.
 
     ``method``: "auto" (dense up to ``DENSE_MAX_ORBITALS`` orbitals or when num > norb/4, else "multifrontal"),
     "dense" or "multifrontal". ``tol`` (eV, default 1e-9 × max(1, max|H|)) bounds the residual ‖H y − λ y‖, or
-    its square over the gap to the unwanted spectrum, i.e. the eigenvalue error.
+    its square over the gap to the unwanted spectrum, i.e. the eigenvalue error. ``workers``: threads of the
+    factorisation and its solves (default ``$ASE_WANNIERML_NUM_THREADS`` or ``min(2, os.cpu_count())``; the
+    result does not depend on it).
     """
     if H.ndim != 2 or H.shape[0] != H.shape[1]:
         raise ValueError(f"H must be square (norb, norb), got shape {H.shape}")
@@ -230,9 +235,9 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     tol = 1e-9 * scale if tol is None else float(tol)
     block = min(n, BLOCK_SIZE)
     try:
-        result = _near_multifrontal(Hs, num, near, scale, block, tol, seed, single=True)
+        result = _near_multifrontal(Hs, num, near, scale, block, tol, seed, single=True, workers=workers)
     except np.linalg.LinAlgError:  # single precision too inaccurate here: redo in double precision
-        result = _near_multifrontal(Hs, num, near, scale, block, tol, seed, single=False)
+        result = _near_multifrontal(Hs, num, near, scale, block, tol, seed, single=False, workers=workers)
     pick = np.sort(np.argsort(np.abs(result.values - near), kind="stable")[:num])
     result.values = result.values[pick]
     result.vectors = result.vectors[:, pick] if return_vectors else None
@@ -250,13 +255,15 @@ class NearSolver:
     Dense (``method="auto"`` on small matrices, or "dense") solves each matrix independently.
 
     ``solve(H)`` → :class:`NearResult` (vectors included unless dense); counters ``factorizations`` and ``solves`` record the work.
+    ``workers``: threads of the factorisations (see :func:`solve_near_auto`).
     """
 
     def __init__(self, num: int, near: float, method: str = "auto", tol: float | None = None, seed: int = 0,
-                 reuse: bool = True) -> None:
+                 reuse: bool = True, workers: int | None = None) -> None:
         if method not in ("auto", "dense", "multifrontal"):
             raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'multifrontal'")
         self.num, self.near, self.method, self.tol, self.seed, self.reuse = num, float(near), method, tol, seed, reuse
+        self.workers = workers
         self.factorizations = 0
         self.solves = 0
         self._factor: MultifrontalFactor | None = None
@@ -276,7 +283,7 @@ class NearSolver:
         import time
 
         t0 = time.perf_counter()
-        self._factor, self._sigma = _factor_near(H, self.near, scale, single=single)
+        self._factor, self._sigma = _factor_near(H, self.near, scale, single=single, workers=self.workers)
         self._t_factor = time.perf_counter() - t0
         self._complex = np.iscomplexobj(H.data)
         self.factorizations += 1
@@ -292,7 +299,7 @@ class NearSolver:
             method = "dense" if n <= DENSE_MAX_ORBITALS or 4 * self.num > n else "multifrontal"
         if method == "dense" or not self.reuse:
             result = solve_near_auto(H, self.num, self.near, return_vectors=method != "dense", method=method,
-                                     tol=self.tol, seed=self.seed)
+                                     tol=self.tol, seed=self.seed, workers=self.workers)
             self.solves += result.solves
             self.factorizations += result.method == "multifrontal"
             return result
@@ -343,11 +350,11 @@ class NearSolver:
 
 
 def eigvalsh_near(H: sp.spmatrix | np.ndarray, num: int, near: float, return_vectors: bool = False,
-                  method: str = "auto"):
+                  method: str = "auto", workers: int | None = None):
     """The ``num`` eigenvalues (eV, ascending, shape (num,)) of Hermitian ``H`` (norb, norb) nearest ``near``.
 
     With ``return_vectors=True`` returns (values (num,), vectors (norb, num)). Dense for small matrices, otherwise
     Davidson with a multifrontal shift-invert preconditioner (see the module docstring, :func:`solve_near_auto`).
     """
-    result = solve_near_auto(H, num, near, return_vectors=return_vectors, method=method)
+    result = solve_near_auto(H, num, near, return_vectors=return_vectors, method=method, workers=workers)
     return (result.values, result.vectors) if return_vectors else result.values

@@ -50,6 +50,8 @@ class Trainer:
         self.train_idx, self.val_idx, self.test_idx = self.data.split(
             cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed, cfg.data.split,
             cfg.data.test_frames, cfg.data.val_frames, cfg.data.train_frames)
+        if state is not None and "val_frames" in state:
+            self._restore_split(state)          # frames added since the checkpoint wait for the next (warm) start
         if not self.train_idx:
             raise ValueError(f"no training frames: {len(self.data)} frames, val_fraction {cfg.data.val_fraction}")
         train_examples = [self.data.examples[i] for i in self.train_idx]
@@ -61,8 +63,12 @@ class Trainer:
         self.model, self.model_kwargs, self.scales = build_training_model(cfg, train_examples, model_kwargs,
                                                                           self.dtype)
         if init is not None:
-            self.model.load_state_dict({k: v.to(self.dtype) if v.is_floating_point() else v
-                                        for k, v in init["state_dict"].items()})
+            weights = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in init["state_dict"].items()
+                       if "._compiled_" not in k}      # e3nn's compiled constants are rebuilt by the model
+            missing, unexpected = self.model.load_state_dict(weights, strict=False)
+            bad = [k for k in missing if "._compiled_" not in k] + list(unexpected)
+            if bad:
+                raise ValueError(f"run.init_from {cfg.run.init_from}: weights do not fit the model: {bad[:5]}")
         if state is not None:
             self.scales = Scales(**state["scales"])
         self.needs = _global_needs(train_examples, cfg)
@@ -246,13 +252,30 @@ class Trainer:
                 "step": self.step, "epoch": self.epoch, "train_seconds": self._elapsed(),
                 "pos": self.pos, "best_val": self.best_val, "bad_evals": self.bad_evals, "stopped": self.stopped,
                 "scales": dataclasses.asdict(self.scales), "model_kwargs": self.model_kwargs,
-                "train_frames": [self.data.frame_ids[i] for i in self.train_idx], "config": self.cfg.to_dict()}
+                "train_frames": [self.data.frame_ids[i] for i in self.train_idx],
+                "val_frames": [self.data.frame_ids[i] for i in self.val_idx],
+                "test_frames": [self.data.frame_ids[i] for i in self.test_idx], "config": self.cfg.to_dict()}
 
     def save_checkpoint(self) -> None:
         """Write a checkpoint (main process) after all processes reached this step."""
         barrier(self.dist)
         if self.dist.is_main:
             ckpt.save_checkpoint(self.state_dict(), self.out, self.step, self.cfg.run.keep_checkpoints)
+
+    def _restore_split(self, state: dict[str, Any]) -> None:
+        """The checkpoint's train/val/test frames (by id), so a run resumes exactly while the data set grows."""
+        where = {fid: i for i, fid in enumerate(self.data.frame_ids)}
+        parts = []
+        for key in ("train_frames", "val_frames", "test_frames"):
+            missing = [f for f in state[key] if f not in where]
+            if missing:
+                raise ValueError(f"cannot resume from {self.out}: checkpoint {key} {missing[:5]} are not in the data set")
+            parts.append(sorted(where[f] for f in state[key]))
+        new = len(self.data) - sum(len(p) for p in parts)
+        if new and self.dist.is_main:
+            print(f"--resume: {new} frames added since the checkpoint are not used by this run "
+                  "(start a new stage with run.init_from to include them)")
+        self.train_idx, self.val_idx, self.test_idx = parts
 
     def _load_state(self, state: dict[str, Any]) -> None:
         frames = [self.data.frame_ids[i] for i in self.train_idx]
