@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -338,7 +339,8 @@ class MultifrontalFactor:
             subtrees = [t for t in self._schedule if not t.deps]
             top = {t.fronts[0] for t in self._schedule if t.deps}
             later: dict[int, np.ndarray] = {}  # updates leaving a subtree, applied below in the serial order
-            with _blas_single_thread(), ThreadPoolExecutor(self.workers, thread_name_prefix="multifrontal") as pool:
+            pool = _pool(self.workers)
+            with _blas_single_thread():
                 list(pool.map(lambda t: [self._forward(k, Y, t.stop, later) for k in t.fronts], subtrees))
                 for k in range(len(sym.fronts)):
                     if k in top:
@@ -382,22 +384,36 @@ def _run_schedule(tasks: list[_Task], fn, workers: int) -> None:
     for i, t in enumerate(tasks):
         for d in t.deps:
             dependents[d].append(i)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="multifrontal") as pool:
-        running = {pool.submit(fn, tasks[i]): i for i in range(len(tasks)) if not remaining[i]}
-        try:
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i = running.pop(fut)
-                    fut.result()  # re-raises a worker's exception (e.g. a singular front)
-                    for j in dependents[i]:
-                        remaining[j] -= 1
-                        if not remaining[j]:
-                            running[pool.submit(fn, tasks[j])] = j
-        except BaseException:
-            for fut in running:
-                fut.cancel()
-            raise
+    pool = _pool(workers)
+    running = {pool.submit(fn, tasks[i]): i for i in range(len(tasks)) if not remaining[i]}
+    try:
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = running.pop(fut)
+                fut.result()  # re-raises a worker's exception (e.g. a singular front)
+                for j in dependents[i]:
+                    remaining[j] -= 1
+                    if not remaining[j]:
+                        running[pool.submit(fn, tasks[j])] = j
+    except BaseException:
+        for fut in running:
+            fut.cancel()
+        wait(running)  # no task of this factorisation may outlive the call
+        raise
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Shared thread pool with ``workers`` threads (kept for the process: solves are called many times). Tasks never
+    wait on the pool themselves, so concurrent callers cannot deadlock it."""
+    with _POOLS_LOCK:
+        if workers not in _POOLS:
+            _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="multifrontal")
+        return _POOLS[workers]
 
 
 @contextlib.contextmanager
