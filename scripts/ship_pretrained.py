@@ -55,6 +55,19 @@ def load_run_model(path: str):
     return model.eval()
 
 
+def stages(path: str) -> list[dict]:
+    """The chain of warm starts (training.init_from) behind a model file: steps, frames, time, date per stage."""
+    out, seen = [], set()
+    while path and Path(path).is_file() and path not in seen:
+        seen.add(path)
+        t = torch.load(path, map_location="cpu", weights_only=True).get("metadata", {}).get("training", {})
+        out.append({"model_file": str(path), "step": t.get("step"), "train_frames": t.get("train_frames"),
+                    "val_frames": t.get("val_frames"), "test_frames": t.get("test_frames"),
+                    "training_time_s": t.get("training_time_s"), "saved_utc": t.get("saved_utc")})
+        path = t.get("init_from")
+    return out[::-1]
+
+
 def score(m: dict) -> float:
     h = [m[k] for k in m if k.startswith("H MAE")]
     return (m["band MAE ±1 eV (meV)"] + float(np.mean(h)) + 0.1 * m["F RMSE (meV/Å)"] + m["E MAE (meV/atom)"])
@@ -210,6 +223,7 @@ def main(argv=None) -> int:
         "train_metrics": result["train"]["metrics"] if result.get("train") else None,
         "physical_checks": checks,
         "training_time_s": training.get("training_time_s"),
+        "training_stages": stages(args.model),
         "training_config": "ase_wannierml/pretrained/graphene-bilayer.yaml",
         "source_model_file": str(args.model),
     }
