@@ -198,3 +198,54 @@ def test_bad_input_errors(model):
     atoms.calc = WannierMLCalculator(model)
     with pytest.raises(ValueError, match="kpts|shape"):
         atoms.calc.get_hamiltonian().eigenvalues(np.zeros((4, 2)))
+
+
+def _graphite(pretrained):
+    """AB graphite-like 3D cell (two layers, c = 6.7 Å): a periodic cell for NPT with the bilayer model."""
+    atoms = bilayer("graphene", stacking="AB")
+    z = atoms.positions[:, 2]
+    atoms.positions[:, 2] = z - z.min() + 0.5
+    atoms.set_cell([atoms.cell[0], atoms.cell[1], [0, 0, 6.7]])
+    atoms.pbc = True
+    atoms = atoms.repeat((2, 2, 1))
+    atoms.calc = WannierMLCalculator(pretrained)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(1))
+    Stationary(atoms)
+    return atoms
+
+
+@pytest.mark.parametrize("ensemble", ["nvt", "npt"])
+def test_nose_hoover_integrators_conserve_their_energy(pretrained, ensemble):
+    from ase.md.nose_hoover_chain import MTKNPT, NoseHooverChainNVT
+
+    atoms = _graphite(pretrained)
+    dt = 0.5 * units.fs
+    if ensemble == "nvt":
+        dyn = NoseHooverChainNVT(atoms, dt, temperature_K=300, tdamp=100 * dt)
+    else:
+        dyn = MTKNPT(atoms, dt, temperature_K=300, pressure_au=0.0, tdamp=100 * dt, pdamp=1000 * dt)
+    volume0 = atoms.get_volume()
+    conserved = []
+    dyn.attach(lambda: conserved.append(dyn.get_conserved_energy()), interval=5)
+    dyn.run(200)
+    assert np.ptp(conserved) / len(atoms) < 2e-3  # eV/atom over 100 fs
+    if ensemble == "npt":
+        assert atoms.get_volume() != volume0  # the cell really moves (stress is used)
+
+
+def test_langevin_and_in_plane_cell_relaxation(pretrained):
+    from ase.md.langevin import Langevin
+    from ase.optimize import FIRE
+
+    atoms = graphene_bilayer(rattle=0.0)
+    atoms.calc = WannierMLCalculator(pretrained)
+    dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.02 / units.fs, rng=np.random.default_rng(0))
+    dyn.run(50)
+    assert np.all(np.isfinite(atoms.positions))
+    atoms.set_cell(atoms.cell * [1.03, 1.03, 1.0], scale_atoms=True)  # 3 % in-plane strain
+    cell_z = atoms.cell[2].copy()
+    filt = FrechetCellFilter(atoms, mask=[True, True, False, False, False, True])  # 2D: in-plane cell only
+    assert FIRE(filt, logfile=None).run(fmax=0.01, steps=500)
+    assert np.allclose(atoms.cell[2], cell_z)  # vacuum untouched
+    a = np.linalg.norm(atoms.cell[0])
+    assert 2.40 < a < 2.52  # back near the graphene lattice constant (DFT-PBE ~2.46-2.47 Å)
