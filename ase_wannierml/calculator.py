@@ -124,6 +124,8 @@ class WannierMLCalculator(Calculator):
             elif ase_key == "stress":
                 value = _voigt(value.reshape(3, 3))
             self.results[ase_key] = value
+        if "energies" in self.results:  # float64 sum of per-atom energies: no float32 round-off on 10^4 atoms
+            self.results["energy"] = self.results["free_energy"] = float(self.results["energies"].sum())
 
     def set_atoms(self, atoms: Atoms) -> None:
         """Called by ASE on ``atoms.calc = calc``: remember (weakly) which Atoms the calculator belongs to, so that

@@ -55,6 +55,22 @@ def central_band_width(bs, n_central: int = 4) -> float:
     return float(sel.max() - sel.min())
 
 
+def plot_bands(ax, bs, color: str, label: str, window: float = 0.3) -> None:
+    """Bands (eV relative to E_F) as points: with ``num`` bands nearest E_F the set of bands changes along the
+    path, so joining them by index would draw false vertical lines."""
+    x, label_x, labels = bs.get_labels()
+    e_kn = bs.energies[0] - bs.reference
+    ax.plot(np.repeat(x, e_kn.shape[1]), e_kn.ravel(), ".", ms=2.5, color=color, label=label)
+    for xi in label_x:
+        ax.axvline(xi, color="k", lw=0.5)
+    ax.axhline(0.0, color="k", lw=0.5, ls=":")
+    ax.set_xticks(label_x, [lab.replace("G", "Γ") for lab in labels])
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(-window, window)
+    ax.set_ylabel("E − E_F (eV)")
+    ax.legend(loc="upper right", markerscale=4)
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--m", type=int, default=None, help="commensurate index m (r = 1); default from --angle")
@@ -92,9 +108,10 @@ def main() -> None:
         dos = calc.get_dos(kpts=(3, 3, 1), width=0.005, npts=1500, method="kpm" if len(atoms) > 3000 else "auto")
     with Stage("plots", stages):
         fig, ax = plt.subplots(figsize=(5, 4))
-        bs0.plot(ax=ax, emin=-0.3, emax=0.3, colors=["tab:gray"], show=False, label="unrelaxed")
-        bs.plot(ax=ax, emin=-0.3, emax=0.3, colors=["tab:red"], show=False, label="relaxed")
+        plot_bands(ax, bs0, "tab:gray", "unrelaxed")
+        plot_bands(ax, bs, "tab:red", "relaxed")
         ax.set_title(f"TBG {atoms.info.get('twist_angle', 0):.2f}°, {len(atoms)} atoms")
+        fig.tight_layout()
         fig.savefig(out / "bands.png", dpi=150)
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ef = calc.get_fermi_level()

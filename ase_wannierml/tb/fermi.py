@@ -68,14 +68,17 @@ def find_fermi_level(
     return 0.5 * (lo + hi)
 
 
+GAP_MIN = 1e-6  # eV: smaller band separations are degeneracies split by round-off, not gaps
+
+
 def _mid_gap(e_kn: np.ndarray, target: float) -> float | None:
-    """Middle of the gap above band ``target`` if ``target`` is a whole number of bands and they are separated."""
+    """Middle of the gap above band ``target`` if ``target`` is a whole number of bands separated by > GAP_MIN."""
     nocc = int(round(target))
     if abs(target - nocc) > 1e-9 or not 0 < nocc < e_kn.shape[1]:
         return None
     e_sorted = np.sort(e_kn, axis=1)
     vbm, cbm = e_sorted[:, nocc - 1].max(), e_sorted[:, nocc].min()
-    return 0.5 * (vbm + cbm) if cbm > vbm else None
+    return 0.5 * (vbm + cbm) if cbm - vbm > GAP_MIN else None
 
 
 def fermi_from_dos(e_E: np.ndarray, dos_E: np.ndarray, target: float) -> float:
