@@ -15,7 +15,7 @@ Against the naive ``scipy.sparse.linalg.eigsh(H, k=8, sigma=E_F)`` (SuperLU/COLA
 about 20× faster per isolated k-point and about 25× per k-point along a band path (Δk = 0.01) for 1.05° twisted
 bilayer graphene on 2 shared cores; see ``benchmarks/band_solver.py`` and its results file for the measured values.
 The factorisation and its solves run independent subtrees on ``workers`` threads (default
-``$ASE_WANNIERML_NUM_THREADS`` or 1), with results bit-identical to ``workers=1``; on a
+``$ASE_WANNIERML_NUM_THREADS`` or ``min(2, os.cpu_count())``), with results bit-identical to ``workers=1``; on a
 machine whose cores are already busy the threads gain nothing (see the benchmark's ``factor_wall_s``).
 
 Energies in eV; matrices (norb, norb); eigenvalues returned sorted ascending.
@@ -215,7 +215,7 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     ``method``: "auto" (dense up to ``DENSE_MAX_ORBITALS`` orbitals or when num > norb/4, else "multifrontal"),
     "dense" or "multifrontal". ``tol`` (eV, default 1e-9 × max(1, max|H|)) bounds the residual ‖H y − λ y‖, or
     its square over the gap to the unwanted spectrum, i.e. the eigenvalue error. ``workers``: threads of the
-    factorisation and its solves (default ``$ASE_WANNIERML_NUM_THREADS`` or 1; the
+    factorisation and its solves (default ``$ASE_WANNIERML_NUM_THREADS`` or ``min(2, os.cpu_count())``; the
     result does not depend on it).
     """
     if H.ndim != 2 or H.shape[0] != H.shape[1]:
