@@ -25,7 +25,7 @@ import torch
 
 torch.set_num_threads(1)
 
-DFT_SETTINGS = {
+DFT_SETTINGS_GRAPHENE = {
     "code": "Quantum ESPRESSO pw.x + Wannier90 3.1 (ase_wannierml.dft workflow)",
     "functional": "PBE + D3(BJ)",
     "pseudopotential": "C.pbe-rrkjus.UPF (ultrasoft)",
@@ -113,14 +113,15 @@ def fermi_velocity(tb, atoms, zero: float = 0.0) -> dict:
             "gamma1_eV": round(float(e_k[3] - e_k[2]), 4), "dirac_point_minus_zero_eV": round(float(e_d - zero), 4)}
 
 
-def ab_gap_scan(model, atoms) -> dict:
-    """Interlayer distance of the (rigid) AB bilayer minimising the model energy (parabola through the grid
-    minimum), and the model's z-force on the top layer at the DFT geometry."""
+def gap_scan(model, atoms, around: float, half_width: float = 0.6) -> dict:
+    """Distance between the layers' mean heights (Å) of the rigid bilayer minimising the model energy (parabola
+    through the grid minimum, grid ``around`` ± ``half_width``), its binding curve, and the model's z-force on
+    the top layer at the given (DFT) geometry."""
     from ase_wannierml.model.graph import atoms_to_graph
 
     layer = atoms.arrays["layer"]
     z0 = atoms.positions[layer == 0, 2].mean()
-    gaps = np.round(np.arange(3.0, 4.01, 0.025), 4)
+    gaps = np.round(np.arange(around - half_width, around + half_width + 1e-9, 0.025), 4)
     energies = []
     for d in gaps:
         a = atoms.copy()
@@ -133,34 +134,84 @@ def ab_gap_scan(model, atoms) -> dict:
     d_min = float(-c[1] / (2 * c[0])) if c[0] > 0 else float(gaps[np.argmin(energies)])
     out = model(atoms_to_graph(atoms, model.config, dtype=model.dtype), compute_forces=True)
     fz = float(out["forces"].detach()[torch.as_tensor(layer == 1)][:, 2].sum())
-    return {"relaxed_gap_A": round(d_min, 4), "binding_curve_meV_per_atom": {
+    return {"relaxed_layer_distance_A": round(d_min, 4), "binding_curve_meV_per_atom": {
         f"{g:.3f}": round(1e3 * (e - energies.min()) / len(atoms), 3) for g, e in zip(gaps[::4], energies[::4])},
             "model_top_layer_Fz_at_DFT_geometry_eV_A": round(fz, 4)}
 
 
-def physical_checks(model, frames_dir: Path) -> dict:
+def _reference(model, frames_dir: Path, frame_id: str):
+    """(frame, DFT layer distance (Å), DFT top-layer Fz (eV/Å), frame H energy zero (eV)) of a reference frame."""
     from ase_wannierml.training.frames import load_frame_dir
     from ase_wannierml.training.targets import neutrality_level
 
-    ref = frames_dir / "0000-refAB"
-    if not ref.is_dir():
-        return {}
-    frame = load_frame_dir(ref)
+    frame = load_frame_dir(frames_dir / frame_id)
     atoms = frame.atoms
     layer = atoms.arrays["layer"]
-    dft_gap = float(atoms.positions[layer == 1, 2].mean() - atoms.positions[layer == 0, 2].mean())
-    dft_fz = float(np.asarray(frame.forces)[layer == 1, 2].sum())
+    dist = float(atoms.positions[layer == 1, 2].mean() - atoms.positions[layer == 0, 2].mean())
+    fz = float(np.asarray(frame.forces)[layer == 1, 2].sum())
     tb = frame.tb
     data_cfg = model.metadata.get("training", {}).get("config", {}).get("data", {})
     zero = frame.fermi_level
     if data_cfg.get("energy_zero") == "neutrality":
+        electrons = sum(model.config.wannier_electrons.get(s, 0.0) for s in atoms.get_chemical_symbols())
         zero = neutrality_level(tb.R, tb.rows, tb.cols, tb.values, tb.norb, np.array([1, 1, 0], bool),
-                                float(len(atoms)), int(data_cfg.get("neutrality_kgrid", 48)))
+                                float(electrons), int(data_cfg.get("neutrality_kgrid", 48)))
+    return frame, dist, fz, zero
+
+
+def graphene_checks(model, frames_dir: Path) -> dict:
+    if not (frames_dir / "0000-refAB").is_dir():
+        return {}
+    frame, dist, fz, zero = _reference(model, frames_dir, "0000-refAB")
     return {"frame": "0000-refAB (AB stacking, DFT geometry)",
-            "fermi_velocity_dft_wannier": fermi_velocity(tb, atoms, zero),
-            "fermi_velocity_model": fermi_velocity(model.predict_tightbinding(atoms), atoms),
-            "ab_interlayer": {"dft_protocol_gap_A": round(dft_gap, 4),
-                              "dft_top_layer_Fz_eV_A": round(dft_fz, 4), **ab_gap_scan(model, atoms)}}
+            "fermi_velocity_dft_wannier": fermi_velocity(frame.tb, frame.atoms, zero),
+            "fermi_velocity_model": fermi_velocity(model.predict_tightbinding(frame.atoms), frame.atoms),
+            "ab_interlayer": {"dft_protocol_distance_A": round(dist, 4), "dft_top_layer_Fz_eV_A": round(fz, 4),
+                              **gap_scan(model, frame.atoms, 3.5, 0.5)}}
+
+
+def band_gap(tb, atoms, n_occ: int, n: int = 24) -> dict:
+    """Band gap (eV) of ``tb`` on a Γ-centred n×n grid (n multiple of 3: holds Γ, K, M) and where the edges are."""
+    from ase_wannierml.training.targets import band_kpoints
+
+    k = band_kpoints(np.array([1, 1, 0], bool), n)
+    e = np.sort(np.real(tb.eigenvalues(k)), axis=1)
+    iv, ic = int(e[:, n_occ - 1].argmax()), int(e[:, n_occ].argmin())
+    return {"gap_eV": round(float(e[ic, n_occ] - e[iv, n_occ - 1]), 4), "vbm_k_frac": k[iv].round(4).tolist(),
+            "cbm_k_frac": k[ic].round(4).tolist(), }
+
+
+def mos2_checks(model, frames_dir: Path) -> dict:
+    if not (frames_dir / "0000-ref2H").is_dir():
+        return {}
+    frame, dist, fz, zero = _reference(model, frames_dir, "0000-ref2H")
+    atoms = frame.atoms
+    n_occ = int(round(sum(model.config.wannier_electrons.get(s, 0.0) for s in atoms.get_chemical_symbols()) / 2))
+    return {"frame": "0000-ref2H (2H stacking, DFT geometry)",
+            "band_gap_dft_wannier": band_gap(frame.tb, atoms, n_occ),
+            "band_gap_model": band_gap(model.predict_tightbinding(atoms), atoms, n_occ),
+            "interlayer_2H": {"dft_Mo_Mo_layer_distance_A": round(dist, 4), "dft_top_layer_Fz_eV_A": round(fz, 4),
+                              **gap_scan(model, atoms, dist, 0.6)}}
+
+
+DESCRIPTIONS = {
+    "graphene-bilayer": "ase_wannierml pretrained model for bilayer graphene (energy, forces, stress, Wannier pz "
+                        "tight-binding Hamiltonian relative to the charge-neutrality level)",
+    "mos2-bilayer": "ase_wannierml pretrained model for bilayer MoS2 (energy, forces, stress, Wannier Mo d + S p "
+                    "tight-binding Hamiltonian relative to the gap centre)",
+}
+CHECKS = {"graphene-bilayer": graphene_checks, "mos2-bilayer": mos2_checks}
+
+
+def dft_settings(name: str, frames_dir: Path) -> dict:
+    """DFT settings recorded in the model file: the graphene summary, or the first frame's recorded spec."""
+    if name == "graphene-bilayer":
+        return DFT_SETTINGS_GRAPHENE
+    for meta_path in sorted(frames_dir.glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        return {"from_frame": meta_path.parent.name, "code_versions": meta.get("code_versions"),
+                **meta.get("material_spec", {}).get("dft", {})}
+    return {}
 
 
 def main(argv=None) -> int:
@@ -191,7 +242,7 @@ def main(argv=None) -> int:
     for part in ("test", "val", "train"):
         if result.get(part):
             print(f"== {part} ({len(ids.get(part, []))} frames)\n{result[part]['table']}")
-    checks = physical_checks(model, frames_dir)
+    checks = CHECKS.get(args.name, lambda *a: {})(model, frames_dir)
     print(json.dumps(checks, indent=1))
     new_score = score(result["test"]["metrics"])
     target = PRETRAINED_DIR / f"{args.name}.pt"
@@ -210,10 +261,9 @@ def main(argv=None) -> int:
         print("not shipped: the installed model is at least as good on the held-out frames")
         return 0
     meta = {
-        "description": "ase_wannierml pretrained model for bilayer graphene (energy, forces, stress, Wannier pz "
-                       "tight-binding Hamiltonian relative to E_F)",
+        "description": DESCRIPTIONS.get(args.name, f"ase_wannierml pretrained model {args.name}"),
         "shipped_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "dft_settings": DFT_SETTINGS,
+        "dft_settings": dft_settings(args.name, frames_dir),
         "energy_zero": training.get("energy_zero"),
         "data_set": {"frames": str(frames_dir), "train": ids.get("train", []), "validation": ids.get("val", []),
                      "test_held_out": test_ids,
@@ -224,7 +274,7 @@ def main(argv=None) -> int:
         "physical_checks": checks,
         "training_time_s": training.get("training_time_s"),
         "training_stages": stages(args.model),
-        "training_config": "ase_wannierml/pretrained/graphene-bilayer.yaml",
+        "training_config": f"ase_wannierml/pretrained/{args.name}.yaml",
         "source_model_file": str(args.model),
     }
     tmp = target.with_name(f".{target.name}.tmp")

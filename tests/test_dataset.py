@@ -138,6 +138,23 @@ def test_atom_count_mismatch_fails_clearly(frames, tmp_path):
         build([src])
 
 
+def test_centres_file_atoms_may_be_listed_in_another_order(frames, tmp_path):
+    """Wannier90 lists the atoms of _centres.xyz grouped by species, not in the structure's order: they are
+    matched by position; an atom that matches no structure atom names itself."""
+    src = _copy(frames, tmp_path, 1)
+    centres = src / "frame_0000" / "wannier90_centres.xyz"
+    lines = centres.read_text().splitlines()
+    n_atoms = 4
+    head, atom_lines = lines[:-n_atoms], lines[-n_atoms:]
+    centres.write_text("\n".join(head + atom_lines[::-1]) + "\n")
+    assert len(build([src])) == 1
+    tok = atom_lines[0].split()
+    moved = f"{tok[0]} {float(tok[1]) + 0.3:.8f} {tok[2]} {tok[3]}"
+    centres.write_text("\n".join(head + [moved] + atom_lines[1:]) + "\n")
+    with pytest.raises(FrameError, match=r"frame frame_0000: atom 1 \(C\) of wannier90_centres.xyz matches no atom"):
+        build([src])
+
+
 def test_far_centre_rejects_frame_naming_the_function(frames, tmp_path):
     src = _copy(frames, tmp_path, 1)
     centres = src / "frame_0000" / "wannier90_centres.xyz"

@@ -113,14 +113,26 @@ def _check_centres_atoms(frame_id: str, centres: Path, atoms: Atoms) -> None:
     from ase_wannierml.tb.wannier90 import read_centres_xyz
 
     try:
-        _, symbols, _ = read_centres_xyz(centres)
+        _, symbols, positions = read_centres_xyz(centres)
     except ValueError as err:
         raise FrameError(f"frame {frame_id}: {err}") from None
-    if symbols and len(symbols) != len(atoms):
+    if not symbols:
+        return
+    if len(symbols) != len(atoms):
         raise FrameError(f"frame {frame_id}: {centres.name} lists {len(symbols)} atoms but the structure has "
                          f"{len(atoms)}")
-    if symbols and symbols != atoms.get_chemical_symbols():
-        raise FrameError(f"frame {frame_id}: atom species in {centres.name} differ from the structure's")
+    # Wannier90 lists atoms grouped by species, so match each listed atom to a structure atom by position
+    # (modulo lattice vectors) and species rather than by order
+    own = atoms.get_chemical_symbols()
+    d = atoms.cell.scaled_positions(np.asarray(positions))[:, None, :] - atoms.get_scaled_positions(wrap=False)[None]
+    d -= np.round(d) * atoms.pbc
+    dist = np.linalg.norm(d @ atoms.cell.array, axis=-1)              # (listed, structure) Å
+    nearest = dist.argmin(axis=1)
+    bad = [i for i, j in enumerate(nearest) if dist[i, j] > 1e-3 or symbols[i] != own[j]]
+    if bad or len(set(nearest.tolist())) != len(atoms):
+        i = bad[0] if bad else 0
+        raise FrameError(f"frame {frame_id}: atom {i + 1} ({symbols[i]}) of {centres.name} matches no atom of the "
+                         "structure (species and position)")
 
 
 def _labelled(frame_id: str, atoms: Atoms, sources: list[str]) -> Frame:
