@@ -217,6 +217,49 @@ def test_tiny_graphene_frame_end_to_end(tmp_path):
     assert meta["quality"]["band_max_1eV_meV"] < 150.0
 
 
+@pytest.mark.dft
+@pytest.mark.slow
+def test_scf_only_stacking_frame_and_binding_check(tmp_path):
+    """An SCF-only frame of the stacking grid has energy/forces/stress and no Wannier files; its energy equals
+    a binding-curve point of the same geometry and settings (dft.binding writes the same SCF)."""
+    if shutil.which("pw.x") is None:
+        pytest.skip("Quantum ESPRESSO not installed (apt-get install quantum-espresso quantum-espresso-data)")
+    from ase.io import read
+
+    from ase_wannierml.dft.sampling import stacking_grid
+    from ase_wannierml.dft.workflow import run_frame
+
+    fast = dataclasses.replace(GRAPHENE_BILAYER.dft, ecutwfc=20.0, ecutrho=160.0, kmesh_scf_1x1=6)
+    material = dataclasses.replace(GRAPHENE_BILAYER, dft=fast)
+    grid = stacking_grid(material, gaps=(3.3, 3.6), path_fractions=(0.0, 1.0))
+    assert [g.frame_id for g in grid] == ["s000-scf-t0.00-g3.30", "s001-scf-t0.00-g3.60", "s002-scf-t1.00-g3.30",
+                                          "s003-scf-t1.00-g3.60"]
+    assert grid[2].shift == pytest.approx(material.references[0][2]) and grid[0].shift == (0.0, 0.0)
+    p = grid[2]
+    meta = run_frame(material, p, tmp_path / "ds", tmp_path / "scratch", codes.Runner(nprocs=2, npools=2))
+    assert meta["status"] == "ok" and meta["settings"]["scf_only"], meta["reason"]
+    frame = tmp_path / "ds" / "frames" / p.frame_id
+    assert sorted(x.name for x in frame.iterdir()) == ["meta.json", "structure.extxyz"]
+    atoms = read(frame / "structure.extxyz")
+    layer = atoms.arrays["layer"]
+    gap = atoms.positions[layer == 1, 2].min() - atoms.positions[layer == 0, 2].max()
+    assert gap == pytest.approx(3.3, abs=1e-6)
+    forces = atoms.get_forces()
+    assert np.abs(forces.sum(axis=0)).max() < 1e-3
+    assert np.abs(forces[:, :2]).max() < 1e-3                 # AB stacking: no in-plane force on a rigid cell
+    assert forces[layer == 1, 2].sum() == pytest.approx(-forces[layer == 0, 2].sum(), abs=1e-3)
+
+    from ase_wannierml.dft import binding
+
+    data = binding.dft_curve(material, [3.3], 11.3, 0.0, tmp_path / "binding.json", tmp_path / "scratch",
+                             codes.Runner(nprocs=2, npools=2))
+    assert data["energies_eV"]["3.300"] == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
+    e_b = binding.summarize({**data["energies_eV"], "3.200": data["energies_eV"]["3.300"] + 0.004,
+                             "3.400": data["energies_eV"]["3.300"] + 0.004}, 4, 11.3)
+    assert e_b["equilibrium_gap_A"] == pytest.approx(3.3, abs=1e-6)   # symmetric parabola: minimum at 3.3
+    assert e_b["binding_energy_meV_per_atom"] < 0                      # bound at 3.3 Å
+
+
 def test_frame_plan_matches_recorded_dataset_plan():
     """The running batch's plan.json must stay reproducible (frame ids must keep their parameters)."""
     recorded = Path(__file__).resolve().parents[1] / "datasets" / "graphene-bilayer" / "plan.json"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .codes import Runner, check_codes
 from .materials import get_material
-from .sampling import frame_plan
+from .sampling import frame_plan, stacking_grid
 from .workflow import prepare_inputs, run_frame
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ def frame_done(dataset: Path, frame_id: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--material", default="graphene-bilayer")
-    ap.add_argument("--n-frames", type=int, required=True, help="length of the frame plan")
+    ap.add_argument("--n-frames", type=int, default=None, help="length of the frame plan (required unless --stacking-grid)")
     ap.add_argument("--dataset-dir", type=Path, default=None, help="default: <repo>/datasets/<material>")
     ap.add_argument("--scratch", type=Path, default=REPO / "scratch" / "dft")
     ap.add_argument("--np", type=int, default=2, help="MPI ranks")
@@ -73,12 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-hours", type=float, default=None, help="stop starting new frames after this")
     ap.add_argument("--max-consecutive-errors", type=int, default=3,
                     help="stop when this many frames in a row fail with an error (not a quality rejection)")
+    ap.add_argument("--stacking-grid", action="store_true",
+                    help="run the SCF-only stacking x gap grid (sampling.stacking_grid) instead of the frame plan")
     ap.add_argument("--dry-run", action="store_true", help="write the inputs of each frame to scratch, run nothing")
     args = ap.parse_args(argv)
+    if args.n_frames is None and not args.stacking_grid:
+        ap.error("--n-frames is required (or --stacking-grid)")
 
     material = get_material(args.material)
     dataset = args.dataset_dir or REPO / "datasets" / material.name
-    plan = frame_plan(material, args.n_frames, args.master_seed)
+    plan = stacking_grid(material) if args.stacking_grid else frame_plan(material, args.n_frames, args.master_seed)
     kinds = set(args.kinds.split(",")) if args.kinds else None
     if args.dry_run:
         for p in plan:
@@ -93,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     (dataset / "frames").mkdir(parents=True, exist_ok=True)
     lock = _acquire_lock(dataset)
-    (dataset / "plan.json").write_text(json.dumps([p.to_dict() for p in plan], indent=1))
+    plan_name = "plan_stacking_grid.json" if args.stacking_grid else "plan.json"
+    (dataset / plan_name).write_text(json.dumps([p.to_dict() for p in plan], indent=1))
     runner = Runner(nprocs=args.np, npools=args.nk)
     t0 = time.time()
     n_ok = n_rej = n_skip = 0

@@ -276,3 +276,20 @@ def frame_plan(material: MaterialSpec, n_frames: int, master_seed: int = 2024) -
             kind = "1x1"
         plan.append(sample_frame(material, i, kind, master_seed))
     return plan
+
+
+def stacking_grid(material: MaterialSpec, gaps: tuple[float, ...] = (3.1, 3.25, 3.5, 3.8, 4.3),
+                  path_fractions: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0)) -> list[FrameParams]:
+    """SCF-only frames (energy, forces, stress; no Wannier step) of the rigid, unstrained bilayer on a grid of
+    stackings × interlayer gaps (Å): the stacking shift runs along the straight line from the AA-type origin
+    (fraction 0) to the material's first reference stacking (fraction 1: AB graphene, 2H MoS2), through the
+    saddle point at 0.5. They pin down the interlayer energy landscape (binding curve and stacking-fault
+    energies) that relaxation of twisted cells depends on."""
+    name, variant, shift, _ = material.references[0]
+    out = []
+    for i, (t, gap) in enumerate((t, g) for t in path_fractions for g in gaps):
+        out.append(FrameParams(frame_id=f"s{i:03d}-scf-t{t:.2f}-g{gap:.2f}", material=material.name,
+                               seed=_frame_seed(7, i), kind="scf", top_variant=variant,
+                               shift=(t * shift[0], t * shift[1]), gap=float(gap),
+                               notes={"stacking_path_fraction": t, "towards": name}))
+    return out

@@ -156,6 +156,16 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
         e_f = scf["fermi_level"]
         meta["fermi_level_eV"] = e_f
         meta["scf_iterations"] = scf["scf_iterations"]
+        if params.kind == "scf":                                   # energy/forces/stress only, no Wannier step
+            meta["settings"].update(num_iter=None, gauge=None, scf_only=True)
+            for key in ("nscf.in_head", f"{SEED}.win", "bands.in", "pw2wan.in"):
+                meta["inputs"].pop(key, None)
+            meta["quality"] = {"max_force_eV_A": float(np.linalg.norm(scf["forces"], axis=1).max()),
+                               "force_sum_eV_A": float(np.abs(scf["forces"].sum(axis=0)).max())}
+            status, reason = "ok", "SCF-only frame"
+            files["structure.extxyz"] = _structure_bytes(work, atoms, params, material, scf)
+            meta["energy_eV"] = scf["energy"]
+            raise _ScfOnlyDone
         runner.pw("nscf", "nscf.in", work)
         runner.run("w90pp", ["wannier90.x", "-pp", SEED], work, mpi=False)
         runner.run("pw2wannier90", ["pw2wannier90.x", "-in", "pw2wan.in"], work)
@@ -202,16 +212,12 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
         meta["quality"] = metrics
         status, reason = quality.judge(metrics, criteria)
 
-        out = atoms.copy()
-        out.info = {"frame_id": params.frame_id, "energy": scf["energy"], "stress": scf["stress"],
-                    "fermi_level": e_f, "material": material.name}
-        out.set_array("forces", scf["forces"])
-        out.set_array("layer", atoms.get_array("layer"))
-        write(work / "structure.extxyz", out, format="extxyz")
-        files["structure.extxyz"] = (work / "structure.extxyz").read_bytes()
+        files["structure.extxyz"] = _structure_bytes(work, atoms, params, material, scf)
         files["wannier90_hr.dat.gz"] = gzip.compress((work / f"{SEED}_hr.dat").read_bytes(), mtime=0)
         files["wannier90_centres.xyz"] = (work / f"{SEED}_centres.xyz").read_bytes()
         meta["energy_eV"] = scf["energy"]
+    except _ScfOnlyDone:
+        pass
     except (RuntimeError, ValueError, OSError, np.linalg.LinAlgError) as exc:
         status, reason = "rejected", f"error: {type(exc).__name__}: {exc}"[:2000]
         meta["traceback"] = traceback.format_exc()[-4000:]
@@ -224,6 +230,21 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
     if not keep_scratch:
         shutil.rmtree(work, ignore_errors=True)
     return meta
+
+
+class _ScfOnlyDone(Exception):
+    """Internal: an SCF-only frame has all it needs after the SCF step."""
+
+
+def _structure_bytes(work: Path, atoms: Atoms, params: FrameParams, material: MaterialSpec, scf: dict) -> bytes:
+    """The frame's structure.extxyz (energy eV, forces eV/Å, stress eV/Å³, Fermi level eV, layer array)."""
+    out = atoms.copy()
+    out.info = {"frame_id": params.frame_id, "energy": scf["energy"], "stress": scf["stress"],
+                "fermi_level": scf["fermi_level"], "material": material.name}
+    out.set_array("forces", scf["forces"])
+    out.set_array("layer", atoms.get_array("layer"))
+    write(work / "structure.extxyz", out, format="extxyz")
+    return (work / "structure.extxyz").read_bytes()
 
 
 def _json_default(obj):
