@@ -2,7 +2,9 @@
 
 Systems: twisted bilayer graphene (pz model, commensurate (m, 1) cells from ``structures.twisted_bilayer``) and
 AA' bilayer MoS2 (Mo d + S p model, k × k supercells of ``structures.bilayer``), default ``ModelConfig``
-(cutoff 5 Å; Hamiltonian cut-offs 6 / 12 / 12 Å), untrained weights (speed does not depend on training).
+(cutoff 5 Å; Hamiltonian cut-offs 6 / 12 / 12 Å), untrained weights (speed does not depend on training), or with
+``--model graphene-bilayer`` the shipped pretrained model (its own settings: Hamiltonian cut-offs 4.5 / 12 / 10 Å,
+float32; twisted bilayer graphene only).
 
 Each (system, size, mode) runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``) is its own;
 a small warm-up call first excludes e3nn's one-off code generation. Reported per run: wall and CPU seconds of
@@ -15,11 +17,14 @@ Usage::
 
     python benchmarks/model_throughput.py                         # all sizes 100 … 20,000, both systems
     python benchmarks/model_throughput.py --sizes 100 1000 --systems tbg --threads 1
+    python benchmarks/model_throughput.py --model graphene-bilayer --systems tbg --threads 1 \
+        --json benchmarks/results/model_throughput_pretrained.json      # the shipped model
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -52,16 +57,21 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(system: str, size: int, mode: str, threads: int) -> dict:
+def worker(system: str, size: int, mode: str, threads: int, model_name: str = "") -> dict:
     """One timed run in this process; returns the measurements as a dict."""
     import torch
 
-    from ase_wannierml.model import atoms_to_graph, build_model
+    from ase_wannierml.model import atoms_to_graph, build_model, load_model
 
     if threads > 0:
         torch.set_num_threads(threads)
     orbitals = {"C": ["pz"]} if system == "tbg" else {"Mo": ["d"], "S": ["p"]}
-    model = build_model(orbitals, seed=0).eval()
+    if model_name:
+        model = load_model(model_name).eval()
+        if tuple(model.config.species) != tuple(orbitals):
+            raise ValueError(f"model {model_name} is for {model.config.species}, not system {system}")
+    else:
+        model = build_model(orbitals, seed=0).eval()
     atoms = (tbg if system == "tbg" else mos2)(size)
     with_h = mode == "efh"
     small = (tbg if system == "tbg" else mos2)(50)
@@ -75,6 +85,7 @@ def worker(system: str, size: int, mode: str, threads: int) -> dict:
     assert torch.isfinite(out["forces"]).all()
     return {
         "system": system, "mode": mode, "atoms": len(atoms), "threads": torch.get_num_threads(),
+        "model": model_name or "untrained default", "dtype": str(next(model.parameters()).dtype),
         "edges": int(graph["edge_index"].shape[1]),
         "pairs": int(graph["ham_pair_index"].shape[1]) if with_h else 0,
         "graph_s": t1 - t0, "model_s": t2 - t1, "total_s": t2 - t0, "cpu_s": c2 - c0,
@@ -106,6 +117,13 @@ def table(rows: list[dict], fit_min: int) -> str:
             if sel:
                 lines.append(f"scaling exponent {system} {mode} (N >= {fit_min}): wall time "
                              f"{fit_exponent(sel, fit_min):.2f}, CPU time {fit_exponent(sel, fit_min, 'cpu_s'):.2f}")
+        ef = {r["atoms"]: r for r in rows if r["system"] == system and r["mode"] == "ef"}
+        diff = [{"atoms": r["atoms"], "h_cpu_s": r["cpu_s"] - ef[r["atoms"]]["cpu_s"]} for r in rows
+                if r["system"] == system and r["mode"] == "efh" and r["atoms"] in ef]
+        if diff:
+            lines.append(f"Hamiltonian part {system} (CPU efh - ef): " + ", ".join(
+                f"N={d['atoms']}: {d['h_cpu_s']:.2f} s" for d in diff if d["atoms"] >= fit_min)
+                + f"; exponent {fit_exponent(diff, fit_min, 'h_cpu_s'):.2f}")
     return "\n".join(lines)
 
 
@@ -115,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--model", default="", help="pretrained name or model file (default: untrained default model)")
     parser.add_argument("--fit-min", type=int, default=1000, help="smallest size in the exponent fit")
     parser.add_argument("--json", help="also write the raw measurements to this JSON file")
     parser.add_argument("--load", help="only print the table of measurements saved earlier with --json")
@@ -122,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.worker:
         system, size, mode = args.worker
-        print(json.dumps(worker(system, int(size), mode, args.threads)))
+        print(json.dumps(worker(system, int(size), mode, args.threads, args.model)))
         return
     if args.load:
         with open(args.load) as fh:
@@ -132,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     for system in args.systems:
         for mode in args.modes:
             for size in args.sizes:
-                cmd = [sys.executable, __file__, "--worker", system, str(size), mode, "--threads", str(args.threads)]
+                cmd = [sys.executable, __file__, "--worker", system, str(size), mode, "--threads", str(args.threads),
+                       "--model", args.model]
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
                     print(f"{system} {mode} {size}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
@@ -143,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"  peak {r['peak_rss_mb']:7.0f} MB", flush=True)
     print()
     print(table(rows, args.fit_min))
+    print(f"load average at the end: {[round(x, 2) for x in os.getloadavg()]}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

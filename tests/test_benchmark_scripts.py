@@ -1,0 +1,95 @@
+"""Fast checks of the benchmark scripts' non-timing logic (no timings asserted, nothing heavy run):
+the MACE comparison's missing-venv error, the QE output parsing of the DFT speed-up script, and that the
+training-throughput benchmark's config is a valid training config."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mace_comparison_missing_venv_says_how_to_create_it(tmp_path, capsys):
+    mc = _load("mace_comparison")
+    venv = tmp_path / "no-such-venv"
+    assert mc.main(["--mace-venv", str(venv), "--json", ""]) == 2
+    err = capsys.readouterr().err
+    assert str(venv / "bin" / "python") in err
+    assert f"python -m venv {venv}" in err
+    assert "pip install torch==2.13.0" in err and "pip install mace-torch" in err
+
+
+def test_mace_comparison_venv_without_mace_is_rejected(tmp_path):
+    mc = _load("mace_comparison")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to(sys.executable)   # a Python, but (here) without mace-torch
+    try:
+        import mace  # noqa: F401
+    except ImportError:
+        with pytest.raises(mc.MissingVenvError, match="mace-torch cannot be imported"):
+            mc.mace_python(tmp_path)
+    else:
+        pytest.skip("mace-torch is importable in the test environment")
+
+
+def test_mace_comparison_sizes_and_table():
+    mc = _load("mace_comparison")
+    assert [4 * mc.supercell_k(n) ** 2 for n in (100, 400, 1600, 10000)] == [100, 400, 1600, 10000]
+    cfg = {"hidden_irreps": "16x0e+16x1o+16x2e"}
+    rows = [{"calculator": "ours", "dtype": "float32", "atoms": 100, "median_s": 0.5, "throughput": 200.0,
+             "cpu_s": [0.4, 0.5, 0.6], "config": {"hidden_irreps": "32x0e+16x1o+8x2e"}},
+            {"calculator": "mace", "dtype": "float32", "atoms": 100, "median_s": 1.0, "throughput": 100.0,
+             "cpu_s": [1.5], "config": cfg}]
+    text = mc.table(rows, "float32")
+    assert "**2.00×**" in text and "| 3.00× |" in text and "MACE 16x0e+16x1o+16x2e" in text
+
+
+PW_OUT = """
+     number of k points=     1
+     Dense  grid:  6107735 G-vectors     FFT dimensions: (  360,  360,  200)
+     number of electrons       =      6352.00
+     number of Kohn-Sham states=         3811
+     Estimated max dynamical RAM per process >      61.88 GB
+     Estimated total dynamical RAM >     123.77 GB
+"""
+
+
+def test_dft_speedup_parses_pw_estimate_and_extrapolates():
+    ds = _load("dft_speedup")
+    info = ds.parse_pw_header(PW_OUT)
+    assert info["n_kpoints"] == 1 and info["n_ks_states"] == 3811
+    assert info["est_max_ram_per_process_gb"] == pytest.approx(61.88)
+    assert info["est_total_ram_gb"] == pytest.approx(123.77)
+    assert ds.to_gb("850 MB") == pytest.approx(0.85)
+    est = ds.qe_time_extrapolation({"scf_wall_s": 20.0, "n_kpoints": 10, "n_atoms": 4},
+                                   {"n_atoms": 40, "n_kpoints": 1})
+    assert est["estimated_scf_wall_s"] == pytest.approx(2.0 * 10 ** 3)
+    assert "estimate" in est["method"]
+
+
+def test_training_throughput_config_is_a_valid_short_run(tmp_path):
+    import yaml
+
+    from ase_wannierml.training.config import load_config
+
+    tt = _load("training_throughput")
+    raw = tt.make_config(tt.BASE_CONFIG, tmp_path, "run_p2", 12, None)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    assert cfg.optim.max_steps == 12 and cfg.run.log_every == 1 and cfg.run.init_from == ""
+    assert cfg.run.eval_every > 12 and cfg.run.checkpoint_every > 12
+    assert Path(cfg.run.output) == tmp_path / "run_p2" and Path(cfg.data.cache).parent == tmp_path
+    assert all(Path(f).is_absolute() for f in cfg.data.frames)
+    assert tt.torchrun_cmd(2, path)[-4:] == ["ase_wannierml.training.cli", "train", str(path), "--no-progress"]
