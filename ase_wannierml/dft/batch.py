@@ -26,8 +26,10 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}", flush=True)
 
 
-def _acquire_lock(dataset: Path) -> Path:
-    lock = dataset / ".batch.lock"
+def _acquire_lock(dataset: Path, name: str = ".batch.lock") -> Path:
+    """One driver per plan and dataset (the plan and the stacking grid have disjoint frame ids, so each has its
+    own lock): ``name`` in ``dataset`` holds the driver's pid."""
+    lock = dataset / name
     if lock.exists():
         try:
             pid = int(lock.read_text().strip())
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     check_codes()
     signal.signal(signal.SIGTERM, _terminate)
     (dataset / "frames").mkdir(parents=True, exist_ok=True)
-    lock = _acquire_lock(dataset)
+    lock = _acquire_lock(dataset, ".batch_stacking_grid.lock" if args.stacking_grid else ".batch.lock")
     plan_name = "plan_stacking_grid.json" if args.stacking_grid else "plan.json"
     (dataset / plan_name).write_text(json.dumps([p.to_dict() for p in plan], indent=1))
     runner = Runner(nprocs=args.np, npools=args.nk)

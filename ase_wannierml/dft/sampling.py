@@ -278,14 +278,19 @@ def frame_plan(material: MaterialSpec, n_frames: int, master_seed: int = 2024) -
     return plan
 
 
-def stacking_grid(material: MaterialSpec, gaps: tuple[float, ...] = (3.1, 3.25, 3.5, 3.8, 4.3),
+GRID_GAP_OFFSETS = (-0.25, -0.10, 0.15, 0.45, 0.95)   # Å from material.gap_reference (graphene: 3.10 … 4.30)
+
+
+def stacking_grid(material: MaterialSpec, gaps: tuple[float, ...] | None = None,
                   path_fractions: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0)) -> list[FrameParams]:
     """SCF-only frames (energy, forces, stress; no Wannier step) of the rigid, unstrained bilayer on a grid of
-    stackings × interlayer gaps (Å): the stacking shift runs along the straight line from the AA-type origin
+    stackings × interlayer gaps (Å; default: ``GRID_GAP_OFFSETS`` around the reference gap): the stacking shift runs along the straight line from the AA-type origin
     (fraction 0) to the material's first reference stacking (fraction 1: AB graphene, 2H MoS2), through the
     saddle point at 0.5. They pin down the interlayer energy landscape (binding curve and stacking-fault
     energies) that relaxation of twisted cells depends on."""
     name, variant, shift, _ = material.references[0]
+    if gaps is None:
+        gaps = tuple(round(material.gap_reference + d, 3) for d in GRID_GAP_OFFSETS)
     out = []
     for i, (t, gap) in enumerate((t, g) for t in path_fractions for g in gaps):
         out.append(FrameParams(frame_id=f"s{i:03d}-scf-t{t:.2f}-g{gap:.2f}", material=material.name,
