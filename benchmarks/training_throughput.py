@@ -17,7 +17,7 @@ together with the load average: on 2 cores shared with other jobs it can be well
 runs alternate for ``--rounds`` rounds (default 3); reported: the median steps/s per process count (with min–max),
 the ratio of the medians, and the ratio within each round (back-to-back runs, similar load).
 
-    flock scratch/cpu.lock python benchmarks/training_throughput.py              # ≈ 5–10 min
+    flock scratch/cpu.lock python benchmarks/training_throughput.py              # ≈ 5–10 min (loaded machine)
     python benchmarks/training_throughput.py --procs 1 2 --steps 20 --warmup-steps 3 --rounds 1   # quick
     flock scratch/cpu.lock python benchmarks/training_throughput.py --batch-size 16 \
         --json benchmarks/results/training_throughput_batch16.json   # more work per step and rank
@@ -177,8 +177,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="process counts to run, in this order")
-    p.add_argument("--steps", type=int, default=40, help="timed optimizer steps per run")
-    p.add_argument("--warmup-steps", type=int, default=5, help="untimed steps first")
+    p.add_argument("--steps", type=int, default=100, help="timed optimizer steps per run")
+    p.add_argument("--warmup-steps", type=int, default=10, help="untimed steps first")
     p.add_argument("--batch-size", type=int, default=None, help="global batch (default: the config's)")
     p.add_argument("--rounds", type=int, default=3, help="repeat the whole 1/2-process sequence (medians reported)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per torchrun")
