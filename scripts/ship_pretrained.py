@@ -116,9 +116,10 @@ def fermi_velocity(tb, atoms, zero: float = 0.0) -> dict:
 def gap_scan(model, atoms, around: float, half_width: float = 0.6) -> dict:
     """Distance between the layers' mean heights (Å) of the rigid bilayer minimising the model energy (parabola
     through the grid minimum, grid ``around`` ± ``half_width``), its binding curve, and the model's z-force on
-    the top layer at the given (DFT) geometry."""
-    from ase_wannierml.model.graph import atoms_to_graph
+    the top layer at the given (DFT) geometry. Through the calculator, so a model's dispersion term counts."""
+    from ase_wannierml.calculator import WannierMLCalculator
 
+    calc = WannierMLCalculator(model)
     layer = atoms.arrays["layer"]
     z0 = atoms.positions[layer == 0, 2].mean()
     gaps = np.round(np.arange(around - half_width, around + half_width + 1e-9, 0.025), 4)
@@ -126,14 +127,15 @@ def gap_scan(model, atoms, around: float, half_width: float = 0.6) -> dict:
     for d in gaps:
         a = atoms.copy()
         a.positions[layer == 1, 2] += z0 + d - a.positions[layer == 1, 2].mean()
-        out = model(atoms_to_graph(a, model.config, dtype=model.dtype), compute_forces=False)
-        energies.append(float(out["energy"][0]))
+        a.calc = calc
+        energies.append(float(a.get_potential_energy()))
     energies = np.array(energies)
     i = int(np.clip(np.argmin(energies), 1, len(gaps) - 2))
     c = np.polyfit(gaps[i - 1:i + 2], energies[i - 1:i + 2], 2)
     d_min = float(-c[1] / (2 * c[0])) if c[0] > 0 else float(gaps[np.argmin(energies)])
-    out = model(atoms_to_graph(atoms, model.config, dtype=model.dtype), compute_forces=True)
-    fz = float(out["forces"].detach()[torch.as_tensor(layer == 1)][:, 2].sum())
+    a = atoms.copy()
+    a.calc = calc
+    fz = float(a.get_forces()[layer == 1, 2].sum())
     return {"relaxed_layer_distance_A": round(d_min, 4), "binding_curve_meV_per_atom": {
         f"{g:.3f}": round(1e3 * (e - energies.min()) / len(atoms), 3) for g, e in zip(gaps[::4], energies[::4])},
             "model_top_layer_Fz_at_DFT_geometry_eV_A": round(fz, 4)}
@@ -200,6 +202,24 @@ DESCRIPTIONS = {
     "mos2-bilayer": "ase_wannierml pretrained model for bilayer MoS2 (energy, forces, stress, Wannier Mo d + S p "
                     "tight-binding Hamiltonian relative to the gap centre)",
 }
+def binding_check(model, name: str) -> dict:
+    """Binding curve and relaxed gap of the reference bilayer vs the DFT points in datasets/<name>/binding_dft.json
+    (``ase_wannierml.dft.binding``), if that file exists."""
+    from ase_wannierml.dft import binding
+    from ase_wannierml.dft.materials import get_material
+
+    path = Path("datasets") / name / "binding_dft.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    sep = float(data["separation_A"]) if "separation_A" in data else max(float(k) for k in data["energies_eV"])
+    dft = binding.summarize(data["energies_eV"], data["n_atoms"], sep)
+    material = get_material(name)
+    gaps = sorted(float(k) for k in dft["curve_meV_per_atom"])
+    return {"dft": dft, "model": binding.model_curve(model, material, gaps, sep,
+                                                     float(data["settings"]["extra_vacuum_A"]))}
+
+
 CHECKS = {"graphene-bilayer": graphene_checks, "mos2-bilayer": mos2_checks}
 
 
@@ -243,6 +263,7 @@ def main(argv=None) -> int:
         if result.get(part):
             print(f"== {part} ({len(ids.get(part, []))} frames)\n{result[part]['table']}")
     checks = CHECKS.get(args.name, lambda *a: {})(model, frames_dir)
+    checks["binding_vs_dft"] = binding_check(model, args.name)
     print(json.dumps(checks, indent=1))
     new_score = score(result["test"]["metrics"])
     target = PRETRAINED_DIR / f"{args.name}.pt"

@@ -64,6 +64,7 @@ def dft_curve(material: MaterialSpec, gaps: list[float], separation: float, extr
     if data.get("settings") not in (None, settings):
         raise ValueError(f"{out_json} was computed with other settings; move it away to recompute")
     data["settings"] = settings
+    data["separation_A"] = separation
     points = data.setdefault("energies_eV", {})
     n_scf = material.dft.kmesh_scf_1x1
     for gap in list(gaps) + [separation]:
@@ -83,7 +84,6 @@ def dft_curve(material: MaterialSpec, gaps: list[float], separation: float, extr
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(out_json)                                       # atomic: an interrupted run loses no point
         print(f"gap {key} Å: E = {points[key]:.6f} eV ({dt:.0f} s)", flush=True)
-    data["separation_A"] = separation
     return data
 
 

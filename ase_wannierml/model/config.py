@@ -48,6 +48,9 @@ class ModelConfig:
     Electronic metadata:
         wannier_electrons: electrons per atom in the Wannier manifold, per element (for the Fermi level);
         fermi_level: eV, Fermi level of the predicted Hamiltonian if known (training data referenced to E_F: 0).
+    Long range:
+        dispersion: None, or an analytic Grimme term added to the learned energy (``ase_wannierml.dispersion``,
+            e.g. {"method": "d2"} or {"method": "d3", "damping": "bj"}); the model then learns DFT − dispersion.
     """
 
     species: tuple[str, ...]
@@ -74,6 +77,7 @@ class ModelConfig:
     min_distance: float = 0.5
     layer_bond_factor: float = 1.2
     wannier_electrons: Mapping[str, float] = field(default_factory=dict)
+    dispersion: Mapping[str, Any] | None = None
     fermi_level: float | None = None
 
     def __post_init__(self) -> None:
@@ -83,6 +87,12 @@ class ModelConfig:
                                                       for k, v in self.onsite_reference.items()})
         object.__setattr__(self, "e0s", {k: float(v) for k, v in self.e0s.items()})
         object.__setattr__(self, "wannier_electrons", {k: float(v) for k, v in self.wannier_electrons.items()})
+        if self.dispersion:
+            from ase_wannierml.dispersion import DispersionSpec
+
+            object.__setattr__(self, "dispersion", DispersionSpec.from_dict(self.dispersion).to_dict())
+        else:
+            object.__setattr__(self, "dispersion", None)
         self._validate()
 
     def _validate(self) -> None:

@@ -89,7 +89,8 @@ def _examples_for(model_config, data: Sequence[str], metadata: dict | None = Non
                    "neutrality_kgrid": int(data_cfg.get("neutrality_kgrid", 48))}
     graph_fn, pairs_fn = graph_functions(model_config)
     ds = build_dataset(data, graph_fn, pairs_fn, BuildOptions(shells=dict(model_config.orbitals),
-                                                               on_error="skip", **energy_zero))
+                                                               on_error="skip", dispersion=model_config.dispersion,
+                                                               **energy_zero))
     for fid, why in sorted(ds.rejected.items()):
         print(f"left out {fid}: {why}", file=sys.stderr)
     return ds.examples

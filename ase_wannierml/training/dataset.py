@@ -20,11 +20,12 @@ The file is written to a temporary name and renamed, so a failure never leaves a
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from .frames import Frame, find_frames, frame_status, iter_frames
 from .targets import band_kpoints, hamiltonian_targets, neutrality_level, reference_bands, wannier_periodic_axes
 
 CACHE_FORMAT = "ase_wannierml-dataset"
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: optional dispersion-corrected targets
 
 GraphFn = Callable[[object], dict]
 PairsFn = Callable[[dict], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -52,6 +53,14 @@ class BuildOptions:
     energy_zero: str = "dft_fermi"
     electrons: Mapping[str, float] | None = None
     neutrality_kgrid: int = 48
+    dispersion: Mapping[str, Any] | None = None   # subtract this analytic term from E, F, σ (model.dispersion)
+
+
+@functools.lru_cache(maxsize=4)
+def _dispersion(spec_json: str):
+    from ase_wannierml.dispersion import Dispersion
+
+    return Dispersion(json.loads(spec_json))
 
 
 @dataclass
@@ -128,6 +137,15 @@ def build_example(frame: Frame, graph_fn: GraphFn, pairs_fn: PairsFn, opts: Buil
     ex["target_stress"] = torch.as_tensor(frame.stress if frame.stress is not None else np.zeros((3, 3)),
                                           dtype=f64).reshape(1, 3, 3)
     ex["fermi_level"] = torch.tensor(frame.fermi_level or 0.0, dtype=f64)
+    if opts.dispersion:                     # targets = DFT − analytic dispersion (added back at prediction)
+        disp = _dispersion(json.dumps(dict(opts.dispersion), sort_keys=True)).compute(atoms)
+        ex["target_energy"] -= disp["energy"]
+        ex["target_forces"] -= torch.as_tensor(disp["forces"], dtype=f64)
+        if disp["stress"] is not None:
+            from ase.stress import voigt_6_to_full_3x3_stress
+
+            ex["target_stress"] -= torch.as_tensor(voigt_6_to_full_3x3_stress(disp["stress"]),
+                                                   dtype=f64).reshape(1, 3, 3)
     pair_i, pair_j, pair_shift = pairs_fn(graph)
     n_orb = _orbital_counts(atoms, opts.shells, frame.frame_id)
     max_orb = _max_orb(opts.shells)
@@ -235,7 +253,8 @@ def _fingerprint(sources: Sequence[Path], graph_settings: Mapping, opts: BuildOp
                                    "gauge_tolerance": opts.gauge_tolerance, "band_kgrid": opts.band_kgrid,
                                    "on_error": opts.on_error, "energy_zero": opts.energy_zero,
                                    "electrons": dict(opts.electrons or {}),
-                                   "neutrality_kgrid": opts.neutrality_kgrid}}, sort_keys=True, default=str)
+                                   "neutrality_kgrid": opts.neutrality_kgrid,
+                                   "dispersion": dict(opts.dispersion or {})}}, sort_keys=True, default=str)
 
 
 def build_dataset(paths: Sequence[str | Path], graph_fn: GraphFn, pairs_fn: PairsFn, opts: BuildOptions,

@@ -52,7 +52,8 @@ def prepare_dataset(cfg: TrainConfig, info: DistInfo = DistInfo()) -> Dataset:
     opts = BuildOptions(shells=dict(mc.orbitals), max_centre_distance=cfg.data.max_centre_distance,
                         gauge_tolerance=cfg.data.gauge_tolerance, band_kgrid=cfg.data.band_kgrid,
                         on_error=cfg.data.on_error, energy_zero=cfg.data.energy_zero,
-                        electrons=dict(mc.wannier_electrons), neutrality_kgrid=cfg.data.neutrality_kgrid)
+                        electrons=dict(mc.wannier_electrons), neutrality_kgrid=cfg.data.neutrality_kgrid,
+                        dispersion=mc.dispersion)
     settings = {k: v for k, v in mc.to_dict().items() if k in GRAPH_FIELDS}
     graph_fn, pairs_fn = graph_functions(mc)
     ds = None

@@ -1,0 +1,105 @@
+"""The analytic dispersion term (``ase_wannierml.dispersion``): agreement with Quantum ESPRESSO's own DFT-D3, force
+and stress consistency, and its use in the calculator and in the training targets."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.units import Ry
+
+pytest.importorskip("torch_dftd", reason="pip install torch-dftd (a core dependency)")
+
+from ase_wannierml import build_model  # noqa: E402
+from ase_wannierml.calculator import WannierMLCalculator  # noqa: E402
+from ase_wannierml.dft.binding import reference_structure  # noqa: E402
+from ase_wannierml.dft.materials import get_material  # noqa: E402
+from ase_wannierml.dispersion import Dispersion, DispersionSpec  # noqa: E402
+from ase_wannierml.model.config import ModelConfig  # noqa: E402
+
+
+def test_d3bj_matches_quantum_espresso():
+    """QE 6.7 (vdw_corr = 'dft-d3', dftd3_version = 4, three-body on) printed 'DFT-D3 Dispersion = -0.03460684 Ry'
+    for the rigid AB bilayer at 3.35 Å in the 28 Å cell of dft.binding, and -0.02641718 Ry at 11.35 Å."""
+    d = Dispersion({"method": "d3", "damping": "bj", "cutoff": 50.0, "cn_cutoff": 21.0, "abc": True})
+    material = get_material("graphene-bilayer")
+    for gap, qe in ((3.35, -0.03460684), (11.35, -0.02641718)):
+        e = d.compute(reference_structure(material, gap, 8.0))["energy"] / Ry
+        assert e == pytest.approx(qe, abs=1e-6)          # without the three-body term: 6.5e-4 Ry off
+
+
+@pytest.mark.parametrize("spec", [{"method": "d2", "cutoff": 12.0}, {"method": "d3", "damping": "bj",
+                                                                     "cutoff": 12.0}])
+def test_forces_and_stress_are_derivatives_of_the_energy(spec):
+    atoms = reference_structure(get_material("mos2-bilayer"), 3.0, 0.0)
+    atoms.rattle(0.05, seed=3)
+    d = Dispersion(spec)
+    res = d.compute(atoms)
+    h = 1e-4
+    for a, c in ((0, 2), (3, 0), (5, 1)):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[a, c] += h
+        minus.positions[a, c] -= h
+        fd = -(d.compute(plus)["energy"] - d.compute(minus)["energy"]) / (2 * h)
+        assert res["forces"][a, c] == pytest.approx(fd, abs=1e-6)
+    assert np.abs(res["forces"].sum(axis=0)).max() < 1e-9
+    for v, (i, j) in ((0, (0, 0)), (5, (0, 1))):                 # ASE stress = (1/V) dE/dε
+        eps = np.zeros((3, 3))
+        eps[i, j] = eps[j, i] = h if i != j else h
+        energies = []
+        for sign in (1, -1):
+            strained = atoms.copy()
+            strained.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps), scale_atoms=True)
+            energies.append(d.compute(strained)["energy"])
+        fd = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume() / (2 if i != j else 1)
+        assert res["stress"][v] == pytest.approx(fd, abs=1e-8)
+
+
+def test_spec_validation_and_config_roundtrip():
+    with pytest.raises(ValueError, match="method"):
+        DispersionSpec.from_dict({"method": "d4"})
+    with pytest.raises(ValueError, match="unknown dispersion settings"):
+        DispersionSpec.from_dict({"method": "d2", "s6": 0.75})
+    cfg = ModelConfig(species=("C",), orbitals={"C": ["pz"]}, dispersion={"method": "d2"})
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again.dispersion == cfg.dispersion == DispersionSpec.from_dict({"method": "d2"}).to_dict()
+    assert cfg.dispersion["damping"] == "zero"            # D2 has its own damping only
+
+
+def test_calculator_adds_the_dispersion_term():
+    """Same weights with and without the term: energy, forces and stress differ by exactly the analytic term."""
+    kw = dict(dtype=torch.float64, seed=0, cutoff=3.0, ham_cutoff_near=3.0, ham_cutoff_far=3.0, ham_cutoff_inter=3.0,
+              hidden_irreps="4x0e+2x1o", num_radial=4, radial_hidden=8, ham_num_radial=4)
+    plain = build_model({"C": ["pz"]}, **kw)
+    with_d = build_model({"C": ["pz"]}, dispersion={"method": "d3", "damping": "bj", "cutoff": 12.0}, **kw)
+    with_d.load_state_dict(plain.state_dict())
+    atoms = reference_structure(get_material("graphene-bilayer"), 3.4, 0.0)
+    atoms.rattle(0.03, seed=1)
+    a1, a2 = atoms.copy(), atoms.copy()
+    a1.calc, a2.calc = WannierMLCalculator(plain), WannierMLCalculator(with_d)
+    disp = Dispersion(with_d.config.dispersion).compute(atoms)
+    assert a2.get_potential_energy() - a1.get_potential_energy() == pytest.approx(disp["energy"], abs=1e-10)
+    np.testing.assert_allclose(a2.get_forces() - a1.get_forces(), disp["forces"], atol=1e-10)
+    np.testing.assert_allclose(a2.get_stress() - a1.get_stress(), disp["stress"], atol=1e-12)
+    assert disp["energy"] < 0
+
+
+def test_training_targets_are_dft_minus_dispersion(tmp_path):
+    from ase_wannierml.training.dataset import BuildOptions, build_dataset
+    from ase_wannierml.training.frames import load_frame_dir
+    from ase_wannierml.training.synthetic import write_synthetic_frames
+    from test_dataset import standin_graph, standin_pairs
+
+    write_synthetic_frames(tmp_path, 1, seed=1)
+    spec = {"method": "d2", "cutoff": 12.0}
+
+    def build(**kw):
+        return build_dataset([tmp_path], lambda a: standin_graph(a, 5.0), standin_pairs,
+                             BuildOptions({"C": ["pz"]}, **kw)).examples[0]
+
+    plain, corrected = build(), build(dispersion=spec)
+    frame = load_frame_dir(next(p for p in tmp_path.iterdir() if p.is_dir()))
+    disp = Dispersion(spec).compute(frame.atoms)
+    assert float(plain["target_energy"] - corrected["target_energy"]) == pytest.approx(disp["energy"], abs=1e-10)
+    np.testing.assert_allclose((plain["target_forces"] - corrected["target_forces"]).numpy(), disp["forces"],
+                               atol=1e-10)
+    assert torch.equal(plain["ham_target"], corrected["ham_target"]) if "ham_target" in plain else True
