@@ -105,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     n_ok = n_rej = n_skip = 0
     consecutive_errors = 0
+    order = list(range(len(plan)))
+    if args.stacking_grid:   # reference stacking first, then AA-type, then the rest: useful early if interrupted
+        rank = {1.0: 0, 0.0: 1, 0.5: 2}
+        order.sort(key=lambda i: (rank.get(plan[i].notes.get("stacking_path_fraction"), 3), i))
     try:
-        for i, p in enumerate(plan):
+        for i in order:
+            p = plan[i]
             if kinds and p.kind not in kinds:
                 continue
             status = frame_done(dataset, p.frame_id)
