@@ -93,7 +93,10 @@ def exact_spectrum(
     from . import solvers
 
     e_kn, W_kng = [], []
-    for chunk in tb.k_chunks(k_k3):
+    chunks = tb.k_chunks(k_k3)
+    if chunks:  # fail early, naming the memory, rather than inside LAPACK
+        solvers.check_dense_memory(tb.norb, len(chunks[0]), vectors=G_ig is not None, what="exact DOS")
+    for chunk in chunks:
         H_kij = tb.hamiltonian(chunk)
         if G_ig is None:
             e_kn.append(solvers.eigvalsh_dense(H_kij))

@@ -37,14 +37,73 @@ import scipy.sparse as sp
 
 from .multifrontal import MultifrontalFactor, shifted_csr, symbolic_for
 
-__all__ = ["DENSE_MAX_ORBITALS", "NearResult", "NearSolver", "eigvalsh_dense", "eigvalsh_near", "solve_near_auto"]
+__all__ = ["DENSE_MAX_ORBITALS", "DenseMemoryError", "NearResult", "NearSolver", "available_memory_bytes",
+           "check_dense_memory", "dense_memory_bytes", "eigvalsh_dense", "eigvalsh_near", "solve_near_auto"]
 
 #: Up to this many orbitals, ``solve_near_auto`` diagonalises densely (measured crossover ≈ 500 for TBG).
 DENSE_MAX_ORBITALS = 500
 #: Davidson block size (new preconditioned residuals per iteration) and iteration limit.
 BLOCK_SIZE = 4
 MAX_ITER = 400
+#: Davidson iterations allowed with a factor kept from an earlier matrix before it is renewed (a far-away k-point
+#: on a coarse path otherwise spends up to MAX_ITER iterations with a poor preconditioner first).
+STALE_MAX_ITER = 40
 _HERMITIAN_TOL = 1e-8  # eV, relative to max |H|
+
+#: Environment variable (GB) overriding the memory a dense request may use (default: ``MemAvailable``).
+MEMORY_ENV = "ASE_WANNIERML_MEMORY_GB"
+#: Bytes held at once per matrix entry of a dense diagonalisation, per element size s (16 complex, 8 real):
+#: H(k) as assembled plus its transposed copy (2 s) and LAPACK's working copy (s); eigenvectors add 2 s (the
+#: vectors and the divide-and-conquer workspace).
+_DENSE_COPIES, _DENSE_VECTOR_COPIES = 3, 2
+
+
+class DenseMemoryError(MemoryError):
+    """A dense matrix request that would not fit in memory (raised before allocating anything)."""
+
+
+def available_memory_bytes() -> int:
+    """Memory a new allocation may use (bytes): ``$ASE_WANNIERML_MEMORY_GB`` if set, else ``MemAvailable`` from
+    /proc/meminfo, else the physical memory."""
+    import os
+
+    env = os.environ.get(MEMORY_ENV, "").strip()
+    if env:
+        return int(float(env) * 1e9)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 2**62
+
+
+def dense_memory_bytes(norb: int, nk: int = 1, vectors: bool = False, complex_: bool = True) -> float:
+    """Estimated peak bytes of diagonalising ``nk`` dense (norb, norb) matrices at once (see ``_DENSE_COPIES``)."""
+    itemsize = 16 if complex_ else 8
+    copies = _DENSE_COPIES + (_DENSE_VECTOR_COPIES if vectors else 0)
+    return float(copies) * itemsize * float(nk) * float(norb) ** 2
+
+
+def check_dense_memory(norb: int, nk: int = 1, vectors: bool = False, complex_: bool = True,
+                       what: str = "dense diagonalisation") -> float:
+    """Raise :class:`DenseMemoryError` naming the estimated memory (GB) if a dense ``what`` of ``nk`` matrices of
+    ``norb`` orbitals would not fit in :func:`available_memory_bytes`; otherwise return the estimate (bytes)."""
+    need = dense_memory_bytes(norb, nk, vectors, complex_)
+    have = available_memory_bytes()
+    if need > have:
+        raise DenseMemoryError(
+            f"{what} of {norb:,} orbitals ({nk} k-point{'s' if nk != 1 else ''} at once) needs about "
+            f"{need / 1e9:,.1f} GB but only {have / 1e9:,.1f} GB is available; ask for the bands near an energy "
+            f"with the sparse solver instead (eigenvalues(kpts, num=..., near=...), band_structure(num=...)), or "
+            f"the DOS by the kernel polynomial method (dos(method='kpm'))"
+        )
+    return need
 
 
 # ---------------------------------------------------------------------------------------------------- dense
@@ -113,10 +172,30 @@ def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool,
         sigma = near + nudge * scale
         A = shifted_csr(H, sigma)
         try:
-            return MultifrontalFactor(symbolic_for(A), A, single=single, workers=workers), sigma
+            factor = MultifrontalFactor(symbolic_for(A), A, single=single, workers=workers)
         except np.linalg.LinAlgError:
             continue
+        if single:
+            _check_factor(factor, A)
+        return factor, sigma
     raise np.linalg.LinAlgError(f"H - {near} eV stays singular after shifting; is the matrix degenerate?")
+
+
+#: A single-precision factor whose solve of a random right-hand side leaves a larger relative residual is not
+#: used (the caller refactorises in double precision): with flat bands, fronts restricted to a region where the
+#: states are localised can be nearly singular at σ, and without pivoting across fronts the single-precision
+#: factor of the learned 1.05° TBG Hamiltonian gave residuals ~100 (Davidson then stalls for hundreds of
+#: iterations before falling back), where double precision still gives ~1e-5.
+SINGLE_FACTOR_MAX_RESIDUAL = 1e-2
+
+
+def _check_factor(factor: MultifrontalFactor, A: sp.csr_matrix) -> None:
+    """LinAlgError if ‖A factor⁻¹ b − b‖ / ‖b‖ > SINGLE_FACTOR_MAX_RESIDUAL for a random b (one solve)."""
+    b = np.random.default_rng(12345).standard_normal(A.shape[0]).astype(A.dtype)
+    x = factor.solve(b)
+    res = float(np.linalg.norm(A @ x - b) / np.linalg.norm(b)) if np.all(np.isfinite(x)) else np.inf
+    if not res <= SINGLE_FACTOR_MAX_RESIDUAL:
+        raise np.linalg.LinAlgError(f"single-precision factor too inaccurate (relative residual {res:.2g})")
 
 
 def _orthonormalize(W: np.ndarray, Q: np.ndarray | None) -> np.ndarray:
@@ -228,6 +307,7 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     if method == "auto":
         method = "dense" if n <= DENSE_MAX_ORBITALS or 4 * num > n else "multifrontal"
     if method == "dense":
+        check_dense_memory(n, 1, vectors=return_vectors, complex_=np.iscomplexobj(H.data if sp.issparse(H) else H))
         Hd = H.toarray() if sp.issparse(H) else np.asarray(H)
         out = _eigh_near_dense(Hd, num, near, return_vectors)
         values, vectors = (out if return_vectors else (out, None))
@@ -272,6 +352,7 @@ class NearSolver:
         self._factor: MultifrontalFactor | None = None
         self._sigma = self.near
         self._complex = False
+        self._single_ok = True  # False once a single-precision factor failed its accuracy check
         self._vectors: np.ndarray | None = None
         self._t_factor = 0.0  # s, last factorisation
         self._t_solve = 0.0  # s per preconditioner solve, measured right after the last factorisation
@@ -286,7 +367,14 @@ class NearSolver:
         import time
 
         t0 = time.perf_counter()
-        self._factor, self._sigma = _factor_near(H, self.near, scale, single=single, workers=self.workers)
+        single = single and self._single_ok
+        try:
+            self._factor, self._sigma = _factor_near(H, self.near, scale, single=single, workers=self.workers)
+        except np.linalg.LinAlgError:
+            if not single:
+                raise
+            self._single_ok = False  # the same kind of matrix next time: go straight to double precision
+            self._factor, self._sigma = _factor_near(H, self.near, scale, single=False, workers=self.workers)
         self._t_factor = time.perf_counter() - t0
         self._complex = np.iscomplexobj(H.data)
         self.factorizations += 1
@@ -327,11 +415,12 @@ class NearSolver:
         for attempt in range(3):
             t0 = time.perf_counter()
             try:
-                result = _davidson_near(Hs, self._factor, self._sigma, want, block, tol, MAX_ITER, self.seed,
-                                        start=self._vectors)
+                result = _davidson_near(Hs, self._factor, self._sigma, want, block, tol,
+                                        MAX_ITER if fresh else STALE_MAX_ITER, self.seed, start=self._vectors)
                 break
             except np.linalg.LinAlgError:  # stale or too inaccurate a factor: fresh, then double precision
-                self._vectors = None
+                if fresh:  # a stale factor failed: keep the previous eigenvectors as the start
+                    self._vectors = None
                 self._refactor(Hs, scale, single=attempt == 0)
                 want = min(n, self.num if self._sigma == self.near else self.num + 2)
                 fresh = True

@@ -237,6 +237,8 @@ class TightBinding:
         self.num_electrons = None if num_electrons is None else float(num_electrons)
         self.fermi_energy = None if fermi_level is None else float(fermi_level)
         self.degeneracy = {tuple(int(x) for x in r): int(n) for r, n in (degeneracy or {}).items()}
+        self.pruned_threshold = 0.0  # eV: elements below it were dropped by pruned() (0: none)
+        self.pruning_bound = 0.0  # eV: bound on the eigenvalue change that pruning caused
         self._store(R, rows, cols, values)
         if check_hermitian:
             self.check_hermitian()
@@ -406,8 +408,14 @@ class TightBinding:
         return np.exp(2j * np.pi * (self.R_r @ k_k3.T))
 
     def hamiltonian(self, kpts: Any) -> np.ndarray:
-        """H(k) for ``kpts`` (nk, 3) fractional → (nk, norb, norb) complex, eV."""
+        """H(k) for ``kpts`` (nk, 3) fractional → (nk, norb, norb) complex, eV.
+
+        Dense: raises ``solvers.DenseMemoryError`` (naming the estimated GB) before allocating if it cannot fit;
+        use :meth:`hamiltonian_sparse` for large cells."""
+        from .solvers import check_dense_memory
+
         k_k3 = _as_kpts(kpts)
+        check_dense_memory(self.norb, len(k_k3), what="dense H(k)")
         H_fk = np.zeros((self.norb * self.norb, len(k_k3)), dtype=complex)
         H_fk[self._flat_f] = self._A_fR @ self._phases(k_k3)
         return np.ascontiguousarray(H_fk.T).reshape(len(k_k3), self.norb, self.norb)
@@ -556,6 +564,43 @@ class TightBinding:
         cols = np.concatenate([self.cols, self.rows])
         values = np.concatenate([self.values, np.conj(self.values)]) / 2
         return self._replace(R, rows, cols, values)
+
+    def pruned(self, threshold: float) -> "TightBinding":
+        """A copy without the elements |H_ij(R)| < ``threshold`` (eV); on-site diagonal elements are always kept.
+
+        Hermiticity is preserved (|H_ij(R)| = |H_ji(−R)|). Every eigenvalue of every H(k) moves by at most
+        :meth:`pruning_error_bound` (``threshold``) (Weyl's inequality with ‖ΔH(k)‖₂ ≤ max row sum of the dropped
+        |H_ij(R)|); the actual band shifts are usually far smaller because the dropped terms have random phases.
+        ``threshold <= 0`` returns ``self``. The result records ``pruned_threshold`` and ``pruning_bound`` (eV).
+        """
+        threshold = float(threshold)
+        if threshold <= 0:
+            return self
+        keep = self._prune_keep(threshold)
+        bound = self.pruning_error_bound(threshold)
+        out = TightBinding(
+            self.cell, self.R[keep], self.rows[keep], self.cols[keep], self.values[keep], self.orbitals,
+            pbc=self.pbc, atoms=self.atoms, num_electrons=self.num_electrons, fermi_level=self.fermi_energy,
+            degeneracy=self.degeneracy, check_hermitian=False,
+        )
+        out.pruned_threshold, out.pruning_bound = threshold, bound
+        return out
+
+    def _prune_keep(self, threshold: float) -> np.ndarray:
+        """(nnz,) bool: elements kept by :meth:`pruned` (|value| ≥ threshold, or on-site diagonal)."""
+        r0 = _lattice_vector_lookup(self.R_r, np.zeros((1, 3), np.int64))[0]
+        onsite = (self.rows == self.cols) & (self._r_index == r0)
+        return (np.abs(self.values) >= threshold) | onsite
+
+    def pruning_error_bound(self, threshold: float) -> float:
+        """Rigorous bound (eV) on the eigenvalue change of any H(k) caused by :meth:`pruned` (``threshold``):
+        max over orbitals i of Σ_{j,R} |H_ij(R)| over the dropped elements (‖ΔH(k)‖₂ ≤ ‖ΔH(k)‖_∞ for Hermitian
+        ΔH, then Weyl's inequality)."""
+        if threshold <= 0 or self.nnz == 0:
+            return 0.0
+        drop = ~self._prune_keep(float(threshold))
+        row_sum = np.bincount(self.rows[drop], weights=np.abs(self.values[drop]), minlength=self.norb)
+        return float(row_sum.max(initial=0.0))
 
     def _replace(self, R: Any, rows: Any, cols: Any, values: Any) -> "TightBinding":
         return TightBinding(
