@@ -97,6 +97,9 @@ class WannierMLCalculator(Calculator):
         self.dtype = dtype if dtype is not None else next(model.parameters()).dtype
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self._tb: TightBinding | None = None
+        from .dispersion import dispersion_from_config
+
+        self._dispersion = dispersion_from_config(self.model.config)
         self._attached: weakref.ReferenceType[Atoms] | None = None
         self._eigen_cache: tuple[np.ndarray, np.ndarray] | None = None  # (k_kc, e_kn)
 
@@ -134,6 +137,14 @@ class WannierMLCalculator(Calculator):
             self.results[ase_key] = value
         if "energies" in self.results:  # float64 sum of per-atom energies: no float32 round-off on 10^4 atoms
             self.results["energy"] = self.results["free_energy"] = float(self.results["energies"].sum())
+        if self._dispersion is not None:  # analytic long-range term of the DFT protocol (model learned the rest)
+            disp = self._dispersion.compute(self.atoms)
+            self.results["energy"] += disp["energy"]
+            self.results["free_energy"] = self.results["energy"]
+            self.results["forces"] = self.results["forces"] + disp["forces"]
+            if "stress" in self.results and disp["stress"] is not None:
+                self.results["stress"] = self.results["stress"] + disp["stress"]
+            self.results.pop("energies", None)           # per-atom ML energies no longer sum to the total
 
     def set_atoms(self, atoms: Atoms) -> None:
         """Called by ASE on ``atoms.calc = calc``: remember (weakly) which Atoms the calculator belongs to, so that
