@@ -69,8 +69,11 @@ def stages(path: str) -> list[dict]:
 
 
 def score(m: dict) -> float:
-    h = [m[k] for k in m if k.startswith("H MAE")]
-    return (m["band MAE ±1 eV (meV)"] + float(np.mean(h)) + 0.1 * m["F RMSE (meV/Å)"] + m["E MAE (meV/atom)"])
+    """Lower is better; terms without held-out data (None, e.g. no Hamiltonian frame held out) are left out."""
+    h = [m[k] for k in m if k.startswith("H MAE") and m[k] is not None]
+    terms = [m.get("band MAE ±1 eV (meV)"), float(np.mean(h)) if h else None,
+             None if m.get("F RMSE (meV/Å)") is None else 0.1 * m["F RMSE (meV/Å)"], m.get("E MAE (meV/atom)")]
+    return float(sum(t for t in terms if t is not None))
 
 
 def evaluate_ids(model, frames_dir: Path, ids: list[str], metadata: dict | None = None) -> dict:
