@@ -43,6 +43,7 @@ from ase.spectrum.band_structure import BandStructure
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
 from ase_wannierml.model.io import resolve_model_path
+from ase_wannierml.report import plot_band_points
 from ase_wannierml.tb import solvers
 from ase_wannierml.tb.bandpath import kpoint_mesh
 from ase_wannierml.tb.dos import smear
@@ -125,21 +126,6 @@ def dos_near(tb, mesh: tuple[int, int, int], num: int, near: float, width: float
     return grid, d, (lo, hi), len(k_k3)
 
 
-def plot_bands(ax, bs: BandStructure, color: str, label: str, window: float) -> None:
-    """Bands (E − E_D, eV) as points (with ``num`` nearest states the set changes along the path)."""
-    x, label_x, labels = bs.get_labels()
-    e_kn = bs.energies[0] - bs.reference
-    ax.plot(np.repeat(x, e_kn.shape[1]), e_kn.ravel(), ".", ms=3, color=color, label=label)
-    for xi in label_x:
-        ax.axvline(xi, color="k", lw=0.5)
-    ax.axhline(0.0, color="k", lw=0.5, ls=":")
-    ax.set_xticks(label_x, [lab.replace("G", "Γ") for lab in labels])
-    ax.set_xlim(x[0], x[-1])
-    ax.set_ylim(-window, window)
-    ax.set_ylabel("E − E_D (eV)")
-    ax.legend(loc="upper right", markerscale=3)
-
-
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--m", type=int, default=31, help="commensurate index (r = 1): 31 → 1.05°, 11,908 atoms")
@@ -213,8 +199,8 @@ def main() -> None:
     with Stage("plots", stages):
         fig, ax = plt.subplots(figsize=(5, 4))
         window = min(0.5, 1.05 * max(np.abs(b.energies - b.reference).max() for b in (bs0, bs)))
-        plot_bands(ax, bs0, "tab:gray", "rigid", window)
-        plot_bands(ax, bs, "tab:red", "relaxed", window)
+        plot_band_points(ax, bs0, "tab:gray", "rigid", window=window, ylabel="E − E_D (eV)", markersize=3)
+        plot_band_points(ax, bs, "tab:red", "relaxed", window=window, ylabel="E − E_D (eV)", markersize=3)
         ax.set_title(f"TBG {angle:.3f}°, {len(atoms)} atoms")
         fig.tight_layout()
         fig.savefig(out / "bands.png", dpi=150)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import time
 from pathlib import Path
 
 import matplotlib
@@ -22,29 +20,7 @@ import numpy as np
 from ase.optimize import FIRE
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
-from ase_wannierml.structures import twist_angle
-
-
-def peak_memory_gb() -> float:
-    """Peak resident memory of this process so far (GB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-
-
-class Stage:
-    """Context manager that times a stage and records its wall time and the peak memory so far."""
-
-    def __init__(self, name: str, log: dict) -> None:
-        self.name, self.log = name, log
-
-    def __enter__(self) -> "Stage":
-        print(f"== {self.name} ...", flush=True)
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        dt = time.perf_counter() - self.t0
-        self.log[self.name] = {"wall_s": round(dt, 2), "peak_memory_GB": round(peak_memory_gb(), 3)}
-        print(f"   {self.name}: {dt:.1f} s, peak memory {peak_memory_gb():.2f} GB", flush=True)
+from ase_wannierml.report import Stage, peak_memory_gb, plot_band_points
 
 
 def central_band_width(bs, n_central: int = 4) -> float:
@@ -53,22 +29,6 @@ def central_band_width(bs, n_central: int = 4) -> float:
     order = np.argsort(np.abs(e_kn).mean(axis=0))[:n_central]
     sel = e_kn[:, np.sort(order)]
     return float(sel.max() - sel.min())
-
-
-def plot_bands(ax, bs, color: str, label: str, window: float = 0.3) -> None:
-    """Bands (eV relative to E_F) as points: with ``num`` bands nearest E_F the set of bands changes along the
-    path, so joining them by index would draw false vertical lines."""
-    x, label_x, labels = bs.get_labels()
-    e_kn = bs.energies[0] - bs.reference
-    ax.plot(np.repeat(x, e_kn.shape[1]), e_kn.ravel(), ".", ms=2.5, color=color, label=label)
-    for xi in label_x:
-        ax.axvline(xi, color="k", lw=0.5)
-    ax.axhline(0.0, color="k", lw=0.5, ls=":")
-    ax.set_xticks(label_x, [lab.replace("G", "Γ") for lab in labels])
-    ax.set_xlim(x[0], x[-1])
-    ax.set_ylim(-window, window)
-    ax.set_ylabel("E − E_F (eV)")
-    ax.legend(loc="upper right", markerscale=4)
 
 
 def parse_args() -> argparse.Namespace:
@@ -108,8 +68,8 @@ def main() -> None:
         dos = calc.get_dos(kpts=(3, 3, 1), width=0.005, npts=1500, method="kpm" if len(atoms) > 3000 else "auto")
     with Stage("plots", stages):
         fig, ax = plt.subplots(figsize=(5, 4))
-        plot_bands(ax, bs0, "tab:gray", "unrelaxed")
-        plot_bands(ax, bs, "tab:red", "relaxed")
+        plot_band_points(ax, bs0, "tab:gray", "unrelaxed", window=0.3)
+        plot_band_points(ax, bs, "tab:red", "relaxed", window=0.3)
         ax.set_title(f"TBG {atoms.info.get('twist_angle', 0):.2f}°, {len(atoms)} atoms")
         fig.tight_layout()
         fig.savefig(out / "bands.png", dpi=150)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import time
 from pathlib import Path
 
 import matplotlib
@@ -26,28 +24,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
-
-
-def peak_memory_gb() -> float:
-    """Peak resident memory of this process so far (GB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-
-
-class Stage:
-    """Times a stage; records wall time (s) and the peak memory so far (GB) into ``log[name]``."""
-
-    def __init__(self, name: str, log: dict) -> None:
-        self.name, self.log = name, log
-
-    def __enter__(self) -> "Stage":
-        print(f"== {self.name} ...", flush=True)
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        dt = time.perf_counter() - self.t0
-        self.log[self.name] = {"wall_s": round(dt, 2), "peak_memory_GB": round(peak_memory_gb(), 3)}
-        print(f"   {self.name}: {dt:.1f} s, peak memory {peak_memory_gb():.2f} GB", flush=True)
+from ase_wannierml.report import Stage, peak_memory_gb, plot_band_points
 
 
 def gap_from_bands(bs) -> dict:
@@ -60,19 +37,6 @@ def gap_from_bands(bs) -> dict:
     if not np.isfinite(vbm) or not np.isfinite(cbm):
         raise RuntimeError("the computed bands do not straddle the gap centre; raise --num")
     return {"gap_eV": cbm - vbm, "vbm_eV": vbm, "cbm_eV": cbm, "vbm_k_index": iv, "cbm_k_index": ic}
-
-
-def plot_bands(ax, bs, color: str, label: str) -> None:
-    """Bands relative to the gap centre as points (the set of computed bands changes along the path)."""
-    x, label_x, labels = bs.get_labels()
-    e_kn = bs.energies[0] - bs.reference
-    ax.plot(np.repeat(x, e_kn.shape[1]), e_kn.ravel(), ".", ms=2.5, color=color, label=label)
-    for xi in label_x:
-        ax.axvline(xi, color="k", lw=0.5)
-    ax.set_xticks(label_x, [lab.replace("G", "Γ") for lab in labels])
-    ax.set_xlim(x[0], x[-1])
-    ax.set_ylabel("E − gap centre (eV)")
-    ax.legend(loc="upper right", markerscale=4)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -114,8 +78,8 @@ def main(argv=None) -> dict:
         gap = gap_from_bands(bs)
     with Stage("plots", stages):
         fig, ax = plt.subplots(figsize=(5, 4))
-        plot_bands(ax, bs0, "tab:gray", "unrelaxed")
-        plot_bands(ax, bs, "tab:red", "relaxed")
+        plot_band_points(ax, bs0, "tab:gray", "unrelaxed", ylabel="E − gap centre (eV)")
+        plot_band_points(ax, bs, "tab:red", "relaxed", ylabel="E − gap centre (eV)")
         ax.set_title(f"twisted MoS2 {atoms.info['twist_angle']:.2f}°, {len(atoms)} atoms")
         fig.tight_layout()
         fig.savefig(out / "bands.png", dpi=150)
