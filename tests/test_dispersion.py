@@ -103,3 +103,19 @@ def test_training_targets_are_dft_minus_dispersion(tmp_path):
     np.testing.assert_allclose((plain["target_forces"] - corrected["target_forces"]).numpy(), disp["forces"],
                                atol=1e-10)
     assert torch.equal(plain["ham_target"], corrected["ham_target"]) if "ham_target" in plain else True
+
+
+def test_warm_start_accepts_the_short_spelling_of_a_saved_setting():
+    """run.init_from compares the config's model settings with the saved ones after normalising both, so
+    ``{method: d2}`` matches the stored full D2 spec, while a real difference is still refused."""
+    from types import SimpleNamespace
+
+    from ase_wannierml.training.trainer import _init_model_kwargs
+
+    saved = ModelConfig(species=("C",), orbitals={"C": ["pz"]}, dispersion={"method": "d2"}).to_dict()
+    cfg = SimpleNamespace(model={"orbitals": {"C": "pz"}, "dispersion": {"method": "d2"}},
+                          run=SimpleNamespace(init_from="saved.pt"))
+    assert _init_model_kwargs(cfg, saved)["dispersion"] == saved["dispersion"]
+    cfg.model["dispersion"] = {"method": "d3"}
+    with pytest.raises(ValueError, match="dispersion"):
+        _init_model_kwargs(cfg, saved)

@@ -300,8 +300,10 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
     from ase_wannierml.model.config import ModelConfig
 
     kwargs = ModelConfig.from_dict(saved).to_dict()
-    clash = {k: (v, kwargs.get(k)) for k, v in cfg.model.items()
-             if k in kwargs and json.dumps(v, default=str) != json.dumps(kwargs[k], default=str)
+    given = {k: v for k, v in cfg.model.items() if k in kwargs}
+    normalised = ModelConfig.from_dict({**kwargs, **given}).to_dict()   # same spelling as the saved settings
+    clash = {k: (v, kwargs[k]) for k, v in given.items()
+             if json.dumps(normalised[k], default=str) != json.dumps(kwargs[k], default=str)
              and k not in ("e0s", "onsite_reference", "energy_scale", "ham_scale", "fermi_level")}
     if clash:
         raise ValueError(f"run.init_from {cfg.run.init_from}: model settings differ from the config: {clash}")
