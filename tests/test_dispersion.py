@@ -116,6 +116,22 @@ def test_warm_start_accepts_the_short_spelling_of_a_saved_setting():
     cfg = SimpleNamespace(model={"orbitals": {"C": "pz"}, "dispersion": {"method": "d2"}},
                           run=SimpleNamespace(init_from="saved.pt"))
     assert _init_model_kwargs(cfg, saved)["dispersion"] == saved["dispersion"]
-    cfg.model["dispersion"] = {"method": "d3"}
-    with pytest.raises(ValueError, match="dispersion"):
+    cfg.model["cutoff"] = 6.0
+    with pytest.raises(ValueError, match="cutoff"):
         _init_model_kwargs(cfg, saved)
+
+
+def test_warm_start_may_add_a_dispersion_term_and_refits_e0s():
+    """Dispersion has no weights: a warm start may change it; e0s are dropped (refitted by the trainer)."""
+    from types import SimpleNamespace
+
+    from ase_wannierml.training.trainer import _init_model_kwargs
+
+    saved = ModelConfig(species=("C",), orbitals={"C": ["pz"]}, e0s={"C": -150.0}).to_dict()
+    cfg = SimpleNamespace(model={"orbitals": {"C": "pz"}, "dispersion": {"method": "d3", "damping": "bj"}},
+                          run=SimpleNamespace(init_from="saved.pt"))
+    kwargs = _init_model_kwargs(cfg, saved)
+    assert kwargs["dispersion"]["method"] == "d3" and kwargs["dispersion"]["damping"] == "bj"
+    assert "e0s" not in kwargs
+    cfg.model["dispersion"] = {}
+    assert _init_model_kwargs(cfg, saved)["e0s"] == {"C": -150.0}      # unchanged: kept

@@ -222,3 +222,22 @@ def test_parallel_factorisation_raises_on_singular_front(monkeypatch):
     sym = multifrontal.SymbolicFactorization(A, leaf_size=8)
     with pytest.raises(np.linalg.LinAlgError, match="singular front"):
         multifrontal.MultifrontalFactor(sym, A, workers=2)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_factor_of_disconnected_blocks(workers, monkeypatch):
+    """Blocks with no coupling between them (a purely diagonal H, or decoupled molecules) have fronts without
+    update variables; the factorisation must still solve (it used to raise KeyError)."""
+    monkeypatch.setattr(multifrontal, "PARALLEL_MIN_MADDS", 0.0)
+    rng = np.random.default_rng(0)
+    blocks = [sp.random(80, 80, density=0.08, random_state=i) for i in range(4)]
+    cases = [sp.diags(np.linspace(-1.0, 1.0, 300)),
+             sp.block_diag([(b + b.T) / 2 + 3 * sp.eye(80) for b in blocks])]
+    for H in cases:
+        A = multifrontal.shifted_csr(H.tocsr(), 0.01)
+        b = rng.normal(size=A.shape[0])
+        x = multifrontal.MultifrontalFactor(multifrontal.symbolic_for(A), A, workers=workers).solve(b)
+        np.testing.assert_allclose(A @ x, b, atol=1e-10)
+    energies = np.linspace(-1.0, 1.0, 301)
+    vals = solvers.eigvalsh_near(sp.diags(energies).tocsr(), 4, 0.013, method="multifrontal", workers=workers)
+    np.testing.assert_allclose(vals, np.sort(energies[np.argsort(np.abs(energies - 0.013))[:4]]), atol=1e-10)

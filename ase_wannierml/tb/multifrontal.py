@@ -305,7 +305,8 @@ class MultifrontalFactor:
         F = np.zeros((m, m), dtype=self.dtype)
         F.ravel()[f.flat] = data[f.data_pos]  # own columns, rows from the own block down
         for c, rel in zip(f.children, f.child_rel):
-            _extend_add_lower(F, pending.pop(c), rel)
+            if len(rel):        # a child without update variables (disconnected block) leaves no Schur complement
+                _extend_add_lower(F, pending.pop(c), rel)
         _mirror_lower(F[:o, :o])  # only lower triangles are kept up to date: complete F11 and F12
         F[:o, o:] = F[o:, :o].conj().T
         if o:

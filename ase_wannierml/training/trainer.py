@@ -60,6 +60,9 @@ class Trainer:
         if state is None and cfg.run.init_from:
             init = torch.load(cfg.run.init_from, map_location="cpu", weights_only=True)
             model_kwargs = _init_model_kwargs(cfg, init["config"])
+            if "e0s" not in model_kwargs:          # dispersion changed: refit e0s to the new targets
+                from ase_wannierml.training.stats import fit_e0s
+                model_kwargs["e0s"] = fit_e0s(train_examples, list(model_kwargs["species"]))
         self.model, self.model_kwargs, self.scales = build_training_model(cfg, train_examples, model_kwargs,
                                                                           self.dtype)
         if init is not None:
@@ -296,17 +299,30 @@ class Trainer:
 
 def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any]:
     """Model settings of a warm start: the saved model's (weights only make sense with them), except that graph
-    settings given in the config must agree."""
+    settings given in the config must agree.
+
+    The analytic ``dispersion`` term may change (e.g. adding D3 to a model trained without it): it has no weights.
+    The learned part then fits DFT − new dispersion, so the per-element reference energies ``e0s`` are dropped
+    here and refitted from the training data.
+    """
     from ase_wannierml.model.config import ModelConfig
 
     kwargs = ModelConfig.from_dict(saved).to_dict()
     given = {k: v for k, v in cfg.model.items() if k in kwargs}
     normalised = ModelConfig.from_dict({**kwargs, **given}).to_dict()   # same spelling as the saved settings
-    clash = {k: (v, kwargs[k]) for k, v in given.items()
-             if json.dumps(normalised[k], default=str) != json.dumps(kwargs[k], default=str)
-             and k not in ("e0s", "onsite_reference", "energy_scale", "ham_scale", "fermi_level")}
+
+    def differs(k: str) -> bool:
+        return json.dumps(normalised[k], default=str) != json.dumps(kwargs[k], default=str)
+
+    clash = {k: (v, kwargs[k]) for k, v in given.items() if differs(k)
+             and k not in ("e0s", "onsite_reference", "energy_scale", "ham_scale", "fermi_level", "dispersion")}
     if clash:
         raise ValueError(f"run.init_from {cfg.run.init_from}: model settings differ from the config: {clash}")
+    if "dispersion" in given and differs("dispersion"):
+        print(f"warm start: dispersion {kwargs['dispersion'] or None} -> {normalised['dispersion'] or None}; "
+              "e0s are refitted to the new targets")
+        kwargs["dispersion"] = normalised["dispersion"]
+        kwargs.pop("e0s", None)
     return kwargs
 
 
