@@ -27,7 +27,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per factor
 import argparse
 import hashlib
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -43,49 +42,11 @@ from ase.spectrum.band_structure import BandStructure
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
 from ase_wannierml.model.io import resolve_model_path
-from ase_wannierml.report import plot_band_points
+from ase_wannierml.report import Stage, plot_band_points
 from ase_wannierml.tb import solvers
 from ase_wannierml.tb.bandpath import kpoint_mesh
 from ase_wannierml.tb.dos import smear
 from ase_wannierml.tb.flatbands import dirac_energy, flat_band_summary
-
-
-def rss_gb() -> float:
-    """Current resident memory of this process (GB)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
-
-
-class Stage:
-    """Times a stage (wall s) and samples its peak resident memory (GB) every 0.2 s in a background thread."""
-
-    def __init__(self, name: str, log: dict) -> None:
-        self.name, self.log = name, log
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.2):
-            self.peak = max(self.peak, rss_gb())
-
-    def __enter__(self) -> "Stage":
-        print(f"== {self.name} ...", flush=True)
-        self.peak, self._stop = rss_gb(), threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        dt = time.perf_counter() - self.t0
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_gb())
-        self.log[self.name] = {"wall_s": round(dt, 1), "peak_memory_GB": round(self.peak, 2),
-                               "load_average_1min": round(os.getloadavg()[0], 2)}
-        print(f"   {self.name}: {dt:.1f} s, peak memory {self.peak:.2f} GB, load {os.getloadavg()[0]:.1f}",
-              flush=True)
 
 
 def near_bands(tb, kpts: np.ndarray, num: int, near: float, label: str) -> tuple[np.ndarray, dict]:

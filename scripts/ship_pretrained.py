@@ -9,7 +9,8 @@
   ``0000-refAB``) and the AB interlayer distance minimising the model energy (rigid-layer scan);
 - ships to ``ase_wannierml/pretrained/<name>.pt`` (float32) with all of that in the metadata, but only if the
   candidate is better than the file already there on the *current* held-out set (``--force`` overrides); the
-  score is band MAE ±1 eV + mean H MAE over categories (meV) + 0.1 × force RMSE (meV/Å) + E MAE (meV/atom).
+  score is band MAE ±1 eV + mean H MAE over categories (meV) + 0.1 × force RMSE (meV/Å) + E MAE (meV/atom)
+  (+ binding-energy and 10 × gap error of the relaxed reference bilayer when a DFT binding curve exists).
 """
 from __future__ import annotations
 
@@ -68,11 +69,18 @@ def stages(path: str) -> list[dict]:
     return out[::-1]
 
 
-def score(m: dict) -> float:
-    """Lower is better; terms without held-out data (None, e.g. no Hamiltonian frame held out) are left out."""
+def score(m: dict, binding: dict | None = None) -> float:
+    """Lower is better; terms without held-out data (None, e.g. no Hamiltonian frame held out) are left out.
+
+    With a DFT binding curve (``binding_check``): + |E_b(model) − E_b(DFT)| (meV/atom) + 10 × |gap error| (Å),
+    both from the model's own relaxation of the reference bilayer."""
     h = [m[k] for k in m if k.startswith("H MAE") and m[k] is not None]
     terms = [m.get("band MAE ±1 eV (meV)"), float(np.mean(h)) if h else None,
              None if m.get("F RMSE (meV/Å)") is None else 0.1 * m["F RMSE (meV/Å)"], m.get("E MAE (meV/atom)")]
+    if binding:
+        dft, mod = binding["dft"], binding["model"]
+        terms += [abs(mod["relaxed_binding_energy_meV_per_atom"] - dft["binding_energy_meV_per_atom"]),
+                  10.0 * abs(mod["relaxed_gap_A"] - dft["equilibrium_gap_A"])]
     return float(sum(t for t in terms if t is not None))
 
 
@@ -268,14 +276,17 @@ def main(argv=None) -> int:
     checks = CHECKS.get(args.name, lambda *a: {})(model, frames_dir)
     checks["binding_vs_dft"] = binding_check(model, args.name)
     print(json.dumps(checks, indent=1))
-    new_score = score(result["test"]["metrics"])
+    new_score = score(result["test"]["metrics"], checks["binding_vs_dft"])
     target = PRETRAINED_DIR / f"{args.name}.pt"
     old_score = None
     if target.is_file():
         old = load_model(target)
         old_test = evaluate_ids(old, frames_dir, test_ids, model.metadata)   # same energy zero as the candidate
         if old_test:
-            old_score = score(old_test["metrics"])
+            old_binding = binding_check(old, args.name)
+            old_score = score(old_test["metrics"], old_binding)
+            if old_binding:
+                print(f"installed model, binding vs DFT: {json.dumps(old_binding['model'])}")
             print(f"installed model on the same {len(test_ids)} held-out frames:\n{old_test['table']}")
     print(f"score (lower is better): candidate {new_score:.2f}, installed "
           f"{'none' if old_score is None else f'{old_score:.2f}'}")

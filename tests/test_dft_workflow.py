@@ -222,6 +222,22 @@ def test_tiny_graphene_frame_end_to_end(tmp_path):
 
 @pytest.mark.dft
 @pytest.mark.slow
+def test_default_stacking_grid_ends_with_separated_layers():
+    """The default grid keeps its first ids (frames on disk stay valid) and appends separated-layer frames beyond
+    the backbone cut-off: they fix the zero of the binding energy (measured: without them the model's AB binding
+    was off by 5-10 meV/atom)."""
+    from ase_wannierml.dft.sampling import GRID_GAP_OFFSETS, SEPARATED_GAPS, stacking_grid
+
+    grid = stacking_grid(GRAPHENE_BILAYER)
+    n = 4 * len(GRID_GAP_OFFSETS)
+    assert grid[0].frame_id == "s000-scf-t0.00-g3.10" and grid[n - 1].frame_id == "s019-scf-t1.00-g4.30"
+    extra = grid[n:]
+    assert [round(p.gap, 2) for p in extra] == [*SEPARATED_GAPS, *SEPARATED_GAPS]
+    assert min(p.gap for p in extra) > 5.0                      # graphene backbone cut-off
+    assert extra[-1].shift == pytest.approx(GRAPHENE_BILAYER.references[0][2])
+    assert len({p.frame_id for p in grid}) == len(grid)
+
+
 def test_scf_only_stacking_frame_and_binding_check(tmp_path):
     """An SCF-only frame of the stacking grid has energy/forces/stress and no Wannier files; its energy equals
     a binding-curve point of the same geometry and settings (dft.binding writes the same SCF)."""

@@ -279,6 +279,10 @@ def frame_plan(material: MaterialSpec, n_frames: int, master_seed: int = 2024) -
 
 
 GRID_GAP_OFFSETS = (-0.25, -0.10, 0.15, 0.45, 0.95)   # Å from material.gap_reference (graphene: 3.10 … 4.30)
+#: Gaps (Å) of the "separated layers" frames appended to the default grid (AA-type and reference stacking): beyond
+#: the backbone cut-off, so they fix the energy of two non-interacting layers (minus the analytic dispersion), the
+#: zero of the binding energy. Without them E_b depends on how the network extrapolates from 4.3 Å.
+SEPARATED_GAPS = (6.0, 8.0)
 
 
 def stacking_grid(material: MaterialSpec, gaps: tuple[float, ...] | None = None,
@@ -287,12 +291,14 @@ def stacking_grid(material: MaterialSpec, gaps: tuple[float, ...] | None = None,
     stackings × interlayer gaps (Å; default: ``GRID_GAP_OFFSETS`` around the reference gap): the stacking shift runs along the straight line from the AA-type origin
     (fraction 0) to the material's first reference stacking (fraction 1: AB graphene, 2H MoS2), through the
     saddle point at 0.5. They pin down the interlayer energy landscape (binding curve and stacking-fault
-    energies) that relaxation of twisted cells depends on."""
+    energies) that relaxation of twisted cells depends on. The default grid ends with ``SEPARATED_GAPS`` frames
+    (AA-type and reference stacking), the zero of the binding energy."""
     name, variant, shift, _ = material.references[0]
-    if gaps is None:
-        gaps = tuple(round(material.gap_reference + d, 3) for d in GRID_GAP_OFFSETS)
+    pairs = [(t, g) for t in path_fractions for g in gaps] if gaps is not None else \
+        [(t, round(material.gap_reference + d, 3)) for t in path_fractions for d in GRID_GAP_OFFSETS] + \
+        [(t, g) for t in (0.0, 1.0) for g in SEPARATED_GAPS]      # appended: existing ids stay the same
     out = []
-    for i, (t, gap) in enumerate((t, g) for t in path_fractions for g in gaps):
+    for i, (t, gap) in enumerate(pairs):
         out.append(FrameParams(frame_id=f"s{i:03d}-scf-t{t:.2f}-g{gap:.2f}", material=material.name,
                                seed=_frame_seed(7, i), kind="scf", top_variant=variant,
                                shift=(t * shift[0], t * shift[1]), gap=float(gap),
