@@ -2,9 +2,10 @@
 
 Public API (units: eV, Å, eV/Å, eV/Å³; k-points in fractional reciprocal coordinates)::
 
-    from ase_wannierml import WannierMLCalculator, load_model, build_model, TightBinding, twisted_bilayer
+    from ase_wannierml import WannierMLCalculator, load_model, build_model, TightBinding, twisted_bilayer, relax
     atoms.calc = WannierMLCalculator(load_model("graphene-bilayer"))
     atoms.get_forces(); atoms.calc.get_band_structure().plot()
+    relax(atoms, fmax=0.01, cell=True)      # preconditioned L-BFGS, in-plane cell for 2D cells
 
 The tight-binding engine (``TightBinding``, ``twisted_bilayer``) needs only numpy/scipy; the model and the
 calculator import torch and e3nn on first use.
@@ -24,6 +25,7 @@ _LAZY = {
     "build_model": "ase_wannierml.model",
     "load_model": "ase_wannierml.model",
     "WannierMLCalculator": "ase_wannierml.calculator",
+    "relax": "ase_wannierml.relax",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -25,6 +25,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.spectrum.band_structure import BandStructure
 
 from ase_wannierml.model import WannierMLModel, atoms_to_graph, load_model
+from ase_wannierml.model import keys as K
 from ase_wannierml.tb.tightbinding import TightBinding
 
 # One table from model outputs to ASE results: (ase_key, model_key, unit_factor). The model works in eV and Å.
@@ -135,6 +136,11 @@ class WannierMLCalculator(Calculator):
             elif ase_key == "stress":
                 value = _voigt(value.reshape(3, 3))
             self.results[ase_key] = value
+        learned = out.get(K.NODE_ENERGY_LEARNED)
+        if learned is not None:  # per-atom energies = e0 (float64) + learned part: no float32 round-off of e0
+            species = graph[K.SPECIES].cpu().numpy()
+            e0 = np.array([float(self.model.config.e0s.get(s, 0.0)) for s in self.model.config.species])
+            self.results["energies"] = e0[species] + learned.detach().cpu().double().numpy()
         if "energies" in self.results:  # float64 sum of per-atom energies: no float32 round-off on 10^4 atoms
             self.results["energy"] = self.results["free_energy"] = float(self.results["energies"].sum())
         if self._dispersion is not None:  # analytic long-range term of the DFT protocol (model learned the rest)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,24 +35,19 @@ def _load(args: argparse.Namespace):
 
 
 def _relax(args: argparse.Namespace) -> int:
-    from ase.filters import FrechetCellFilter
     from ase.io import write
-    from ase.optimize import BFGS, FIRE
+
+    from ase_wannierml.relax import relax
 
     atoms = _load(args)
-    target = atoms
-    if args.cell:
-        in_plane_only = [True, True, False, False, False, True]  # xx, yy, xy: 2D cells keep their vacuum
-        target = FrechetCellFilter(atoms, mask=None if atoms.pbc.all() else in_plane_only)
-    opt_cls = {"bfgs": BFGS, "fire": FIRE}[args.optimizer]
     traj = args.trajectory or str(Path(args.output).with_suffix(".traj"))
-    t0 = time.perf_counter()
-    opt = opt_cls(target, trajectory=traj, logfile="-")
-    converged = opt.run(fmax=args.fmax, steps=args.steps)
+    result = relax(atoms, fmax=args.fmax, cell=args.cell, smax=args.smax, optimizer=args.optimizer,
+                   steps=args.steps, trajectory=traj)
     write(args.output, atoms)
-    print(f"{'converged' if converged else 'NOT converged'} in {opt.nsteps} steps, {time.perf_counter() - t0:.1f} s; "
-          f"E = {atoms.get_potential_energy():.6f} eV; wrote {args.output} and {traj}")
-    return 0 if converged else 1
+    print(f"{'converged' if result.converged else 'NOT converged'} in {result.steps} steps "
+          f"({result.force_calls} force calls), {result.wall_s:.1f} s; E = {result.energy:.6f} eV; "
+          f"max |F| = {result.fmax:.4f} eV/Å; wrote {args.output} and {traj}")
+    return 0 if result.converged else 1
 
 
 def _md(args: argparse.Namespace) -> int:
@@ -149,8 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--fmax", type=float, default=0.01, help="force threshold, eV/Å")
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--cell", action="store_true", help="also relax the (in-plane) cell with FrechetCellFilter")
-    p.add_argument("--optimizer", choices=["bfgs", "fire"], default="fire")
+    p.add_argument("--cell", action="store_true",
+                   help="also relax the cell (in-plane only when the cell has vacuum along c)")
+    p.add_argument("--smax", type=float, default=1e-4, help="stress threshold with --cell, eV/Å³ (precon)")
+    p.add_argument("--optimizer", choices=["precon", "fire", "bfgs", "lbfgs"], default="precon",
+                   help="precon: preconditioned L-BFGS (ase_wannierml.relax; fastest for large cells)")
     p.add_argument("--trajectory", default=None)
     p.add_argument("-o", "--output", default="relaxed.extxyz")
     p.set_defaults(func=_relax)

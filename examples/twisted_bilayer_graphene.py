@@ -17,9 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from ase.optimize import FIRE
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
+from ase_wannierml.relax import relax
 from ase_wannierml.report import Stage, peak_memory_gb, plot_band_points
 
 
@@ -59,8 +59,7 @@ def main() -> None:
     with Stage("bands (unrelaxed)", stages):
         bs0 = calc.get_band_structure(path=path, num=args.num)
     with Stage("relax", stages):
-        opt = FIRE(atoms, logfile="-")
-        converged = opt.run(fmax=args.fmax, steps=args.steps)
+        res = relax(atoms, fmax=args.fmax, steps=args.steps)   # preconditioned L-BFGS (ase_wannierml.relax)
         atoms.write(out / "relaxed.extxyz")
     with Stage("bands (relaxed)", stages):
         bs = calc.get_band_structure(path=path, num=args.num)
@@ -86,8 +85,9 @@ def main() -> None:
     summary = {
         "atoms": len(atoms),
         "twist_angle_deg": float(atoms.info.get("twist_angle", np.nan)),
-        "relax_converged": bool(converged),
-        "relax_steps": opt.nsteps,
+        "relax_converged": res.converged,
+        "relax_steps": res.steps,
+        "relax_force_calls": res.force_calls,
         "max_force_eV_A": float(np.linalg.norm(atoms.get_forces(), axis=1).max()),
         "corrugation_A": {"bottom": float(np.ptp(z[layer == 0])), "top": float(np.ptp(z[layer == 1]))},
         "mean_interlayer_distance_A": float(z[layer == 1].mean() - z[layer == 0].mean()),

@@ -3,7 +3,7 @@
     python examples/twisted_bilayer_mos2.py                   # 2.88° (2,382 atoms, 8,734 Wannier orbitals)
     python examples/twisted_bilayer_mos2.py --angle 6.0       # 546 atoms, quick
 
-The cell is the 2H-like family (AA' stacking twisted by θ, i.e. 60° − θ from 3R). Positions are relaxed with FIRE
+The cell is the 2H-like family (AA' stacking twisted by θ, i.e. 60° − θ from 3R). Positions are relaxed (ase_wannierml.relax)
 (``--cell`` also relaxes the in-plane cell), then the ``--num`` bands nearest the gap centre (the model's energy
 zero) along Γ–M–K–Γ come from the sparse shift-invert solver. Writes into --outdir (default ``tmos2_output/``):
 ``relaxed.extxyz``, ``bands.png`` (unrelaxed vs relaxed), ``summary.json`` with wall time and peak memory per
@@ -20,10 +20,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from ase.filters import FrechetCellFilter
-from ase.optimize import FIRE
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
+from ase_wannierml.relax import relax
 from ase_wannierml.report import Stage, peak_memory_gb, plot_band_points
 
 
@@ -45,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="mos2-bilayer")
     p.add_argument("--fmax", type=float, default=0.03, help="relaxation threshold, eV/Å")
     p.add_argument("--steps", type=int, default=200, help="maximum relaxation steps")
-    p.add_argument("--cell", action="store_true", help="also relax the in-plane cell (FrechetCellFilter)")
+    p.add_argument("--cell", action="store_true", help="also relax the in-plane cell")
     p.add_argument("--npoints", type=int, default=45, help="k-points along Γ–M–K–Γ")
     p.add_argument("--num", type=int, default=16, help="bands nearest the gap centre (sparse solver)")
     p.add_argument("--outdir", default="tmos2_output")
@@ -69,9 +68,7 @@ def main(argv=None) -> dict:
         gap0 = gap_from_bands(bs0)
         print(f"   {calc.get_hamiltonian().norb} orbitals; gap {gap0['gap_eV']:.3f} eV", flush=True)
     with Stage("relax", stages):
-        target = FrechetCellFilter(atoms, mask=[1, 1, 0, 0, 0, 1]) if args.cell else atoms
-        opt = FIRE(target, logfile="-")
-        converged = opt.run(fmax=args.fmax, steps=args.steps)
+        res = relax(atoms, fmax=args.fmax, cell=args.cell, steps=args.steps)   # preconditioned L-BFGS
         atoms.write(out / "relaxed.extxyz")
     with Stage("bands (relaxed)", stages):
         bs = calc.get_band_structure(path=path, num=args.num, near=0.0)
@@ -88,7 +85,7 @@ def main(argv=None) -> dict:
     summary = {
         "atoms": len(atoms), "orbitals": int(calc.get_hamiltonian().norb),
         "twist_angle_deg": float(atoms.info["twist_angle"]),
-        "relax_converged": bool(converged), "relax_steps": opt.nsteps,
+        "relax_converged": res.converged, "relax_steps": res.steps,
         "max_force_eV_A": float(np.linalg.norm(atoms.get_forces(), axis=1).max()),
         "mo_plane_corrugation_A": {"bottom": float(np.ptp(z[mo & (layer == 0)])),
                                    "top": float(np.ptp(z[mo & (layer == 1)]))},

@@ -41,8 +41,12 @@ class EnergyHead(nn.Module):
 
     def forward(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """h (n_atoms, irreps_in.dim), species (n_atoms,) → per-atom energies (n_atoms,) eV."""
-        out = self.mlp(h[:, self.scalars]).squeeze(-1)
-        return self.e0[species] + self.scale * out + self.shift
+        return self.e0[species] + self.learned(h)
+
+    def learned(self, h: torch.Tensor) -> torch.Tensor:
+        """The learned part scale * MLP + shift (n_atoms,) eV, without e0: small numbers, so float32 keeps
+        ~1e-7 eV where e0 + learned (e.g. -155 eV per C atom) would keep only ~1e-5 eV."""
+        return self.scale * self.mlp(h[:, self.scalars]).squeeze(-1) + self.shift
 
 
 def regroup(irreps: o3.Irreps) -> tuple[o3.Irreps, torch.Tensor]:

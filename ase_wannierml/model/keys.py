@@ -53,6 +53,7 @@ GRAPH_KEYS = (
 # ---- model outputs ---------------------------------------------------------------------------------------
 ENERGY = "energy"  # (n_structures,) eV
 NODE_ENERGY = "node_energy"  # (n_atoms,) eV, per-atom energies (sum per structure = ENERGY)
+NODE_ENERGY_LEARNED = "node_energy_learned"  # (n_atoms,) eV, NODE_ENERGY minus the per-element e0 (small numbers)
 FORCES = "forces"  # (n_atoms, 3) eV/Å, -dE/dr
 STRESS = "stress"  # (n_structures, 3, 3) eV/Å^3, ASE sign: (1/V) dE/d(strain)
 HAM_BLOCKS = "ham_blocks"  # (n_pairs, max_orb, max_orb) eV, Wannier90 real-harmonic order, zero padded

@@ -107,8 +107,8 @@ class WannierMLModel(nn.Module):
             if compute_stress:
                 strain = torch.zeros_like(cell).requires_grad_(True)
                 positions, cell = apply_strain(pos_leaf, cell, strain, batch)
-            h, node_energy, energy = self._energy(graph, positions, cell, batch, n_struct, edge_chunk)
-        out = {K.ENERGY: energy, K.NODE_ENERGY: node_energy}
+            h, node_energy, energy, learned = self._energy(graph, positions, cell, batch, n_struct, edge_chunk)
+        out = {K.ENERGY: energy, K.NODE_ENERGY: node_energy, K.NODE_ENERGY_LEARNED: learned}
         if need_grad:
             leaves = ([pos_leaf] if compute_forces else []) + ([strain] if compute_stress else [])
             grads = torch.autograd.grad(energy.sum(), leaves, create_graph=self.training, allow_unused=True)
@@ -128,8 +128,9 @@ class WannierMLModel(nn.Module):
 
     def _energy(self, graph: Dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor,
                 batch: torch.Tensor, n_struct: int, edge_chunk: int
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Backbone features h (n_atoms, dim), per-atom energies (n_atoms,) and energies (n_structures,) eV."""
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backbone features h (n_atoms, dim), per-atom energies (n_atoms,), energies (n_structures,) eV and the
+        per-atom energies without e0 (n_atoms,) eV."""
         edge_index, shift = graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT]
         i, j = edge_index[0], edge_index[1]
         cart = (shift.to(positions.dtype).unsqueeze(-1) * cell[batch[i]]).sum(dim=1)
@@ -137,8 +138,9 @@ class WannierMLModel(nn.Module):
         species = graph[K.SPECIES]
         onehot = nn.functional.one_hot(species, len(self.config.species)).to(positions.dtype)
         h = self.backbone(onehot, edge_index, vectors, edge_chunk)
-        node_energy = self.energy_head(h, species)
-        return h, node_energy, scatter_sum(node_energy, batch, n_struct)
+        learned = self.energy_head.learned(h)
+        node_energy = self.energy_head.e0[species] + learned
+        return h, node_energy, scatter_sum(node_energy, batch, n_struct), learned
 
 
 def apply_strain(positions: torch.Tensor, cell: torch.Tensor, strain: torch.Tensor, batch: torch.Tensor

@@ -1,0 +1,58 @@
+"""ase_wannierml.relax: preconditioned L-BFGS vs FIRE on a twisted bilayer (same minimum, fewer force calls),
+in-plane cell relaxation of a 2D cell, the time cap and input errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
+from ase_wannierml.relax import relax
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("graphene-bilayer")
+
+
+def _cell(model, m: int = 3):
+    atoms = twisted_bilayer("graphene", m=m, r=1)
+    atoms.rattle(0.02, seed=1)
+    atoms.calc = WannierMLCalculator(model)
+    return atoms
+
+
+def test_precon_and_fire_reach_the_same_minimum(model):
+    a, b = _cell(model), _cell(model)
+    ra = relax(a, fmax=0.005, optimizer="precon", logfile=None)
+    rb = relax(b, fmax=0.005, optimizer="fire", logfile=None, steps=3000)
+    assert ra.converged and rb.converged
+    assert ra.fmax < 0.005 and rb.fmax < 0.005
+    assert np.linalg.norm(a.get_forces(), axis=1).max() == pytest.approx(ra.fmax)
+    # same minimum: 148 atoms with residual forces < 0.005 eV/Å sit within ~1 meV of it
+    assert ra.energy == pytest.approx(rb.energy, abs=1e-3)
+    assert ra.force_calls < rb.force_calls
+
+
+def test_in_plane_cell_relaxation_keeps_the_vacuum(model):
+    atoms = _cell(model)
+    atoms.set_cell(atoms.cell * [1.01, 1.01, 1.0], scale_atoms=True)      # 1 % in-plane tension to relax
+    c0 = atoms.cell[2].copy()
+    s0 = np.abs(atoms.get_stress()[[0, 1, 5]]).max()
+    res = relax(atoms, fmax=0.01, cell=True, smax=2e-5, logfile=None)
+    assert res.converged, res
+    assert s0 > 10 * 2e-5                                                  # there was something to relax
+    assert np.abs(atoms.get_stress()[[0, 1, 5]]).max() < 2e-5
+    assert res.smax is not None and res.smax < 2e-5
+    np.testing.assert_allclose(atoms.cell[2], c0, atol=1e-9)               # vacuum direction untouched
+    assert atoms.cell.lengths()[0] < twisted_bilayer("graphene", m=3, r=1).cell.lengths()[0] * 1.01
+
+
+def test_time_cap_and_errors(model):
+    atoms = _cell(model)
+    res = relax(atoms, fmax=1e-6, max_minutes=0.0, logfile=None)
+    assert not res.converged and "time cap" in res.stopped and res.steps <= 1
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        relax(atoms, optimizer="newton")
+    bare = twisted_bilayer("graphene", m=3, r=1)
+    with pytest.raises(ValueError, match="calculator"):
+        relax(bare)
