@@ -27,7 +27,7 @@ from typing import IO, Any
 import numpy as np
 from ase import Atoms
 
-__all__ = ["OPTIMIZERS", "RelaxResult", "relax"]
+__all__ = ["OPTIMIZERS", "RelaxResult", "equilibrium_bilayer", "relax"]
 
 OPTIMIZERS = ("precon", "fire", "bfgs", "lbfgs")
 #: Cell DOFs relaxed for a 2D cell (xx, yy, xy in ASE's Voigt order xx yy zz yz xz xy): the vacuum stays.
@@ -156,3 +156,22 @@ def _precon_irun(opt, fmax: float, smax: float, steps: int):
     """``PreconLBFGS.irun`` with its stress threshold set (its ``run`` sets ``smax``, ``irun`` does not)."""
     opt.smax = smax
     yield from opt.irun(fmax=fmax, steps=steps)
+
+
+def equilibrium_bilayer(calc, material: str = "graphene", stacking: str | None = None,
+                        fmax: float = 1e-3) -> tuple[float, float]:
+    """(lattice constant a, interlayer distance) in Å at which ``calc`` relaxes the untwisted primitive bilayer
+    (``structures.bilayer``; in-plane cell and positions relaxed, forces < ``fmax`` eV/Å, in-plane stress < 1e-6
+    eV/Å³). Building a moiré cell with these (``twisted_bilayer(..., a=a, interlayer=d)``) removes the uniform
+    misfit strain, so the expensive moiré relaxation needs no cell degrees of freedom: relaxing the cell of an
+    11,908-atom cell together with the positions converged poorly (in-plane stress stuck at 2 meV/Å³)."""
+    from ase_wannierml.structures import bilayer
+
+    atoms = bilayer(material, stacking)
+    atoms.calc = calc
+    result = relax(atoms, fmax=fmax, cell=True, smax=1e-6, steps=500, logfile=None)
+    if not result.converged:
+        raise RuntimeError(f"the {material} bilayer did not relax with this calculator: {result}")
+    layer = atoms.arrays["layer"]
+    z = atoms.positions[:, 2]
+    return float(atoms.cell.lengths()[0]), float(z[layer == 1].mean() - z[layer == 0].mean())

@@ -56,3 +56,22 @@ def test_time_cap_and_errors(model):
     bare = twisted_bilayer("graphene", m=3, r=1)
     with pytest.raises(ValueError, match="calculator"):
         relax(bare)
+
+
+def test_equilibrium_bilayer_is_an_energy_minimum(model):
+    """The returned lattice constant and interlayer distance minimise the energy of the rigid AB bilayer: the
+    energy rises on either side (independent check of the cell relaxation)."""
+    from ase_wannierml.relax import equilibrium_bilayer
+    from ase_wannierml.structures import bilayer
+
+    a, d = equilibrium_bilayer(WannierMLCalculator(model), "graphene")
+    assert 2.40 < a < 2.52 and 3.2 < d < 3.7
+
+    def energy(a_, d_):
+        atoms = bilayer("graphene", "AB", a=a_, interlayer=d_)
+        atoms.calc = WannierMLCalculator(model)
+        return atoms.get_potential_energy()
+
+    e0 = energy(a, d)
+    for da, dd in ((0.01, 0.0), (-0.01, 0.0), (0.0, 0.05), (0.0, -0.05)):
+        assert energy(a + da, d + dd) > e0
