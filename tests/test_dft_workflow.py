@@ -238,6 +238,21 @@ def test_default_stacking_grid_ends_with_separated_layers():
     assert len({p.frame_id for p in grid}) == len(grid)
 
 
+def test_strain_series_is_biaxial_and_builds_the_strained_cell():
+    """Biaxial frames: both lattice vectors scaled by 1 + ε (no shear), reference stacking, stable ids."""
+    from ase_wannierml.dft.materials import get_material
+    from ase_wannierml.dft.sampling import BIAXIAL_STRAINS, build_structure, reference_frames, strain_series
+
+    mos2 = get_material("mos2-bilayer")
+    series = strain_series(mos2)
+    assert [p.frame_id for p in series][:2] == ["b000-biax+0.080", "b001-biax+0.040"]
+    assert all(p.strain == (e, e, 0.0) for p, e in zip(series, BIAXIAL_STRAINS))
+    ref = build_structure(mos2, reference_frames(mos2)[0])
+    strained = build_structure(mos2, series[0])
+    np.testing.assert_allclose(strained.cell.lengths()[:2], 1.08 * ref.cell.lengths()[:2], rtol=1e-9)
+    assert strained.cell.angles()[2] == pytest.approx(ref.cell.angles()[2])
+
+
 def test_scf_only_stacking_frame_and_binding_check(tmp_path):
     """An SCF-only frame of the stacking grid has energy/forces/stress and no Wannier files; its energy equals
     a binding-curve point of the same geometry and settings (dft.binding writes the same SCF)."""

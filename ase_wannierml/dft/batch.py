@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .codes import Runner, check_codes
 from .materials import get_material
-from .sampling import frame_plan, stacking_grid
+from .sampling import frame_plan, stacking_grid, strain_series
 from .workflow import prepare_inputs, run_frame
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,14 +77,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop when this many frames in a row fail with an error (not a quality rejection)")
     ap.add_argument("--stacking-grid", action="store_true",
                     help="run the SCF-only stacking x gap grid (sampling.stacking_grid) instead of the frame plan")
+    ap.add_argument("--strain-series", action="store_true",
+                    help="run the biaxially strained reference frames (sampling.strain_series) instead of the plan")
     ap.add_argument("--dry-run", action="store_true", help="write the inputs of each frame to scratch, run nothing")
     args = ap.parse_args(argv)
-    if args.n_frames is None and not args.stacking_grid:
-        ap.error("--n-frames is required (or --stacking-grid)")
+    if args.stacking_grid and args.strain_series:
+        ap.error("--stacking-grid and --strain-series are separate batches: run one at a time per command")
+    series = "stacking_grid" if args.stacking_grid else "strain_series" if args.strain_series else None
+    if args.n_frames is None and series is None:
+        ap.error("--n-frames is required (or --stacking-grid / --strain-series)")
 
     material = get_material(args.material)
     dataset = args.dataset_dir or REPO / "datasets" / material.name
-    plan = stacking_grid(material) if args.stacking_grid else frame_plan(material, args.n_frames, args.master_seed)
+    plan = stacking_grid(material) if args.stacking_grid else strain_series(material) if args.strain_series \
+        else frame_plan(material, args.n_frames, args.master_seed)
     kinds = set(args.kinds.split(",")) if args.kinds else None
     if args.dry_run:
         for p in plan:
@@ -98,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     check_codes()
     signal.signal(signal.SIGTERM, _terminate)
     (dataset / "frames").mkdir(parents=True, exist_ok=True)
-    lock = _acquire_lock(dataset, ".batch_stacking_grid.lock" if args.stacking_grid else ".batch.lock")
-    plan_name = "plan_stacking_grid.json" if args.stacking_grid else "plan.json"
+    lock = _acquire_lock(dataset, f".batch_{series}.lock" if series else ".batch.lock")
+    plan_name = f"plan_{series}.json" if series else "plan.json"
     (dataset / plan_name).write_text(json.dumps([p.to_dict() for p in plan], indent=1))
     runner = Runner(nprocs=args.np, npools=args.nk)
     t0 = time.time()

@@ -278,6 +278,27 @@ def frame_plan(material: MaterialSpec, n_frames: int, master_seed: int = 2024) -
     return plan
 
 
+#: Biaxial strains of ``strain_series`` (largest first: the seed's 201-atom benchmark has a top layer at +7.8 %).
+BIAXIAL_STRAINS = (0.08, 0.04, 0.06, -0.04, 0.02)
+
+
+def strain_series(material: MaterialSpec, strains: tuple[float, ...] = BIAXIAL_STRAINS,
+                  master_seed: int = 2024) -> list[FrameParams]:
+    """Full (Wannier) frames of the reference-stacked bilayer under biaxial strain ε (both lattice vectors scaled
+    by 1 + ε, no shear), slightly rattled (0.015 Å) and at the reference gap. The random plan draws each strain
+    component independently, so it almost never samples a uniformly expanded layer such as the +7.8 % top layer
+    of the seed's benchmark cell; these frames cover that direction."""
+    name, variant, shift, dgap = material.references[0]
+    out = []
+    for i, eps in enumerate(strains):
+        out.append(FrameParams(frame_id=f"b{i:03d}-biax{eps:+.3f}", material=material.name,
+                               seed=_frame_seed(master_seed + 11, i), kind="1x1", top_variant=variant,
+                               shift=tuple(shift), gap=material.gap_reference + dgap,
+                               strain=(float(eps), float(eps), 0.0), rattle=0.015,
+                               notes={"strain_class": "biaxial", "stacking": name}))
+    return out
+
+
 GRID_GAP_OFFSETS = (-0.25, -0.10, 0.15, 0.45, 0.95)   # Å from material.gap_reference (graphene: 3.10 … 4.30)
 #: Gaps (Å) of the "separated layers" frames appended to the default grid (AA-type and reference stacking): beyond
 #: the backbone cut-off, so they fix the energy of two non-interacting layers (minus the analytic dispersion), the
