@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--angle", type=float, default=2.88, help="twist angle in degrees (nearest commensurate)")
     p.add_argument("--model", default="mos2-bilayer")
+    p.add_argument("--threshold", type=float, default=3e-4,
+                   help="drop hoppings below this (eV, TightBinding.pruned); 0 keeps all")
     p.add_argument("--fmax", type=float, default=0.03, help="relaxation threshold, eV/Å")
     p.add_argument("--steps", type=int, default=200, help="maximum relaxation steps")
     p.add_argument("--cell", action="store_true", help="also relax the in-plane cell")
@@ -60,13 +62,15 @@ def main(argv=None) -> dict:
         atoms = twisted_bilayer("mos2", angle=args.angle)
         print(f"   {len(atoms)} atoms, angle {atoms.info['twist_angle']:.3f}°", flush=True)
     with Stage("load model", stages):
-        calc = WannierMLCalculator(load_model(args.model))
+        calc = WannierMLCalculator(load_model(args.model), hamiltonian_threshold=args.threshold)
         atoms.calc = calc
     path = atoms.cell.bandpath("GMKG", npoints=args.npoints)
     with Stage("bands (unrelaxed)", stages):
         bs0 = calc.get_band_structure(path=path, num=args.num, near=0.0)
         gap0 = gap_from_bands(bs0)
-        print(f"   {calc.get_hamiltonian().norb} orbitals; gap {gap0['gap_eV']:.3f} eV", flush=True)
+        tb0 = calc.get_hamiltonian()
+        print(f"   {tb0.norb} orbitals, {tb0.nnz:,} stored hoppings ≥ {args.threshold:g} eV (pruning bound "
+              f"{1e3 * tb0.pruning_bound:.1f} meV); gap {gap0['gap_eV']:.3f} eV", flush=True)
     with Stage("relax", stages):
         res = relax(atoms, fmax=args.fmax, cell=args.cell, steps=args.steps)   # preconditioned L-BFGS
         atoms.write(out / "relaxed.extxyz")
@@ -84,6 +88,7 @@ def main(argv=None) -> dict:
     mo = np.array(atoms.get_chemical_symbols()) == "Mo"
     summary = {
         "atoms": len(atoms), "orbitals": int(calc.get_hamiltonian().norb),
+        "hamiltonian_threshold_eV": args.threshold, "stored_hoppings": int(calc.get_hamiltonian().nnz),
         "twist_angle_deg": float(atoms.info["twist_angle"]),
         "relax_converged": res.converged, "relax_steps": res.steps,
         "max_force_eV_A": float(np.linalg.norm(atoms.get_forces(), axis=1).max()),
