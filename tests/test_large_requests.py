@@ -149,4 +149,5 @@ def test_inaccurate_single_precision_factor_falls_back_to_double(monkeypatch):
             return np.full_like(b, np.nan)
 
     with pytest.raises(np.linalg.LinAlgError, match="too inaccurate"):
-        solvers._check_factor(Garbage(), sp.identity(5, format="csr"))
+        solvers._check_factor(Garbage(), sp.identity(5, format="csr"), single=True, scale=1.0)
+    assert not solvers._check_factor(Garbage(), sp.identity(5, format="csr"), single=False, scale=1.0)  # nudge

@@ -15,7 +15,9 @@ Against the naive ``scipy.sparse.linalg.eigsh(H, k=8, sigma=E_F)`` (SuperLU/COLA
 about 20× faster per isolated k-point and about 25× per k-point along a band path (Δk = 0.01) for 1.05° twisted
 bilayer graphene on 2 shared cores; see ``benchmarks/band_solver.py`` and its results file for the measured values.
 The factorisation and its solves run independent subtrees on ``workers`` threads (default
-``$ASE_WANNIERML_NUM_THREADS`` or ``min(2, os.cpu_count())``), with results bit-identical to ``workers=1``; on a
+``$ASE_WANNIERML_NUM_THREADS`` or ``min(2, os.cpu_count())``), with results bit-identical to ``workers=1`` when BLAS
+runs one thread (the workers always do, through threadpoolctl; a serial factorisation keeps BLAS's threads and agrees
+to rounding); on a
 machine whose cores are already busy the threads gain nothing (see the benchmark's ``factor_wall_s``).
 
 Energies in eV; matrices (norb, norb); eigenvalues returned sorted ascending.
@@ -166,8 +168,11 @@ def _check_hermitian_sparse(H: sp.csr_matrix) -> None:
 
 def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool,
                  workers: int | None = None) -> tuple[MultifrontalFactor, float]:
-    """Factorise H − σ with σ = near, nudged by a tiny amount if H − near is exactly singular; ``workers``
-    threads (None: ``multifrontal.resolve_workers`` default)."""
+    """Factorise H − σ with σ = near, nudged by 1e-7 × ``scale`` if H − near is singular to working precision
+    (an exactly zero pivot, or a solve growth ‖(H − σ)⁻¹ b‖/‖b‖ above 1/(``SINGULAR_SHIFT_RTOL`` × scale): the
+    rounding of a near-zero pivot then decides the result, e.g. with the number of BLAS threads); ``workers``
+    threads (None: ``multifrontal.resolve_workers`` default). A single-precision factor that solves too
+    inaccurately raises LinAlgError (the caller refactorises in double precision)."""
     for nudge in (0.0, 1e-7, -3e-7):
         sigma = near + nudge * scale
         A = shifted_csr(H, sigma)
@@ -175,10 +180,16 @@ def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool,
             factor = MultifrontalFactor(symbolic_for(A), A, single=single, workers=workers)
         except np.linalg.LinAlgError:
             continue
-        if single:
-            _check_factor(factor, A)
-        return factor, sigma
+        if _check_factor(factor, A, single, scale):
+            return factor, sigma
     raise np.linalg.LinAlgError(f"H - {near} eV stays singular after shifting; is the matrix degenerate?")
+
+
+#: The shift is nudged when a random right-hand side grows by more than 1/(SINGULAR_SHIFT_RTOL × max|H|) under
+#: (H − σ)⁻¹, i.e. σ lies within about that relative distance of an eigenvalue (the growth overestimates the
+#: distance by ~√n, so this is conservative). At an exact eigenvalue the measured growth is ~1e11/eV; the nudge
+#: (1e-7 × max|H|) keeps it below 1e9.
+SINGULAR_SHIFT_RTOL = 1e-9
 
 
 #: A single-precision factor whose solve of a random right-hand side leaves a larger relative residual is not
@@ -189,13 +200,22 @@ def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool,
 SINGLE_FACTOR_MAX_RESIDUAL = 1e-2
 
 
-def _check_factor(factor: MultifrontalFactor, A: sp.csr_matrix) -> None:
-    """LinAlgError if ‖A factor⁻¹ b − b‖ / ‖b‖ > SINGLE_FACTOR_MAX_RESIDUAL for a random b (one solve)."""
+def _check_factor(factor: MultifrontalFactor, A: sp.csr_matrix, single: bool, scale: float) -> bool:
+    """One solve x = factor⁻¹ b (b random): False if the shift must be nudged (growth ‖x‖/‖b‖ above
+    1/(SINGULAR_SHIFT_RTOL × ``scale``), or a double-precision overflow); LinAlgError if a single-precision
+    factor overflows or leaves ‖A x − b‖/‖b‖ > SINGLE_FACTOR_MAX_RESIDUAL; otherwise True."""
     b = np.random.default_rng(12345).standard_normal(A.shape[0]).astype(A.dtype)
-    x = factor.solve(b)
-    res = float(np.linalg.norm(A @ x - b) / np.linalg.norm(b)) if np.all(np.isfinite(x)) else np.inf
-    if not res <= SINGLE_FACTOR_MAX_RESIDUAL:
-        raise np.linalg.LinAlgError(f"single-precision factor too inaccurate (relative residual {res:.2g})")
+    x = factor.solve(b).astype(A.dtype)
+    finite = bool(np.all(np.isfinite(x)))
+    if single and not finite:
+        raise np.linalg.LinAlgError("single-precision factor too inaccurate (the solve overflowed)")
+    nb = np.linalg.norm(b)
+    if not (finite and np.linalg.norm(x) / nb * SINGULAR_SHIFT_RTOL * scale < 1.0):
+        return False
+    residual = float(np.linalg.norm(A @ x - b) / nb)
+    if single and not residual <= SINGLE_FACTOR_MAX_RESIDUAL:
+        raise np.linalg.LinAlgError(f"single-precision factor too inaccurate (relative residual {residual:.2g})")
+    return True
 
 
 def _orthonormalize(W: np.ndarray, Q: np.ndarray | None) -> np.ndarray:
@@ -295,7 +315,7 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     "dense" or "multifrontal". ``tol`` (eV, default 1e-9 × max(1, max|H|)) bounds the residual ‖H y − λ y‖, or
     its square over the gap to the unwanted spectrum, i.e. the eigenvalue error. ``workers``: threads of the
     factorisation and its solves (default ``$ASE_WANNIERML_NUM_THREADS`` or ``min(2, os.cpu_count())``; the
-    result does not depend on it).
+    result depends on it only by rounding).
     """
     if H.ndim != 2 or H.shape[0] != H.shape[1]:
         raise ValueError(f"H must be square (norb, norb), got shape {H.shape}")
