@@ -295,3 +295,25 @@ def test_neutrality_level_is_the_dirac_point_of_a_half_filled_graphene_model():
     level = neutrality_level(np.array(R), np.array(rows), np.array(cols), np.array(vals, dtype=float), 2,
                              np.array([True, True, False]), 2.0, n=48)
     assert level == pytest.approx(eps - 3 * t2, abs=1e-6)
+
+
+def test_vacuum_energy_zero_uses_the_recorded_vacuum_level(tmp_path):
+    """energy_zero = "vacuum": targets are H − vacuum_level (meta.json), i.e. the dft_fermi targets shifted by
+    E_F − E_vac on the onsite diagonal only; a frame without the level is rejected naming the backfill command."""
+    import json
+
+    write_synthetic_frames(tmp_path / "f", 2, seed=5)
+    dirs = sorted((tmp_path / "f").iterdir())
+    meta_path = dirs[0] / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["vacuum_level_eV"] = load_frame_dir(dirs[0]).fermi_level + 4.25
+    meta_path.write_text(json.dumps(meta))
+    ref = build([dirs[0]], energy_zero="dft_fermi")
+    vac = build([tmp_path / "f"], energy_zero="vacuum", on_error="skip")
+    assert vac.frame_ids == [dirs[0].name] and "vacuum_level_eV" in vac.rejected[dirs[1].name]
+    assert "ase_wannierml.dft.vacuum" in vac.rejected[dirs[1].name]
+    a, b = ref.examples[0], vac.examples[0]
+    n = len(a["positions"])                                # onsite pairs come first
+    np.testing.assert_allclose((b["target_ham"] - a["target_ham"])[:n, 0, 0].numpy(), -4.25, atol=1e-9)
+    assert torch.equal(b["target_ham"][n:], a["target_ham"][n:])
+    np.testing.assert_allclose((b["target_bands"] - a["target_bands"]).numpy(), -4.25, atol=1e-9)

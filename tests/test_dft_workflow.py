@@ -218,6 +218,10 @@ def test_tiny_graphene_frame_end_to_end(tmp_path):
     t1 = np.real(H[i0, 0, 1])                                                  # intralayer nearest neighbour
     assert -3.3 < t1 < -2.4
     assert meta["quality"]["band_max_1eV_meV"] < 150.0
+    vac = meta["vacuum"]        # electrostatic vacuum level: the work function of bilayer graphene is ~4.3-4.6 eV
+    assert meta["vacuum_level_eV"] == vac["vacuum_level_eV"] and vac["vacuum_planes"] >= 3
+    assert 3.8 < meta["vacuum_level_eV"] - meta["fermi_level_eV"] < 5.0
+    assert vac["vacuum_spread_eV"] < 0.02   # flat in the vacuum: no dipole in a near-symmetric bilayer
 
 
 @pytest.mark.dft

@@ -133,3 +133,36 @@ def test_resume_keeps_the_split_when_frames_are_added_and_init_from_warm_starts(
     for k, v in warm.model.state_dict().items():
         if "_compiled_" not in k and v.is_floating_point():
             torch.testing.assert_close(v.float(), saved[k].float())
+
+
+def test_warm_start_to_another_energy_zero_refits_the_onsite_reference(tmp_path):
+    """A model trained on H relative to E_F, warm-started on H relative to the vacuum level: its onsite reference
+    (a buffer, not a weight) is refitted to the new targets (mean onsite shifts by E_F − E_vac), fermi_level
+    becomes None (found from the electron count), and every learned weight starts from the saved model."""
+    from ase_wannierml.model import load_model
+    from ase_wannierml.training.frames import load_frame_dir
+
+    folder = tmp_path / "frames"
+    write_synthetic_frames(folder, 4, seed=12)
+    shifts = []
+    for d in sorted(folder.iterdir()):
+        meta = json.loads((d / "meta.json").read_text())
+        meta["vacuum_level_eV"] = load_frame_dir(d).fermi_level + 4.0 + 0.1 * len(shifts)
+        shifts.append(4.0 + 0.1 * len(shifts))
+        (d / "meta.json").write_text(json.dumps(meta))
+    Trainer(tiny_train_config(folder, tmp_path / "a", optim={"max_steps": 1})).train()
+    model_file = tmp_path / "a" / "model.pt"
+    old = load_model(model_file)
+    warm = Trainer(tiny_train_config(folder, tmp_path / "b", data={"energy_zero": "vacuum"},
+                                     run={"init_from": str(model_file)}, optim={"max_steps": 1}))
+    ref_old = old.config.onsite_reference["C"][0]
+    ref_new = warm.model_kwargs["onsite_reference"]["C"][0]
+    n_train = [shifts[i] for i in warm.train_idx]
+    assert ref_new - ref_old == pytest.approx(-sum(n_train) / len(n_train), abs=0.15)
+    assert warm.model_kwargs["fermi_level"] is None and old.config.fermi_level == 0.0
+    saved = old.state_dict()
+    for k, v in warm.model.state_dict().items():
+        if k.endswith("onsite_reference"):
+            assert not torch.allclose(v.float(), saved[k].float())
+        elif "_compiled_" not in k and v.is_floating_point():
+            torch.testing.assert_close(v.float(), saved[k].float())

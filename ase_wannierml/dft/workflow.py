@@ -33,6 +33,7 @@ from .codes import Runner, code_versions, wannier90_supports_projectability_wind
 from .materials import MaterialSpec
 from .parse import parse_scf, read_xml_bands
 from .sampling import FrameParams, build_structure
+from .vacuum import run_vacuum_level
 
 PREFIX = "frame"
 SEED = "wannier90"
@@ -156,6 +157,11 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
         e_f = scf["fermi_level"]
         meta["fermi_level_eV"] = e_f
         meta["scf_iterations"] = scf["scf_iterations"]
+        try:                                                       # zero for data.energy_zero = "vacuum"
+            meta["vacuum"] = run_vacuum_level(runner, work, PREFIX)
+            meta["vacuum_level_eV"] = meta["vacuum"]["vacuum_level_eV"]
+        except (RuntimeError, ValueError, OSError) as exc:         # recorded; the frame itself stays usable
+            meta["vacuum"] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
         if params.kind == "scf":                                   # energy/forces/stress only, no Wannier step
             meta["settings"].update(num_iter=None, gauge=None, scf_only=True)
             for key in ("nscf.in_head", f"{SEED}.win", "bands.in", "pw2wan.in"):

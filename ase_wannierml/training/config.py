@@ -23,6 +23,10 @@ import yaml
 HAM_CATEGORIES: tuple[str, ...] = ("onsite", "intra_near", "intra_far", "inter")
 
 
+#: Zeros of the Hamiltonian targets (``DataConfig.energy_zero``).
+ENERGY_ZEROS = ("dft_fermi", "neutrality", "vacuum")
+
+
 @dataclass
 class DataConfig:
     """Where the frames are and how they become training examples.
@@ -39,7 +43,9 @@ class DataConfig:
     band_kgrid: n; reference bands on a Γ-centred n×n grid over the periodic axes (3n contains K).
     energy_zero: zero of the Hamiltonian targets and reference bands: ``"dft_fermi"`` (the frame's DFT Fermi level)
         or ``"neutrality"`` (the T = 0 charge-neutrality level of the frame's Wannier bands on a
-        ``neutrality_kgrid``² grid, with ``model.wannier_electrons``; see ``targets.py`` for why).
+        ``neutrality_kgrid``² grid, with ``model.wannier_electrons``; see ``targets.py`` for why) or ``"vacuum"``
+        (the frame's electrostatic vacuum level, ``meta.json`` ``vacuum_level_eV`` from ``dft.vacuum``: keeps the
+        level shifts between differently strained layers that a per-frame neutrality level removes).
     on_error: ``"raise"`` stops at the first bad frame; ``"skip"`` leaves it out and records why.
     """
 
@@ -187,8 +193,8 @@ class TrainConfig:
         for name in ("dtype", "save_dtype"):
             if getattr(self.run, name) not in ("float32", "float64"):
                 raise ValueError(f"config: run.{name} must be 'float32' or 'float64', got {getattr(self.run, name)!r}")
-        if self.data.energy_zero not in ("dft_fermi", "neutrality"):
-            raise ValueError(f"config: data.energy_zero must be 'dft_fermi' or 'neutrality', "
+        if self.data.energy_zero not in ENERGY_ZEROS:
+            raise ValueError(f"config: data.energy_zero must be one of {', '.join(map(repr, ENERGY_ZEROS))}, "
                              f"got {self.data.energy_zero!r}")
         if self.data.split not in ("random", "hash"):
             raise ValueError(f"config: data.split must be 'random' or 'hash', got {self.data.split!r}")

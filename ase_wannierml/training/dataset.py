@@ -183,8 +183,14 @@ def _hamiltonian_part(frame: Frame, pair_i: np.ndarray, pair_j: np.ndarray, pair
             raise FrameError(f"frame {fid}: data.energy_zero 'neutrality' needs model.wannier_electrons")
         zero = neutrality_level(tb.R, tb.rows, tb.cols, tb.values, tb.norb, periodic, electrons,
                                 opts.neutrality_kgrid)
+    elif opts.energy_zero == "vacuum":
+        zero = (frame.meta or {}).get("vacuum_level_eV")
+        if zero is None:
+            raise FrameError(f"frame {fid}: data.energy_zero 'vacuum' needs meta.json 'vacuum_level_eV'; add it with "
+                             "python -m ase_wannierml.dft.vacuum --material <name>")
+        zero = float(zero)
     elif opts.energy_zero != "dft_fermi":
-        raise ValueError(f"energy_zero must be 'dft_fermi' or 'neutrality', got {opts.energy_zero!r}")
+        raise ValueError(f"energy_zero must be 'dft_fermi', 'neutrality' or 'vacuum', got {opts.energy_zero!r}")
     ham = hamiltonian_targets(assignment, tb.R, tb.rows, tb.cols, tb.values, pair_i, pair_j, pair_shift,
                               n_orb, _max_orb(opts.shells), zero, deg, fid)
     if ham.max_imag > opts.gauge_tolerance:

@@ -88,7 +88,7 @@ def build_training_model(cfg: TrainConfig, train_examples: Sequence[dict], model
 
     if model_kwargs is None:
         kwargs = base_model_kwargs(cfg)
-        kwargs.update(data_model_settings(train_examples, kwargs))
+        kwargs.update(data_model_settings(train_examples, kwargs, cfg.data.energy_zero))
     else:
         kwargs = dict(model_kwargs)
     mc = ModelConfig.from_dict(kwargs)

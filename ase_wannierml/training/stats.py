@@ -123,12 +123,14 @@ def _deviation(ex: dict, reference: Mapping[str, Sequence[float]]) -> tuple[np.n
     return dev, ex["target_ham_mask"].numpy()
 
 
-def data_model_settings(examples: Sequence[dict], model_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def data_model_settings(examples: Sequence[dict], model_kwargs: Mapping[str, Any],
+                        energy_zero: str = "dft_fermi") -> dict[str, Any]:
     """Settings of ``ModelConfig`` taken from data unless the config file sets them.
 
-    e0s (least squares), onsite_reference (mean onsite energies relative to E_F), energy_scale (RMS force
-    component, eV/Å × 1 Å), ham_scale (RMS of the off-site near hoppings), fermi_level = 0 (targets are relative
-    to E_F, see ``targets.py``).
+    e0s (least squares), onsite_reference (mean onsite energies relative to the targets' zero), energy_scale (RMS
+    force component, eV/Å × 1 Å), ham_scale (RMS of the off-site near hoppings), fermi_level: 0 when the targets
+    are relative to E_F or the neutrality level (see ``targets.py``), None for ``energy_zero = "vacuum"`` (the
+    tight-binding object then finds it from the electron count).
     """
     species = list(model_kwargs["species"])
     orbitals = model_kwargs["orbitals"]
@@ -138,7 +140,7 @@ def data_model_settings(examples: Sequence[dict], model_kwargs: Mapping[str, Any
     if "onsite_reference" not in model_kwargs:
         out["onsite_reference"] = onsite_reference(examples, orbitals)
     if "fermi_level" not in model_kwargs:
-        out["fermi_level"] = 0.0
+        out["fermi_level"] = None if energy_zero == "vacuum" else 0.0
     scales = compute_scales(examples, out.get("e0s", model_kwargs.get("e0s", {})),
                             out.get("onsite_reference", model_kwargs.get("onsite_reference", {})), 1e-3, 1.0)
     if "energy_scale" not in model_kwargs:

@@ -63,13 +63,20 @@ class Trainer:
             if "e0s" not in model_kwargs:          # dispersion changed: refit e0s to the new targets
                 from ase_wannierml.training.stats import fit_e0s
                 model_kwargs["e0s"] = fit_e0s(train_examples, list(model_kwargs["species"]))
+            refit_onsite = _energy_zero_changed(cfg, init)
+            if refit_onsite:                       # H targets measured from another zero: new onsite reference
+                from ase_wannierml.training.stats import onsite_reference
+                model_kwargs["onsite_reference"] = onsite_reference(train_examples, model_kwargs["orbitals"])
+                model_kwargs["fermi_level"] = None if cfg.data.energy_zero == "vacuum" else 0.0
         self.model, self.model_kwargs, self.scales = build_training_model(cfg, train_examples, model_kwargs,
                                                                           self.dtype)
         if init is not None:
             weights = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in init["state_dict"].items()
-                       if "._compiled_" not in k}      # e3nn's compiled constants are rebuilt by the model
+                       if "._compiled_" not in k      # e3nn's compiled constants are rebuilt by the model
+                       and not (refit_onsite and k.endswith("onsite_reference"))}
             missing, unexpected = self.model.load_state_dict(weights, strict=False)
-            bad = [k for k in missing if "._compiled_" not in k] + list(unexpected)
+            bad = [k for k in missing if "._compiled_" not in k
+                   and not (refit_onsite and k.endswith("onsite_reference"))] + list(unexpected)
             if bad:
                 raise ValueError(f"run.init_from {cfg.run.init_from}: weights do not fit the model: {bad[:5]}")
         if state is not None:
@@ -324,6 +331,17 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
         kwargs["dispersion"] = normalised["dispersion"]
         kwargs.pop("e0s", None)
     return kwargs
+
+
+def _energy_zero_changed(cfg: TrainConfig, init: dict[str, Any]) -> bool:
+    """True (and a message) if the warm-start model was trained with another ``data.energy_zero``: its onsite
+    reference (a buffer, not a weight) is then refitted to the new targets."""
+    saved = (((init.get("metadata") or {}).get("training") or {}).get("config") or {}).get("data", {})
+    old = saved.get("energy_zero", "dft_fermi")
+    if old == cfg.data.energy_zero:
+        return False
+    print(f"warm start: energy zero {old} -> {cfg.data.energy_zero}; the onsite reference is refitted")
+    return True
 
 
 def _seed_everything(seed: int) -> None:
