@@ -4,8 +4,8 @@
     python examples/twisted_bilayer_mos2.py --angle 6.0       # 546 atoms, quick
 
 The cell is the 2H-like family (AA' stacking twisted by θ, i.e. 60° − θ from 3R). Positions are relaxed (ase_wannierml.relax)
-(``--cell`` also relaxes the in-plane cell), then the ``--num`` bands nearest the gap centre (the model's energy
-zero) along Γ–M–K–Γ come from the sparse shift-invert solver. Writes into --outdir (default ``tmos2_output/``):
+(``--cell`` also relaxes the in-plane cell), then the ``--num`` bands nearest the gap centre (the model's Fermi
+level, mid-gap) along Γ–M–K–Γ come from the sparse shift-invert solver. Writes into --outdir (default ``tmos2_output/``):
 ``relaxed.extxyz``, ``bands.png`` (unrelaxed vs relaxed), ``summary.json`` with wall time and peak memory per
 stage. Energies in eV, lengths in Å.
 """
@@ -33,7 +33,7 @@ from ase_wannierml.report import Stage, peak_memory_gb, plot_band_points
 
 
 def gap_from_bands(bs) -> dict:
-    """Band gap (eV) from bands that straddle the energy zero of ``bs`` (the model's gap centre): lowest
+    """Band gap (eV) from bands that straddle the reference of ``bs`` (the model's Fermi level: the gap centre): lowest
     eigenvalue above it minus highest below it, with the k indices of both edges."""
     e_kn = bs.energies[0] - bs.reference
     below, above = np.where(e_kn < 0, e_kn, -np.inf), np.where(e_kn >= 0, e_kn, np.inf)
@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
         atoms.calc = calc
     path = atoms.cell.bandpath("GMKG", npoints=args.npoints)
     with Stage("bands (unrelaxed)", stages):
-        bs0 = calc.get_band_structure(path=path, num=args.num, near=0.0)
+        bs0 = calc.get_band_structure(path=path, num=args.num)  # near E_F
         gap0 = gap_from_bands(bs0)
         tb0 = calc.get_hamiltonian()
         print(f"   {tb0.norb} orbitals, {tb0.nnz:,} stored hoppings ≥ {args.threshold:g} eV (pruning bound "
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
         res = relax(atoms, fmax=args.fmax, cell=args.cell, steps=args.steps)   # preconditioned L-BFGS
         atoms.write(out / "relaxed.extxyz")
     with Stage("bands (relaxed)", stages):
-        bs = calc.get_band_structure(path=path, num=args.num, near=0.0)
+        bs = calc.get_band_structure(path=path, num=args.num)  # near E_F
         gap = gap_from_bands(bs)
     with Stage("plots", stages):
         fig, ax = plt.subplots(figsize=(5, 4))

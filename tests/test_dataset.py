@@ -317,3 +317,4 @@ def test_vacuum_energy_zero_uses_the_recorded_vacuum_level(tmp_path):
     np.testing.assert_allclose((b["target_ham"] - a["target_ham"])[:n, 0, 0].numpy(), -4.25, atol=1e-9)
     assert torch.equal(b["target_ham"][n:], a["target_ham"][n:])
     np.testing.assert_allclose((b["target_bands"] - a["target_bands"]).numpy(), -4.25, atol=1e-9)
+    assert float(a["band_centre"]) == 0.0 and float(b["band_centre"]) == pytest.approx(-4.25)  # windows stay at E_F

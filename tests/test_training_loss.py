@@ -167,3 +167,31 @@ def test_hk_term_is_zero_at_the_target_and_sees_errors_that_add_up_at_k(data):
                                                   zip(batch.frames, norb)), rel=1e-9)
     assert term.count == pytest.approx(sum(len(fb.kpts) * n ** 2 for fb, n in zip(batch.frames, norb)))
     assert n_k > 0
+
+
+def test_band_window_sits_at_the_frame_centre_for_vacuum_referenced_targets(tmp_path):
+    """With energy_zero = "vacuum" the targets are ~−4 eV from zero; the band loss must still pick the bands near
+    each frame's Fermi level: same points, same term as the E_F-referenced data for the same error."""
+    import json
+
+    from ase_wannierml.training.loss import _band_term
+
+    folder = tmp_path / "f"
+    write_synthetic_frames(folder, 2, seed=6)
+    for d in folder.iterdir():
+        meta = json.loads((d / "meta.json").read_text())
+        meta["vacuum_level_eV"] = load_frame_dir(d).fermi_level + 4.0
+        (d / "meta.json").write_text(json.dumps(meta))
+    graph_fn, pairs_fn = graph_functions(LONG)
+    cfg = LossConfig(band_window=0.5)
+    scales = Scales(bands=1.0)
+    terms = []
+    for zero in ("dft_fermi", "vacuum"):
+        ds = build_dataset([folder], graph_fn, pairs_fn, BuildOptions({"C": ["pz"]}, energy_zero=zero))
+        batch = collate(ds.examples, torch.float64)
+        n = batch.graph[K.POSITIONS].shape[0]
+        blocks = batch.targets["target_ham"].clone()
+        blocks[:n, 0, 0] += 0.01                                      # every onsite energy 10 meV too high
+        terms.append(_band_term(batch, blocks, scales, cfg, band_seed=None))
+    assert terms[0].count > 0 and terms[1].count == terms[0].count
+    assert float(terms[1].value) == pytest.approx(float(terms[0].value), rel=1e-6)

@@ -13,7 +13,8 @@ Target keys of an example (absent labels are zero-filled with ``has_*`` = False)
 ``target_energy`` (1,) eV; ``target_forces`` (n_atoms, 3) eV/Å; ``target_stress`` (1, 3, 3) eV/Å³;
 ``target_ham`` (n_pairs, max_orb, max_orb) eV relative to E_F; ``target_ham_mask`` same shape, bool;
 ``orbital_index`` (n_atoms, max_orb) int, orbital number of each (atom, slot), -1 padding;
-``band_kpts`` (nk, 3) fractional; ``target_bands`` (nk, norb) eV relative to E_F (full Wannier90 H);
+``band_kpts`` (nk, 3) fractional; ``target_bands`` (nk, norb) eV in the targets' zero (full Wannier90 H);
+``band_centre`` () eV, the frame's Fermi / neutrality level in that zero (0 unless ``energy_zero = "vacuum"``);
 ``has_energy``, ``has_forces``, ``has_stress``, ``has_ham`` () bool; ``fermi_level`` () eV.
 
 The file is written to a temporary name and renamed, so a failure never leaves a partial cache.
@@ -160,6 +161,7 @@ def build_example(frame: Frame, graph_fn: GraphFn, pairs_fn: PairsFn, opts: Buil
         return ex, report
     ham, bands, kpts, report = _hamiltonian_part(frame, pair_i, pair_j, pair_shift, n_orb, opts)
     ex["energy_zero"] = torch.tensor(report["energy_zero"], dtype=f64)
+    ex["band_centre"] = torch.tensor(report["band_centre"], dtype=f64)
     ex["has_ham"] = torch.tensor(True)
     ex["target_ham"] = torch.as_tensor(ham.blocks, dtype=f64)
     ex["target_ham_mask"] = torch.as_tensor(ham.mask)
@@ -176,14 +178,14 @@ def _hamiltonian_part(frame: Frame, pair_i: np.ndarray, pair_j: np.ndarray, pair
     assignment = assign_wannier_functions(atoms, tb.orbitals.centres, opts.shells, periodic,
                                           opts.max_centre_distance, fid)
     deg = np.array([tb.degeneracy.get(tuple(r), 1) for r in tb.R.tolist()], dtype=int)
-    zero = frame.fermi_level
-    if opts.energy_zero == "neutrality":
-        electrons = sum((opts.electrons or {}).get(s, 0.0) for s in atoms.get_chemical_symbols())
+    zero = centre = frame.fermi_level          # centre: where band windows sit (Fermi / neutrality level)
+    electrons = sum((opts.electrons or {}).get(s, 0.0) for s in atoms.get_chemical_symbols())
+    if opts.energy_zero == "neutrality" or (opts.energy_zero == "vacuum" and electrons > 0):
         if electrons <= 0:
             raise FrameError(f"frame {fid}: data.energy_zero 'neutrality' needs model.wannier_electrons")
-        zero = neutrality_level(tb.R, tb.rows, tb.cols, tb.values, tb.norb, periodic, electrons,
-                                opts.neutrality_kgrid)
-    elif opts.energy_zero == "vacuum":
+        zero = centre = neutrality_level(tb.R, tb.rows, tb.cols, tb.values, tb.norb, periodic, electrons,
+                                         opts.neutrality_kgrid)
+    if opts.energy_zero == "vacuum":
         zero = (frame.meta or {}).get("vacuum_level_eV")
         if zero is None:
             raise FrameError(f"frame {fid}: data.energy_zero 'vacuum' needs meta.json 'vacuum_level_eV'; add it with "
@@ -204,6 +206,7 @@ def _hamiltonian_part(frame: Frame, pair_i: np.ndarray, pair_j: np.ndarray, pair
     kpts = band_kpoints(periodic, opts.band_kgrid)
     bands = reference_bands(tb.R, tb.rows, tb.cols, tb.values, tb.norb, kpts, zero)
     report = {"frame": fid, "energy_zero": float(zero), "zero_minus_dft_fermi": float(zero - frame.fermi_level),
+              "band_centre": float(centre - zero),
               "max_imag": ham.max_imag, "onsite_symmetry": symmetry,
               "max_outside": ham.max_outside, "coverage": ham.coverage,
               "max_centre_distance": float(assignment.distance.max(initial=0.0)),

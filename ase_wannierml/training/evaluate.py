@@ -146,7 +146,7 @@ def _add_hamiltonian(ev: Evaluation, batch, out: dict, t: dict) -> None:
                              fb.bands.shape[1], fb.kpts).numpy()
         ref = fb.bands.numpy()
         for w, acc in zip(WINDOWS, ev.bands):
-            acc.add((pred - ref)[np.abs(ref) <= w])
-        below = (ref < 0).sum(axis=1)
+            acc.add((pred - ref)[np.abs(ref - fb.centre) <= w])
+        below = (ref < fb.centre).sum(axis=1)
         if np.all(below == below[0]) and 0 < below[0] < ref.shape[1]:     # insulator or semimetal on this grid
             ev.gap.add([gap_on_grid(pred, int(below[0])) - gap_on_grid(ref, int(below[0]))])

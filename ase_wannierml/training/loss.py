@@ -95,7 +95,8 @@ class FrameBands:
     atom_start: int
     orbital_index: torch.Tensor     # (n_atoms, max_orb)
     kpts: torch.Tensor              # (nk, 3)
-    bands: torch.Tensor             # (nk, norb) eV relative to E_F
+    bands: torch.Tensor             # (nk, norb) eV, in the targets' energy zero
+    centre: float = 0.0             # eV, same zero: the frame's Fermi / neutrality level (band windows around it)
 
 
 @dataclass
@@ -146,7 +147,7 @@ def collate(examples: list[dict[str, torch.Tensor]], dtype: torch.dtype, keys: l
     for ex, key, na, npair in zip(examples, keys, n_atoms, n_pairs):
         if bool(ex["has_ham"]) and len(ex["band_kpts"]):
             frames.append(FrameBands(key, p0, p0 + npair, a0, ex["orbital_index"], cast(ex["band_kpts"]),
-                                     cast(ex["target_bands"])))
+                                     cast(ex["target_bands"]), float(ex.get("band_centre", 0.0))))
         p0, a0 = p0 + npair, a0 + na
     return Batch(graph, t, frames, len(examples))
 
@@ -211,7 +212,7 @@ def _band_term(batch: Batch, blocks: torch.Tensor, scales: Scales, cfg: LossConf
         pred = band_energies(blocks[sl], index[:, sl] - fb.atom_start, shift[sl], fb.orbital_index,
                              fb.bands.shape[1], fb.kpts[pick])
         ref = fb.bands[pick]
-        window = ref.abs() <= cfg.band_window
+        window = (ref - fb.centre).abs() <= cfg.band_window
         part = _term((pred - ref)[window], scales.bands)
         total, count, sq = total + part.value, count + part.count, sq + part.sq
     return Term(total, count, sq)
@@ -228,7 +229,7 @@ def _hk_term(batch: Batch, blocks: torch.Tensor, cfg: LossConfig) -> Term:
         sl = slice(fb.pair_start, fb.pair_stop)
         dh = hamiltonian_k(err[sl], index[:, sl] - fb.atom_start, shift[sl], fb.orbital_index, fb.bands.shape[1],
                            fb.kpts)                                               # (nk, norb, norb) complex
-        near = (fb.bands.abs() <= cfg.band_window).any(dim=1)
+        near = ((fb.bands - fb.centre).abs() <= cfg.band_window).any(dim=1)
         w = torch.where(near, 1.0, cfg.hk_window_weight).to(blocks.dtype)
         d2 = (dh.real ** 2 + dh.imag ** 2).sum(dim=(1, 2))                          # (nk,)
         total = total + (w * d2).sum() / cfg.hk_scale ** 2
