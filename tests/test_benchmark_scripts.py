@@ -93,3 +93,19 @@ def test_training_throughput_config_is_a_valid_short_run(tmp_path):
     assert Path(cfg.run.output) == tmp_path / "run_p2" and Path(cfg.data.cache).parent == tmp_path
     assert all(Path(f).is_absolute() for f in cfg.data.frames)
     assert tt.torchrun_cmd(2, path)[-4:] == ["ase_wannierml.training.cli", "train", str(path), "--no-progress"]
+
+
+def test_stacking_landscape_relative_energies():
+    """E(t) − E(AB) at each gap and the AB curve relative to the widest gap, in meV/atom; frame ids parsed."""
+    sl = _load("stacking_landscape")
+    rows = [{"t": t, "gap": g, "dft_eV_per_atom": -1.0 + 0.001 * (1 - t) / g - 0.01 / g,
+             "model_eV_per_atom": -2.0 + 0.002 * (1 - t) / g - 0.01 / g} for g in (3.0, 6.0) for t in (0.0, 1.0)]
+    sl.landscape(rows)
+    aa3 = next(r for r in rows if r["t"] == 0.0 and r["gap"] == 3.0)
+    assert aa3["dft_rel_ab_meV"] == pytest.approx(1000 * 0.001 / 3.0)
+    assert aa3["model_rel_ab_meV"] == pytest.approx(1000 * 0.002 / 3.0)
+    ab3 = next(r for r in rows if r["t"] == 1.0 and r["gap"] == 3.0)
+    assert ab3["dft_rel_wide_meV"] == pytest.approx(1000 * (-0.01 / 3.0 + 0.01 / 6.0))
+    assert "dft_rel_wide_meV" not in aa3
+    assert sl._GRID_ID.match("s017-scf-t1.00-g3.18")["gap"] == "3.18"
+    assert sl._GRID_ID.match("0003-1x1") is None
