@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ase_wannierml.training.trainer import energy_zero_description
+
 torch.set_num_threads(1)
 
 DFT_SETTINGS_GRAPHENE = {
@@ -165,7 +167,9 @@ def _reference(model, frames_dir: Path, frame_id: str):
     tb = frame.tb
     data_cfg = model.metadata.get("training", {}).get("config", {}).get("data", {})
     zero = frame.fermi_level
-    if data_cfg.get("energy_zero") == "neutrality":
+    if data_cfg.get("energy_zero") == "vacuum" and "vacuum_level_eV" in frame.meta:
+        zero = float(frame.meta["vacuum_level_eV"])
+    elif data_cfg.get("energy_zero") == "neutrality":
         electrons = sum(model.config.wannier_electrons.get(s, 0.0) for s in atoms.get_chemical_symbols())
         zero = neutrality_level(tb.R, tb.rows, tb.cols, tb.values, tb.norb, np.array([1, 1, 0], bool),
                                 float(electrons), int(data_cfg.get("neutrality_kgrid", 48)))
@@ -211,7 +215,7 @@ DESCRIPTIONS = {
     "graphene-bilayer": "ase_wannierml pretrained model for bilayer graphene (energy, forces, stress, Wannier pz "
                         "tight-binding Hamiltonian relative to the charge-neutrality level)",
     "mos2-bilayer": "ase_wannierml pretrained model for bilayer MoS2 (energy, forces, stress, Wannier Mo d + S p "
-                    "tight-binding Hamiltonian relative to the gap centre)",
+                    "tight-binding Hamiltonian relative to the vacuum level)",
 }
 def binding_check(model, name: str) -> dict:
     """Binding curve and relaxed gap of the reference bilayer vs the DFT points in datasets/<name>/binding_dft.json
@@ -281,7 +285,9 @@ def main(argv=None) -> int:
     old_score = None
     if target.is_file():
         old = load_model(target)
-        old_test = evaluate_ids(old, frames_dir, test_ids, model.metadata)   # same energy zero as the candidate
+        # each model against targets in its own energy zero (dft_fermi / neutrality / vacuum): a model trained on
+        # another zero would otherwise be scored on a constant offset of its onsite energies
+        old_test = evaluate_ids(old, frames_dir, test_ids)
         if old_test:
             old_binding = binding_check(old, args.name)
             old_score = score(old_test["metrics"], old_binding)
@@ -299,7 +305,8 @@ def main(argv=None) -> int:
         "description": DESCRIPTIONS.get(args.name, f"ase_wannierml pretrained model {args.name}"),
         "shipped_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "dft_settings": dft_settings(args.name, frames_dir),
-        "energy_zero": training.get("energy_zero"),
+        "energy_zero": energy_zero_description(training.get("config", {}).get("data", {}).get("energy_zero",
+                                                                                                "dft_fermi")),
         "data_set": {"frames": str(frames_dir), "train": ids.get("train", []), "validation": ids.get("val", []),
                      "test_held_out": test_ids,
                      "split": "hash of frame id (data.split = hash, split_seed 0), test 15 %, validation 8 %"},

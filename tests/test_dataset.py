@@ -318,3 +318,18 @@ def test_vacuum_energy_zero_uses_the_recorded_vacuum_level(tmp_path):
     assert torch.equal(b["target_ham"][n:], a["target_ham"][n:])
     np.testing.assert_allclose((b["target_bands"] - a["target_bands"]).numpy(), -4.25, atol=1e-9)
     assert float(a["band_centre"]) == 0.0 and float(b["band_centre"]) == pytest.approx(-4.25)  # windows stay at E_F
+
+
+def test_neutrality_energy_zero_shifts_only_the_onsite_diagonal(frames):
+    """energy_zero = "neutrality": targets are H − μ₀ (μ₀ the T = 0 neutrality level of the frame's Wannier bands,
+    half filling for pz graphene): a constant onsite shift from the dft_fermi targets, windows at zero."""
+    ref = build([frames], energy_zero="dft_fermi")
+    neu = build([frames], energy_zero="neutrality", electrons={"C": 1.0})
+    assert neu.rejected == {} and len(neu) == len(ref)
+    for a, b in zip(ref.examples, neu.examples):
+        n = len(a["positions"])
+        d = (b["target_ham"] - a["target_ham"])[:n, 0, 0].numpy()
+        assert np.ptp(d) < 1e-9 and abs(d[0]) < 0.5           # E_F and μ₀ nearly coincide in the synthetic frames
+        assert torch.equal(b["target_ham"][n:], a["target_ham"][n:]) and float(b["band_centre"]) == 0.0
+        below = (b["target_bands"] < 0).sum(dim=1)
+        assert torch.all(below == 2)                           # μ₀ between bands 2 and 3 (4 orbitals)

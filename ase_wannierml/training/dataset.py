@@ -191,7 +191,7 @@ def _hamiltonian_part(frame: Frame, pair_i: np.ndarray, pair_j: np.ndarray, pair
             raise FrameError(f"frame {fid}: data.energy_zero 'vacuum' needs meta.json 'vacuum_level_eV'; add it with "
                              "python -m ase_wannierml.dft.vacuum --material <name>")
         zero = float(zero)
-    elif opts.energy_zero != "dft_fermi":
+    elif opts.energy_zero not in ("dft_fermi", "neutrality"):
         raise ValueError(f"energy_zero must be 'dft_fermi', 'neutrality' or 'vacuum', got {opts.energy_zero!r}")
     ham = hamiltonian_targets(assignment, tb.R, tb.rows, tb.cols, tb.values, pair_i, pair_j, pair_shift,
                               n_orb, _max_orb(opts.shells), zero, deg, fid)

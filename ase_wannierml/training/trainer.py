@@ -233,9 +233,7 @@ class Trainer:
                              "training_time_s": round(self._elapsed(), 1),
                              "saved_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                              "init_from": self.cfg.run.init_from or None,
-                             "energy_zero": ("Hamiltonian relative to the charge-neutrality level of the Wannier "
-                                             "bands (fermi_level = 0)" if self.cfg.data.energy_zero == "neutrality"
-                                             else "Hamiltonian relative to the DFT Fermi level (fermi_level = 0)"),
+                             "energy_zero": energy_zero_description(self.cfg.data.energy_zero),
                              "config": self.cfg.to_dict()}}
         model = self.model
         save_dtype = _DTYPES[self.cfg.run.save_dtype]
@@ -331,6 +329,14 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
         kwargs["dispersion"] = normalised["dispersion"]
         kwargs.pop("e0s", None)
     return kwargs
+
+
+def energy_zero_description(energy_zero: str) -> str:
+    """What the zero of a model's predicted Hamiltonian is, for its metadata (``data.energy_zero``)."""
+    return {"neutrality": "Hamiltonian relative to the charge-neutrality level of the Wannier bands (fermi_level = 0)",
+            "vacuum": "Hamiltonian relative to the electrostatic vacuum level (eV; fermi_level found from the "
+                      "electron count: the gap centre of an insulator)",
+            }.get(energy_zero, "Hamiltonian relative to the DFT Fermi level (fermi_level = 0)")
 
 
 def _energy_zero_changed(cfg: TrainConfig, init: dict[str, Any]) -> bool:
