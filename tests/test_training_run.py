@@ -138,7 +138,7 @@ def test_resume_keeps_the_split_when_frames_are_added_and_init_from_warm_starts(
 def test_warm_start_to_another_energy_zero_refits_the_onsite_reference(tmp_path):
     """A model trained on H relative to E_F, warm-started on H relative to the vacuum level: its onsite reference
     (a buffer, not a weight) is refitted to the new targets (mean onsite shifts by E_F − E_vac), fermi_level
-    becomes None (found from the electron count), and every learned weight starts from the saved model."""
+    becomes the mean E_F − E_vac of the training frames, and every learned weight starts from the saved model."""
     from ase_wannierml.model import load_model
     from ase_wannierml.training.frames import load_frame_dir
 
@@ -159,7 +159,10 @@ def test_warm_start_to_another_energy_zero_refits_the_onsite_reference(tmp_path)
     ref_new = warm.model_kwargs["onsite_reference"]["C"][0]
     n_train = [shifts[i] for i in warm.train_idx]
     assert ref_new - ref_old == pytest.approx(-sum(n_train) / len(n_train), abs=0.15)
-    assert warm.model_kwargs["fermi_level"] is None and old.config.fermi_level == 0.0
+    centres = [float(warm.data.examples[i]["band_centre"]) for i in warm.train_idx]
+    assert old.config.fermi_level == 0.0
+    assert warm.model_kwargs["fermi_level"] == pytest.approx(sum(centres) / len(centres))
+    assert warm.model_kwargs["fermi_level"] == pytest.approx(-sum(n_train) / len(n_train))     # E_F − E_vac
     saved = old.state_dict()
     for k, v in warm.model.state_dict().items():
         if k.endswith("onsite_reference"):

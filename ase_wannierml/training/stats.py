@@ -123,14 +123,24 @@ def _deviation(ex: dict, reference: Mapping[str, Sequence[float]]) -> tuple[np.n
     return dev, ex["target_ham_mask"].numpy()
 
 
+def reference_level(examples: Sequence[dict]) -> float | None:
+    """Mean ``band_centre`` (eV: each frame's Fermi / charge-neutrality level in the targets' zero) over the examples
+    with a Hamiltonian; None if there are none. For vacuum-referenced targets this is the model's default Fermi
+    level: exact for the training frames on average, off by the frame-to-frame spread (~0.1 eV, mostly strain) for
+    others; it is what bands are referenced to and searched near unless a Fermi level is computed
+    (``TightBinding.fermi_level(kpts)``)."""
+    vals = [float(ex["band_centre"]) for ex in examples if bool(ex["has_ham"]) and "band_centre" in ex]
+    return float(np.mean(vals)) if vals else None
+
+
 def data_model_settings(examples: Sequence[dict], model_kwargs: Mapping[str, Any],
                         energy_zero: str = "dft_fermi") -> dict[str, Any]:
     """Settings of ``ModelConfig`` taken from data unless the config file sets them.
 
     e0s (least squares), onsite_reference (mean onsite energies relative to the targets' zero), energy_scale (RMS
     force component, eV/Å × 1 Å), ham_scale (RMS of the off-site near hoppings), fermi_level: 0 when the targets
-    are relative to E_F or the neutrality level (see ``targets.py``), None for ``energy_zero = "vacuum"`` (the
-    tight-binding object then finds it from the electron count).
+    are relative to E_F or the neutrality level (see ``targets.py``); for ``energy_zero = "vacuum"`` the mean
+    Fermi / neutrality level of the training frames relative to their vacuum level (:func:`reference_level`).
     """
     species = list(model_kwargs["species"])
     orbitals = model_kwargs["orbitals"]
@@ -140,7 +150,7 @@ def data_model_settings(examples: Sequence[dict], model_kwargs: Mapping[str, Any
     if "onsite_reference" not in model_kwargs:
         out["onsite_reference"] = onsite_reference(examples, orbitals)
     if "fermi_level" not in model_kwargs:
-        out["fermi_level"] = None if energy_zero == "vacuum" else 0.0
+        out["fermi_level"] = reference_level(examples) if energy_zero == "vacuum" else 0.0
     scales = compute_scales(examples, out.get("e0s", model_kwargs.get("e0s", {})),
                             out.get("onsite_reference", model_kwargs.get("onsite_reference", {})), 1e-3, 1.0)
     if "energy_scale" not in model_kwargs:

@@ -65,9 +65,10 @@ class Trainer:
                 model_kwargs["e0s"] = fit_e0s(train_examples, list(model_kwargs["species"]))
             refit_onsite = _energy_zero_changed(cfg, init)
             if refit_onsite:                       # H targets measured from another zero: new onsite reference
-                from ase_wannierml.training.stats import onsite_reference
+                from ase_wannierml.training.stats import onsite_reference, reference_level
                 model_kwargs["onsite_reference"] = onsite_reference(train_examples, model_kwargs["orbitals"])
-                model_kwargs["fermi_level"] = None if cfg.data.energy_zero == "vacuum" else 0.0
+                model_kwargs["fermi_level"] = (reference_level(train_examples) if cfg.data.energy_zero == "vacuum"
+                                               else 0.0)
         self.model, self.model_kwargs, self.scales = build_training_model(cfg, train_examples, model_kwargs,
                                                                           self.dtype)
         if init is not None:
@@ -334,8 +335,8 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
 def energy_zero_description(energy_zero: str) -> str:
     """What the zero of a model's predicted Hamiltonian is, for its metadata (``data.energy_zero``)."""
     return {"neutrality": "Hamiltonian relative to the charge-neutrality level of the Wannier bands (fermi_level = 0)",
-            "vacuum": "Hamiltonian relative to the electrostatic vacuum level (eV; fermi_level found from the "
-                      "electron count: the gap centre of an insulator)",
+            "vacuum": "Hamiltonian relative to the electrostatic vacuum level (eV); fermi_level: the mean "
+                      "charge-neutrality level of the training frames in that zero",
             }.get(energy_zero, "Hamiltonian relative to the DFT Fermi level (fermi_level = 0)")
 
 
