@@ -203,3 +203,16 @@ def test_compact_storage_and_unsorted_input(graphene):
     with pytest.raises(ValueError, match="integer orbital indices"):
         TightBinding(graphene.cell, graphene.R, graphene.rows + 0.5, graphene.cols, graphene.values,
                      graphene.orbitals, pbc=graphene.pbc)
+
+
+def test_onsite_energies_are_the_mean_of_the_bands_over_the_zone():
+    """Σ_n ε_n(k) averaged over a uniform k-mesh equals Tr H(R=0) (the R ≠ 0 terms average out): an oracle for the
+    onsite diagonal that does not read the storage."""
+    tb = random_hermitian_model(norb=5, seed=3)
+    n = 6
+    k = np.array([[i / n, j / n, l / n] for i in range(n) for j in range(n) for l in range(n)])
+    on = tb.onsite_energies()
+    assert on.shape == (5,)
+    np.testing.assert_allclose(tb.eigenvalues(k).sum(axis=1).mean(), on.sum(), atol=1e-10)
+    H0 = tb.hamiltonian(k).mean(axis=0)           # mean H(k) over the mesh = H(R = 0)
+    np.testing.assert_allclose(on, np.real(np.diag(H0)), atol=1e-10)

@@ -347,6 +347,15 @@ class TightBinding:
         return key if key is not None else _pair_key(self.rows, self.cols, self._r_index, self.norb,
                                                       max(1, len(self.R_r)))
 
+    def onsite_energies(self) -> np.ndarray:
+        """Onsite energies (eV), the diagonal of H(R = 0): shape (norb,), 0 where none is stored."""
+        out = np.zeros(self.norb)
+        home = np.flatnonzero(np.all(self.R_r == 0, axis=1))
+        if len(home):
+            keep = (self._r_index == home[0]) & (self.rows == self.cols)
+            out[self.rows[keep]] = np.real(self.values[keep])
+        return out
+
     def check_hermitian(self, tol: float = HERMITIAN_TOL) -> float:
         """Largest |H_ij(R) - conj(H_ji(-R))| in eV; ValueError naming the worst element if it exceeds ``tol``."""
         if self.nnz == 0:
