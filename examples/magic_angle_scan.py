@@ -101,7 +101,7 @@ def main() -> None:
             tb = calc.get_hamiltonian(atoms)
             row["learned_H_s"] = round(time.perf_counter() - t1, 1)
             row["learned_nnz"] = int(tb.nnz)
-            row["learned_rigid"] = scan_one(tb, atoms, near=0.0, num=args.num, npoints=args.npoints, dq=args.dq)
+            row["learned_rigid"] = scan_one(tb, atoms, near=tb.fermi_level(), num=args.num, npoints=args.npoints, dq=args.dq)
             del tb
         if m in args.relaxed and not args.reference_only:
             t2 = time.perf_counter()
@@ -110,7 +110,8 @@ def main() -> None:
             res = relax(relaxed, fmax=args.relax_fmax, steps=args.relax_steps, progress_every=5)
             row["relax"] = {"steps": res.steps, "force_calls": res.force_calls, "converged": res.converged,
                             "s": round(time.perf_counter() - t2, 1)}
-            row["learned_relaxed"] = scan_one(calc.get_hamiltonian(relaxed), relaxed, near=0.0, num=args.num,
+            tb_r = calc.get_hamiltonian(relaxed)
+            row["learned_relaxed"] = scan_one(tb_r, relaxed, near=tb_r.fermi_level(), num=args.num,
                                               npoints=args.npoints, dq=args.dq)
         row["wall_s"] = round(time.perf_counter() - t0, 1)
         row["load_average"] = os.getloadavg()[0]

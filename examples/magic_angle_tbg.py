@@ -68,9 +68,11 @@ def near_bands(tb, kpts: np.ndarray, num: int, near: float, label: str) -> tuple
 def bands(tb, path, num: int, label: str) -> tuple[BandStructure, dict]:
     """Flat bands along ``path``: E_D at K first (path starts at K), then ``num`` states nearest E_D."""
     k_K = path.special_points["K"]
-    e_K = solvers.NearSolver(num, tb.fermi_level()).solve(tb.hamiltonian_sparse(k_K, allow_real=True)).values
+    e_f = tb.fermi_level()
+    e_K = solvers.NearSolver(num, e_f).solve(tb.hamiltonian_sparse(k_K, allow_real=True)).values
     e_d = dirac_energy(e_K)
-    print(f"   {label}: E_D = {e_d * 1e3:.1f} meV (relative to the model's E_F)", flush=True)
+    print(f"   {label}: E_D − E_F = {(e_d - e_f) * 1e3:.1f} meV (E_F: the model's reference level, "
+          f"{e_f:.3f} eV)", flush=True)
     e_kn, stats = near_bands(tb, path.kpts, num, e_d, label)
     info = flat_band_summary(e_kn, e_d) | stats
     print(f"   {label}: flat-band width {info['flat_band_width_meV']:.1f} meV, gaps to remote bands "
