@@ -47,7 +47,8 @@ class ModelConfig:
             factor * (covalent radius sum) are bonded (layer detection).
     Electronic metadata:
         wannier_electrons: electrons per atom in the Wannier manifold, per element (for the Fermi level);
-        fermi_level: eV, Fermi level of the predicted Hamiltonian if known (training data referenced to E_F: 0).
+        fermi_level: eV, reference (Fermi) level of the predicted Hamiltonian: 0 for data referenced to E_F or the
+            neutrality level; for vacuum-referenced data the mean neutrality level of the training frames.
     Long range:
         dispersion: None, or an analytic Grimme term added to the learned energy (``ase_wannierml.dispersion``,
             e.g. {"method": "d2"} or {"method": "d3", "damping": "bj"}); the model then learns DFT − dispersion.
