@@ -34,7 +34,7 @@ from ase_wannierml.model.io import resolve_model_path
 from ase_wannierml.relax import equilibrium_bilayer, relax
 from ase_wannierml.slater_koster import moon_koshino_tb
 from ase_wannierml.tb import solvers
-from ase_wannierml.tb.flatbands import dirac_energy, flat_band_summary, fermi_velocity
+from ase_wannierml.tb.flatbands import dirac_energy, fermi_velocity, summarize_flat_bands
 
 
 def scan_one(tb, atoms, near: float, num: int, npoints: int, dq: float) -> dict:
@@ -51,7 +51,7 @@ def scan_one(tb, atoms, near: float, num: int, npoints: int, dq: float) -> dict:
     e_q = e_kn.pop()
     recip = 2 * np.pi * np.linalg.inv(np.asarray(atoms.cell)).T  # rows b_i, 1/Å
     dk = float(np.linalg.norm(q @ recip))
-    info = flat_band_summary(np.array(e_kn), e_d)
+    info = summarize_flat_bands(tb, np.array(kpts), np.array(e_kn), e_d)
     info["v_F_1e5_m_s"] = fermi_velocity(e_K, e_q, dk) / 1e5
     info["solve_s"] = round(time.perf_counter() - t0, 1)
     return info
@@ -75,6 +75,7 @@ def main() -> None:
                         "(relax.equilibrium_bilayer), or at the default 2.46 / 3.35 Å")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a busy machine)")
     p.add_argument("--out", default="magic_angle_scan.json")
+    p.add_argument("--geometry-dir", default=None, help="write each relaxed cell here as m<m>_relaxed.extxyz")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model_file = resolve_model_path(args.model)
@@ -101,7 +102,8 @@ def main() -> None:
             tb = calc.get_hamiltonian(atoms)
             row["learned_H_s"] = round(time.perf_counter() - t1, 1)
             row["learned_nnz"] = int(tb.nnz)
-            row["learned_rigid"] = scan_one(tb, atoms, near=tb.fermi_level(), num=args.num, npoints=args.npoints, dq=args.dq)
+            row["learned_rigid"] = scan_one(tb, atoms, near=tb.fermi_level(), num=args.num, npoints=args.npoints,
+                                            dq=args.dq)
             del tb
         if m in args.relaxed and not args.reference_only:
             t2 = time.perf_counter()
@@ -110,6 +112,9 @@ def main() -> None:
             res = relax(relaxed, fmax=args.relax_fmax, steps=args.relax_steps, progress_every=5)
             row["relax"] = {"steps": res.steps, "force_calls": res.force_calls, "converged": res.converged,
                             "s": round(time.perf_counter() - t2, 1)}
+            if args.geometry_dir:
+                Path(args.geometry_dir).mkdir(parents=True, exist_ok=True)
+                relaxed.write(Path(args.geometry_dir) / f"m{m}_relaxed.extxyz")
             tb_r = calc.get_hamiltonian(relaxed)
             row["learned_relaxed"] = scan_one(tb_r, relaxed, near=tb_r.fermi_level(), num=args.num,
                                               npoints=args.npoints, dq=args.dq)
@@ -122,7 +127,8 @@ def main() -> None:
         print(f"m={m} {row['angle_deg']:.3f}° {len(atoms)} atoms: width " +
               ", ".join(f"{k} {x:.1f} meV" for k, x in w.items()) + "; v_F " +
               ", ".join(f"{k} {x:.3f}" for k, x in v.items()) + f" ×10⁵ m/s; {row['wall_s']:.0f} s", flush=True)
-        json.dump({"rows": rows, "args": vars(args), "model": {"file": str(model_file), "sha256_16": model_sha}}, open(args.out, "w"), indent=1)
+        result = {"rows": rows, "args": vars(args), "model": {"file": str(model_file), "sha256_16": model_sha}}
+        Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"\n{'m':>3} {'angle':>7} | {'MK width':>9} {'MK v_F':>7} | {'ML width':>9} {'ML v_F':>7} | "
           f"{'ML relaxed width':>16}")
     def cell(r: dict, key: str, field: str, fmt: str) -> str:

@@ -9,14 +9,17 @@ Stages are timed (wall s) with their peak resident memory (GB, sampled every 0.2
 ``summary.json``. Energies in eV, lengths in Å.
 
 Choices (see README, "Magic angle (1.05°)"):
-- the moiré cell is built at the lattice constant and interlayer distance of the model's relaxed AB bilayer
-  (``--cell equilibrium``), then positions are relaxed with preconditioned L-BFGS (``ase_wannierml.relax``); the
-  residual in-plane stress is reported (relaxing the cell as well converged poorly at 1.05°: ``--cell relax``);
+- the moiré cell is built at the lattice constant and interlayer distance of the model's relaxed AB bilayer, then
+  positions are relaxed with preconditioned L-BFGS (``ase_wannierml.relax``); with ``--cell relax`` the in-plane
+  cell is relaxed as well, alternating position relaxations with Newton steps of the strain on the stress
+  (``relax_cell_alternating``; relaxing both in one optimiser stalled at 2 meV/Å³ here); ``--cell equilibrium``
+  relaxes positions only and reports the residual in-plane stress;
 - hoppings |H_ij(R)| < ``--threshold`` (default 3e-4 eV) are dropped from the predicted H (``TightBinding.pruned``);
   the band error this causes was measured against the unpruned H and is far below the model error;
-- E_D (the Dirac energy at the moiré K point, i.e. charge neutrality) is found as the most tightly clustered 4
-  eigenvalues at K nearest the model's E_F; the 4 flat bands at each k are the 2 states below and 2 above E_D
-  (``ase_wannierml.tb.flatbands``);
+- E_D (the Dirac energy at the moiré K point) is found as the most tightly clustered 4 eigenvalues at K nearest
+  the model's E_F; the 4 flat bands are bands N/2 − 2 … N/2 + 1 (N orbitals, charge neutrality), identified by
+  their absolute index from an exact count of the bands below the window at each k (Sylvester inertia,
+  ``TightBinding.bands_below``; ``ase_wannierml.tb.flatbands``);
 - the DOS near E_F is the Gaussian-smeared spectrum of the ``--dos-num`` states nearest E_D on an irreducible
   (spglib) k-mesh from the sparse solver: exact inside the window where every k-point's states are complete (the
   plot is restricted to it); a Chebyshev (KPM) DOS at meV resolution would need ~10⁴ moments here.
@@ -43,12 +46,12 @@ from ase.spectrum.band_structure import BandStructure
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
 from ase_wannierml.model.io import resolve_model_path
-from ase_wannierml.relax import OPTIMIZERS, equilibrium_bilayer, relax
+from ase_wannierml.relax import OPTIMIZERS, equilibrium_bilayer, relax, relax_cell_alternating
 from ase_wannierml.report import Stage, plot_band_points
 from ase_wannierml.tb import solvers
 from ase_wannierml.tb.bandpath import kpoint_mesh
 from ase_wannierml.tb.dos import smear
-from ase_wannierml.tb.flatbands import dirac_energy, flat_band_summary
+from ase_wannierml.tb.flatbands import dirac_energy, summarize_flat_bands
 
 
 def near_bands(tb, kpts: np.ndarray, num: int, near: float, label: str) -> tuple[np.ndarray, dict]:
@@ -74,7 +77,7 @@ def bands(tb, path, num: int, label: str) -> tuple[BandStructure, dict]:
     print(f"   {label}: E_D − E_F = {(e_d - e_f) * 1e3:.1f} meV (E_F: the model's reference level, "
           f"{e_f:.3f} eV)", flush=True)
     e_kn, stats = near_bands(tb, path.kpts, num, e_d, label)
-    info = flat_band_summary(e_kn, e_d) | stats
+    info = summarize_flat_bands(tb, path.kpts, e_kn, e_d) | stats
     print(f"   {label}: flat-band width {info['flat_band_width_meV']:.1f} meV, gaps to remote bands "
           f"{info['gap_below_meV']} / {info['gap_above_meV']} meV", flush=True)
     return BandStructure(path, e_kn[None], reference=e_d), info
@@ -133,7 +136,7 @@ def main() -> None:
         print(f"   {model_file} (sha256 {model_sha}…)", flush=True)
     with Stage("build cell", stages):
         lattice = {}
-        if args.cell == "equilibrium":      # the model's own AB bilayer: no uniform misfit strain in the moiré cell
+        if args.cell in ("equilibrium", "relax"):  # the model's own AB bilayer: no uniform misfit strain
             a, d = equilibrium_bilayer(WannierMLCalculator(model), "graphene")
             lattice = {"a": a, "interlayer": d}
             print(f"   model's AB bilayer: a = {a:.4f} Å, interlayer {d:.3f} Å", flush=True)
@@ -150,8 +153,12 @@ def main() -> None:
         bs0, info0 = bands(tb0, path, args.num, "unrelaxed")
     del tb0
     with Stage("relax", stages):
-        res = relax(atoms, fmax=args.fmax, cell=args.cell == "relax", optimizer=args.optimizer, steps=args.steps,
-                    max_minutes=args.relax_minutes, progress_every=1)
+        if args.cell == "relax":
+            res = relax_cell_alternating(atoms, fmax=args.fmax, smax=args.smax, optimizer=args.optimizer,
+                                         steps=args.steps, max_minutes=args.relax_minutes, progress_every=1)
+        else:
+            res = relax(atoms, fmax=args.fmax, optimizer=args.optimizer, steps=args.steps,
+                        max_minutes=args.relax_minutes, progress_every=1)
         print(f"   {'converged' if res.converged else 'NOT converged: ' + str(res.stopped)}; {res.steps} steps, "
               f"{res.force_calls} force calls, max |F| {res.fmax:.4f} eV/Å", flush=True)
         cell0 = np.array(twisted_bilayer("graphene", m=args.m, r=1).cell)     # the default lattice constant

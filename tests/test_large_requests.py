@@ -151,3 +151,33 @@ def test_inaccurate_single_precision_factor_falls_back_to_double(monkeypatch):
     with pytest.raises(np.linalg.LinAlgError, match="too inaccurate"):
         solvers._check_factor(Garbage(), sp.identity(5, format="csr"), single=True, scale=1.0)
     assert not solvers._check_factor(Garbage(), sp.identity(5, format="csr"), single=False, scale=1.0)  # nudge
+
+
+def test_flat_bands_by_band_index_where_the_energy_rule_fails():
+    """With the inertia count, the sparse window's states get absolute band indices and the central bands are
+    exactly bands N/2 − 2 … N/2 + 1 of the dense spectrum (5.09° TBG, Moon–Koshino), also for a window centred
+    off neutrality. Taking '2 below / 2 above' a reference inside the upper flat pair (what a flat band crossing
+    E_D does) picks a remote band instead: the index rule must not."""
+    from ase_wannierml.tb.flatbands import band_indices, central_bands, counting_energies, flat_band_summary
+
+    atoms = twisted_bilayer("graphene", m=6, r=1)
+    tb = moon_koshino_tb(atoms)
+    path = atoms.cell.bandpath("KGMK", npoints=7, pbc=[True, True, False])
+    e_all = tb.eigenvalues(path.kpts)
+    half = tb.norb // 2
+    central = e_all[:, half - 2:half + 2]
+    e_ref = 0.5 * (central[:, 2].min() + central[:, 3].min())  # inside the upper flat pair
+    e_kn = tb.eigenvalues(path.kpts, num=10, near=e_ref)  # sparse window
+    e_count = counting_energies(e_kn)
+    index_kn = band_indices(e_kn, e_count, tb.bands_below(path.kpts, e_count))
+    np.testing.assert_allclose(np.take_along_axis(e_all, index_kn, axis=1), e_kn, atol=1e-9)
+    by_index = central_bands(e_kn, e_ref, index_kn=index_kn, n_occupied=half)
+    np.testing.assert_allclose(by_index, central, atol=1e-9)
+    assert not np.allclose(central_bands(e_kn, e_ref), central, atol=1e-6)  # the energy rule fails here
+    info = flat_band_summary(e_kn, e_ref, index_kn=index_kn, n_occupied=half)
+    assert info["identified_by"] == "band index" and info["kpoints_incomplete"] == 0
+    assert info["flat_band_width_meV"] == pytest.approx(1e3 * (central.max() - central.min()), abs=1e-6)
+    assert info["gap_below_meV"] == pytest.approx(1e3 * (central[:, 0].min() - e_all[:, half - 3].max()), abs=1e-6)
+    assert info["gap_above_meV"] == pytest.approx(1e3 * (e_all[:, half + 2].min() - central[:, 3].max()), abs=1e-6)
+    with pytest.raises(ValueError, match="at the counting energy"):  # e_ref sits on the degenerate K states
+        band_indices(e_kn[:1], e_kn[0, 5], [0])

@@ -249,3 +249,40 @@ def test_factor_of_disconnected_blocks(workers, monkeypatch):
     energies = np.linspace(-1.0, 1.0, 301)
     vals = solvers.eigvalsh_near(sp.diags(energies).tocsr(), 4, 0.013, method="multifrontal", workers=workers)
     np.testing.assert_allclose(vals, np.sort(energies[np.argsort(np.abs(energies - 0.013))[:4]]), atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.float32, np.complex64])
+def test_negative_eigenvalue_count_of_dense_blocks(dtype):
+    """Bunch–Kaufman inertia (1×1 and 2×2 pivots) against the eigenvalues, for indefinite random matrices."""
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 60):
+        A = rng.standard_normal((n, n))
+        if np.dtype(dtype).kind == "c":
+            A = A + 1j * rng.standard_normal((n, n))
+        A = ((A + A.conj().T) / 2).astype(dtype)
+        assert multifrontal.negative_eigenvalue_count(A) == int((np.linalg.eigvalsh(A) < 0).sum())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("k", [(0.0, 0.0, 0.0), (0.31, 0.12, 0.0)])
+def test_inertia_counts_bands_below(tbg, k, workers):
+    """Sylvester count from the multifrontal LDLᴴ = number of dense eigenvalues below the energy, at a real (Γ)
+    and a complex k, inside the flat bands, the remote bands and outside the spectrum."""
+    H = tbg.hamiltonian_sparse(np.array(k), allow_real=True)
+    e = np.linalg.eigvalsh(H.toarray())
+    for energy in (e.min() - 1.0, E_DIRAC - 0.3, E_DIRAC, 0.5 * (e[253] + e[254]), E_DIRAC + 0.2, e.max() + 1):
+        got = solvers.count_eigenvalues_below(H, energy, workers=workers)
+        assert got == int((e < energy).sum()), energy
+    # dense route (small matrix) and a shift exactly on an eigenvalue: counted as just below it
+    D = sp.diags([np.arange(10.0)], [0], format="csr")
+    assert solvers.count_eigenvalues_below(D, 4.0) == 4
+    assert solvers.count_eigenvalues_below(D.toarray(), 4.5) == 5
+    with pytest.raises(ValueError, match="not Hermitian"):
+        solvers.count_eigenvalues_below(sp.csr_matrix(np.triu(np.ones((3, 3)))), 0.0)
+
+
+def test_tightbinding_bands_below(tbg):
+    k_k3 = np.array([[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0], [0.1, 0.23, 0.0]])
+    e_kn = tbg.eigenvalues(k_k3)
+    for energy in (E_DIRAC - 0.5, E_DIRAC, E_DIRAC + 0.3):
+        np.testing.assert_array_equal(tbg.bands_below(k_k3, energy), (e_kn < energy).sum(axis=1))

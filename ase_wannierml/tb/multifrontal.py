@@ -42,8 +42,8 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-__all__ = ["LEAF_SIZE", "MultifrontalFactor", "SymbolicFactorization", "nested_dissection", "resolve_workers",
-           "shifted_csr", "symbolic_for"]
+__all__ = ["LEAF_SIZE", "MultifrontalFactor", "SymbolicFactorization", "negative_eigenvalue_count",
+           "nested_dissection", "resolve_workers", "shifted_csr", "symbolic_for"]
 
 #: Fronts up to this size are nested-dissection leaves (dense blocks).
 LEAF_SIZE = 64
@@ -260,6 +260,38 @@ def symbolic_for(A: sp.csr_matrix) -> SymbolicFactorization:
 
 _LAPACK = {np.dtype(t): (getattr(lapack, p + "getrf"), getattr(lapack, p + "getrs"))
            for t, p in ((np.float32, "s"), (np.float64, "d"), (np.complex64, "c"), (np.complex128, "z"))}
+#: Bunch–Kaufman LDLᴴ (?sytrf real, ?hetrf complex) and its workspace query, for the inertia of a front.
+_LDL = {np.dtype(t): (getattr(lapack, p + f), getattr(lapack, p + f + "_lwork"))
+        for t, p, f in ((np.float32, "s", "sytrf"), (np.float64, "d", "sytrf"), (np.complex64, "c", "hetrf"),
+                        (np.complex128, "z", "hetrf"))}
+
+
+def negative_eigenvalue_count(M: np.ndarray) -> int:
+    """Number of negative eigenvalues of the Hermitian matrix ``M`` (o, o) (its lower triangle is read), from its
+    Bunch–Kaufman factorisation M = L D Lᴴ: by Sylvester's law of inertia, that of the 1×1 and 2×2 blocks of D.
+    ``np.linalg.LinAlgError`` if M is exactly singular.
+
+    Example:
+        >>> negative_eigenvalue_count(np.array([[0.0, 1.0], [1.0, 0.0]]))  # eigenvalues ±1
+        1
+    """
+    if M.shape[0] == 0:
+        return 0
+    trf, trf_lwork = _LDL[M.dtype]
+    lwork = trf_lwork(M.shape[0], lower=1)
+    ldu, ipiv, info = trf(M, lower=1, lwork=max(1, int(np.real(lwork[0]))))
+    if info > 0:
+        raise np.linalg.LinAlgError(f"exactly singular block (zero pivot {info})")
+    d = np.real(np.diagonal(ldu)).astype(float)
+    pair = ipiv < 0  # rows of 2×2 blocks come in consecutive pairs with equal negative ipiv (lower storage)
+    if not pair.any():
+        return int(np.count_nonzero(d < 0))
+    first = np.flatnonzero(pair)[::2]
+    single = ~pair
+    a, c = d[first], d[first + 1]
+    det = a * c - np.abs(ldu[first + 1, first]) ** 2
+    neg_pairs = np.where(det < 0, 1, np.where(a + c < 0, 2, 0))
+    return int(np.count_nonzero(d[single] < 0) + neg_pairs.sum())
 
 
 class MultifrontalFactor:
@@ -268,11 +300,12 @@ class MultifrontalFactor:
     ``single=True`` factorises in single precision (float32/complex64: half the time and memory; use it as a
     preconditioner, not as an exact inverse). Real A gives real arithmetic throughout. ``solve(B)`` returns
     A⁻¹ B for B (n,) or (n, nrhs) in the factor's precision. Raises ``np.linalg.LinAlgError`` on an exactly
-    singular front.
+    singular front. ``inertia=True`` also counts the negative eigenvalues of A into ``negative_eigenvalues``
+    (otherwise None; costs about a third more per front).
     """
 
     def __init__(self, symbolic: SymbolicFactorization, A: sp.csr_matrix, single: bool = False,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, inertia: bool = False) -> None:
         if A.nnz != symbolic.nnz or A.shape[0] != symbolic.n:
             raise ValueError("matrix does not match the symbolic factorisation's pattern")
         self.symbolic = symbolic
@@ -283,6 +316,7 @@ class MultifrontalFactor:
         nf = len(symbolic.fronts)
         self._lu: list = [None] * nf
         self._X: list = [None] * nf  # F11⁻¹ F12 of each front, (o, u)
+        self._negative: list | None = [0] * nf if inertia else None  # negative eigenvalues of each pivot block
         data = A.data.astype(self.dtype)
         pending: dict[int, np.ndarray] = {}
         schedule = symbolic.schedule(self.workers) if self.workers > 1 else None
@@ -293,6 +327,7 @@ class MultifrontalFactor:
             with _blas_single_thread():
                 _run_schedule(schedule, lambda task: self._factor_task(task, data, pending), self.workers)
         self._schedule = schedule
+        self.negative_eigenvalues: int | None = None if self._negative is None else int(sum(self._negative))
 
     def _factor_task(self, task: tuple, data: np.ndarray, pending: dict) -> None:
         for k in task.fronts:
@@ -311,6 +346,8 @@ class MultifrontalFactor:
                 _extend_add_lower(F, pending.pop(c), rel)
         _mirror_lower(F[:o, :o])  # only lower triangles are kept up to date: complete F11 and F12
         F[:o, o:] = F[o:, :o].conj().T
+        if o and self._negative is not None:
+            self._negative[k] = negative_eigenvalue_count(F[:o, :o])
         if o:
             lu, piv, info = self._getrf(F[:o, :o], overwrite_a=True)
             if info > 0:

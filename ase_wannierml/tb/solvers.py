@@ -37,10 +37,11 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from .multifrontal import MultifrontalFactor, shifted_csr, symbolic_for
+from .multifrontal import MultifrontalFactor, negative_eigenvalue_count, shifted_csr, symbolic_for
 
 __all__ = ["DENSE_MAX_ORBITALS", "DenseMemoryError", "NearResult", "NearSolver", "available_memory_bytes",
-           "check_dense_memory", "dense_memory_bytes", "eigvalsh_dense", "eigvalsh_near", "solve_near_auto"]
+           "check_dense_memory", "count_eigenvalues_below", "dense_memory_bytes", "eigvalsh_dense", "eigvalsh_near",
+           "solve_near_auto"]
 
 #: Up to this many orbitals, ``solve_near_auto`` diagonalises densely (measured crossover ≈ 500 for TBG).
 DENSE_MAX_ORBITALS = 500
@@ -459,6 +460,50 @@ class NearSolver:
         pick = np.sort(np.argsort(np.abs(result.values - self.near), kind="stable")[:self.num])
         result.values, result.vectors = result.values[pick], result.vectors[:, pick]
         return result
+
+
+def count_eigenvalues_below(H: sp.spmatrix | np.ndarray, energy: float, workers: int | None = None) -> int:
+    """Number of eigenvalues of Hermitian ``H`` (norb, norb) below ``energy`` (eV), exactly, without computing them.
+
+    Sylvester's law of inertia on an LDLᴴ factorisation of H − energy in double precision (dense up to
+    ``DENSE_MAX_ORBITALS`` orbitals, else the multifrontal factorisation: about one shift-invert factorisation,
+    0.4–0.6 s for 1.05° twisted bilayer graphene). An eigenvalue within rounding (~1e-10 × max|H|) of ``energy``
+    may be counted on either side; if H − energy is exactly singular the count is taken 1e-10 × max|H| lower.
+    With band indices from this count, the states returned by the near solver become absolute bands
+    (``flatbands``) and an insulator's Fermi level can be put exactly in its gap.
+
+    Example:
+        >>> import numpy as np, scipy.sparse as sp
+        >>> count_eigenvalues_below(sp.diags([np.arange(10.0)], [0], format="csr"), 4.5)
+        5
+    """
+    if H.ndim != 2 or H.shape[0] != H.shape[1]:
+        raise ValueError(f"H must be square (norb, norb), got shape {H.shape}")
+    n = H.shape[0]
+    if n == 0:
+        return 0
+    sparse = sp.issparse(H)
+    if sparse:
+        Hs = sp.csr_matrix(H)
+        _check_hermitian_sparse(Hs)
+        scale = max(1.0, float(abs(Hs).max())) if Hs.nnz else 1.0
+    else:
+        Hd = np.asarray(H)
+        _check_hermitian_dense(Hd, "H")
+        scale = max(1.0, float(np.abs(Hd).max()))
+    for shift in (0.0, -1e-10, -3e-10):
+        sigma = float(energy) + shift * scale
+        try:
+            if n <= DENSE_MAX_ORBITALS:
+                M = (Hs.toarray() if sparse else Hd).astype(complex if np.iscomplexobj(H.data if sparse else Hd)
+                                                         else float)
+                M[np.diag_indices(n)] -= sigma
+                return negative_eigenvalue_count(M)
+            A = shifted_csr(Hs, sigma)
+            return int(MultifrontalFactor(symbolic_for(A), A, workers=workers, inertia=True).negative_eigenvalues)
+        except np.linalg.LinAlgError:
+            continue
+    raise np.linalg.LinAlgError(f"H - {energy} eV stays singular after shifting; is the matrix degenerate?")
 
 
 def eigvalsh_near(H: sp.spmatrix | np.ndarray, num: int, near: float, return_vectors: bool = False,

@@ -488,6 +488,24 @@ class TightBinding:
         e_kn = [solver.solve(self.hamiltonian_sparse(k_3, allow_real=True)).values for k_3 in k_k3]
         return np.array(e_kn).reshape(len(k_k3), num)
 
+    def bands_below(self, kpts: Any, energy: float | np.ndarray) -> np.ndarray:
+        """Number of bands (per spin) below ``energy`` (eV; scalar or one per k, (nk,)) at each k → (nk,) int,
+        exact and without computing the eigenvalues: Sylvester's law of inertia on an LDLᴴ factorisation of H(k) − energy
+        (``solvers.count_eigenvalues_below``; sparse above 500 orbitals, ~one shift-invert factorisation per k).
+
+        It turns the states from :meth:`eigenvalues` ``(num=, near=)`` into absolute band indices: the lowest
+        returned state above ``energy`` has index ``bands_below(k, energy)`` (0-based; see ``flatbands``).
+        """
+        from . import solvers
+
+        k_k3 = _as_kpts(kpts)
+        energy_k = np.broadcast_to(np.asarray(energy, dtype=float), (len(k_k3),))
+        if self.norb <= solvers.DENSE_MAX_ORBITALS:
+            return np.array([solvers.count_eigenvalues_below(H, e) for H, e in zip(self.hamiltonian(k_k3), energy_k)],
+                            dtype=int)
+        return np.array([solvers.count_eigenvalues_below(self.hamiltonian_sparse(k_3, allow_real=True), e)
+                         for k_3, e in zip(k_k3, energy_k)], dtype=int)
+
     def band_structure(
         self,
         path: Any = None,
