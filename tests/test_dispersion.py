@@ -135,3 +135,49 @@ def test_warm_start_may_add_a_dispersion_term_and_refits_e0s():
     assert "e0s" not in kwargs
     cfg.model["dispersion"] = {}
     assert _init_model_kwargs(cfg, saved)["e0s"] == {"C": -150.0}      # unchanged: kept
+
+
+def _reference_path(spec) -> Dispersion:
+    d = Dispersion(spec)
+    d._fast = None  # torch-dftd's modules: the reference implementation
+    return d
+
+
+@pytest.mark.parametrize("case", ["tbg", "mos2", "molecule", "slab_2d"])
+def test_numpy_d3bj_equals_torch_dftd(case):
+    """The factorised numpy D3(BJ) (``dispersion_d3``) gives torch-dftd's energy, forces and stress to rounding:
+    one element (twisted bilayer graphene), two elements (MoS2), a non-periodic C/H/N/O molecule, and a
+    surface-like cell periodic in x, y only."""
+    from ase.build import molecule
+
+    from ase_wannierml.structures import twisted_bilayer
+
+    spec = {"method": "d3", "damping": "bj", "cutoff": 12.0, "cn_cutoff": 10.0}
+    if case == "tbg":
+        atoms = twisted_bilayer("graphene", m=4, r=1)
+    elif case == "mos2":
+        atoms = reference_structure(get_material("mos2-bilayer"), 3.0, 0.0) * (2, 2, 1)
+    elif case == "molecule":
+        atoms = molecule("CH3CONH2")
+        atoms.center(vacuum=4.0)
+        atoms.pbc = False
+    else:
+        atoms = twisted_bilayer("graphene", m=3, r=1)
+        atoms.pbc = [True, True, False]
+    atoms.rattle(0.05, seed=7)
+    fast = Dispersion(spec)
+    assert fast._fast is not None and fast._fast.supports(atoms.numbers)
+    got, ref = fast.compute(atoms), _reference_path(spec).compute(atoms)
+    assert got["energy"] == pytest.approx(ref["energy"], abs=1e-11)
+    np.testing.assert_allclose(got["forces"], ref["forces"], atol=1e-11)
+    if ref["stress"] is None:
+        assert got["stress"] is None
+    else:
+        np.testing.assert_allclose(got["stress"], ref["stress"], atol=1e-13)
+    assert abs(ref["energy"]) > 0.1 and np.abs(ref["forces"]).max() > 1e-3  # a non-trivial comparison
+
+
+def test_d3_settings_outside_the_fast_path_use_torch_dftd():
+    assert Dispersion({"method": "d3", "damping": "bj", "abc": True})._fast is None
+    assert Dispersion({"method": "d3", "damping": "zero"})._fast is None
+    assert Dispersion({"method": "d2"})._fast is None
