@@ -204,3 +204,39 @@ def test_kpm_kmesh_moments_are_k_weighted_sums_and_match_exact():
     exact = tb.dos(kpts=(4, 4, 1), method="exact", width=0.3, npts=300, emin=-10, emax=10).get_weights()
     count = lambda w: np.concatenate([[0], np.cumsum((w[1:] + w[:-1]) / 2 * np.diff(e))])  # noqa: E731
     assert np.abs(count(total) - count(exact)).max() < 0.1 * tb.norb  # same states, different broadening
+
+
+@pytest.mark.parametrize("case", ["neutral", "doped", "insulator"])
+def test_sparse_fermi_level_equals_the_dense_one(case):
+    """E_F from windows of the sparse solver with inertia-count band indices ("sparse", the default for large
+    cells) equals the dense result: 5.09° twisted bilayer graphene (Moon–Koshino, 508 orbitals: sparse route) at
+    neutrality and doped by 6 electrons, starting from a guess 0.3 eV off (the window must move); and a gapped
+    graphene supercell (±1 eV on the two sublattices, 512 orbitals) whose E_F must sit exactly mid-gap."""
+    from ase_wannierml.slater_koster import moon_koshino_tb
+    from ase_wannierml.structures import twisted_bilayer
+    from ase_wannierml.tb.fermi import fermi_level
+
+    if case == "insulator":
+        atoms = graphene_atoms().repeat((16, 16, 1))  # sites alternate A, B
+        tb = neighbour_model(atoms, GRAPHENE_T, 0.0, 1.6)
+        onsite = tb.rows == tb.cols
+        stagger = np.where(tb.rows % 2 == 0, 1.0, -1.0)
+        tb = tb._replace(tb.R, tb.rows, tb.cols, tb.values + np.where(onsite, stagger, 0.0))
+        tb.num_electrons = float(tb.norb)
+        guess = 0.3
+    else:
+        tb = moon_koshino_tb(twisted_bilayer("graphene", m=6, r=1))
+        tb.num_electrons += 6.0 if case == "doped" else 0.0
+        guess = 0.8 - 0.3
+    assert tb.norb > 500
+    mu_dense = fermi_level(tb, kpts=(2, 2, 1), width=0.005, method="exact")
+    mu_sparse = fermi_level(tb, kpts=(2, 2, 1), width=0.005, method="sparse", near=guess, num=8)
+    assert mu_sparse == pytest.approx(mu_dense, abs=1e-9)
+    if case == "insulator":
+        k_k3, _ = kpoint_mesh(tb, (2, 2, 1))
+        e_kn = tb.eigenvalues(k_k3)
+        half = tb.norb // 2
+        assert mu_sparse == pytest.approx(0.5 * (e_kn[:, half - 1].max() + e_kn[:, half].min()), abs=1e-9)
+        assert e_kn[:, half].min() - e_kn[:, half - 1].max() > 1.0  # a real gap (2Δ = 2 eV at K)
+    with pytest.raises(ValueError, match="unknown Fermi-level method"):
+        fermi_level(tb, method="lanczos")

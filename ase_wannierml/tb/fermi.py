@@ -101,25 +101,87 @@ def fermi_level(
     symmetry: bool = True,
     smearing: str = "fermi",
     method: str = "auto",
+    num: int = 16,
+    near: float | None = None,
 ) -> float:
     """Fermi level (eV) of ``tb`` from ``tb.num_electrons`` on a k-mesh (see :func:`..bandpath.kpoint_mesh`).
 
-    ``method`` "exact" (dense eigenvalues, bisection; the default up to ``EXACT_MAX_ORBITALS``) or "kpm"
-    (integrated KPM DOS of broadening ``width``). The KPM count is stochastic: its error grows like
-    √(occupied states / 16 random vectors), so for large cells E_F is uncertain by roughly that many states
-    divided by the DOS at E_F; pass a known ``fermi_level`` to the TightBinding when accuracy matters.
+    ``method``:
+
+    - "exact": dense eigenvalues, bisection (the default up to ``EXACT_MAX_ORBITALS`` orbitals);
+    - "sparse": exact as well, for large cells (the default above): the ``num`` states nearest a guess from the
+      sparse solver at each k get absolute band indices from an inertia count (``TightBinding.bands_below``); bands
+      below the window are full, above it empty, so E_F follows from the window alone. The guess is ``near``, else
+      the TightBinding's stored ``fermi_level``, else a KPM estimate; the window is moved and widened until it
+      holds E_F with a margin of 10 × ``width`` (insulators: both band edges, E_F mid-gap);
+    - "kpm": integrated KPM DOS of broadening ``width``. The count is stochastic (error ~ √(occupied states / 16
+      random vectors)), so for an insulator E_F can land inside a band: use "sparse" when it matters.
     """
     from .dos import EXACT_MAX_ORBITALS, dos
 
     if tb.num_electrons is None:
         raise ValueError("the Fermi level needs num_electrons (electrons in the Wannier manifold) on the TightBinding")
-    if method not in ("auto", "exact", "kpm"):
-        raise ValueError(f"unknown Fermi-level method {method!r}; use 'auto', 'exact' or 'kpm'")
-    if method == "kpm" or (method == "auto" and tb.norb > EXACT_MAX_ORBITALS):
-        if not 0 < tb.num_electrons < spin * tb.norb:
-            raise ValueError(f"num_electrons = {tb.num_electrons} outside (0, {spin * tb.norb}) for {tb.norb} bands")
+    if method not in ("auto", "exact", "sparse", "kpm"):
+        raise ValueError(f"unknown Fermi-level method {method!r}; use 'auto', 'exact', 'sparse' or 'kpm'")
+    if not 0 < tb.num_electrons < spin * tb.norb:
+        raise ValueError(f"num_electrons = {tb.num_electrons} outside (0, {spin * tb.norb}) for {tb.norb} bands")
+    if method == "auto":
+        method = "sparse" if tb.norb > EXACT_MAX_ORBITALS else "exact"
+    if method == "kpm":
         d = dos(tb, kpts, width=width, npts=20001, method="kpm", symmetry=symmetry)  # ~1 meV grid for 20 eV
         return fermi_from_dos(d.get_energies(), d.get_weights(), tb.num_electrons / spin)
     k_k3, w_k = kpoint_mesh(tb, kpts, symmetry=symmetry)
+    if method == "sparse":
+        if near is None:
+            near = tb.fermi_energy if tb.fermi_energy is not None else fermi_level(tb, kpts, width, spin, symmetry,
+                                                                                   smearing, method="kpm")
+        return fermi_level_windowed(tb, k_k3, w_k, tb.num_electrons, near, num=num, width=width, spin=spin,
+                                    smearing=smearing)
     e_kn = tb.eigenvalues(k_k3)
     return find_fermi_level(e_kn, w_k, tb.num_electrons, width=width, spin=spin, smearing=smearing)
+
+
+#: Tries of :func:`fermi_level_windowed` (each recentres the window and doubles it) before giving up.
+WINDOW_TRIES = 6
+
+
+def fermi_level_windowed(tb: "TightBinding", k_k3: np.ndarray, w_k: np.ndarray, num_electrons: float, near: float,
+                         num: int = 16, width: float = 0.01, spin: float = 2.0, smearing: str = "fermi",
+                         margin: float = 10.0) -> float:
+    """Exact Fermi level (eV) from the ``num`` states nearest ``near`` (eV) at each k of ``k_k3`` (nk, 3) with
+    weights ``w_k`` (nk,), using absolute band indices from inertia counts (see :func:`fermi_level`, "sparse").
+    Mid-gap when ``num_electrons`` fills bands exactly and the mesh has a gap; otherwise the smeared count
+    (``width``, ``smearing``) is solved with the bands below each window counted full. RuntimeError if no window
+    of up to ``num`` × 2⁵ states holds E_F with ``margin`` × ``width`` to spare."""
+    from .flatbands import band_indices, counting_energies
+
+    target = num_electrons / spin
+    w_k = np.asarray(w_k, dtype=float)
+    for _ in range(WINDOW_TRIES):
+        num = min(num, tb.norb)
+        e_kn = np.sort(tb.eigenvalues(k_k3, num=num, near=near), axis=1)
+        e_count = counting_energies(e_kn)
+        first = band_indices(e_kn, e_count, tb.bands_below(k_k3, e_count))[:, 0]  # index of each window's lowest
+        lo, hi = float(e_kn[:, 0].max()), float(e_kn[:, -1].min())  # every k has all its states in [lo, hi]
+        nocc = int(round(target))
+        if abs(target - nocc) < 1e-9:  # whole bands: an insulator on this mesh has both edges in the windows
+            j_v, j_c = nocc - 1 - first, nocc - first
+            if np.all(j_v >= 0) and np.all(j_c < num):
+                rows = np.arange(len(e_kn))
+                vbm, cbm = float(e_kn[rows, j_v].max()), float(e_kn[rows, j_c].min())
+                if cbm - vbm > GAP_MIN:
+                    return 0.5 * (vbm + cbm)
+        below = float(w_k @ first)  # states per spin under the windows, all occupied
+        a, b = float(e_kn.min()) - 40 * width, float(e_kn.max()) + 40 * width
+        for _ in range(200):
+            mu = 0.5 * (a + b)
+            count = below + w_k @ occupations(e_kn, mu, width, smearing).sum(axis=1)
+            a, b = (mu, b) if count < target else (a, mu)
+            if b - a < 1e-12:
+                break
+        mu = 0.5 * (a + b)
+        if lo + margin * width <= mu <= hi - margin * width:
+            return mu
+        near, num = mu, 2 * num  # E_F outside the complete window (or an edge missing): recentre and widen
+    raise RuntimeError(f"no window of {num // 2} states per k-point held the Fermi level with a margin of "
+                       f"{margin} x {width} eV; pass a closer near= or a larger num=")

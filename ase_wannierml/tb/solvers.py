@@ -232,6 +232,17 @@ def _orthonormalize(W: np.ndarray, Q: np.ndarray | None) -> np.ndarray:
 
 def _davidson_near(H: sp.csr_matrix, factor: MultifrontalFactor, sigma: float, num: int, block: int,
                    tol: float, max_iter: int, seed: int, start: np.ndarray | None = None) -> NearResult:
+    """:func:`_davidson_iterate` with one BLAS thread: its dense work is small (subspace eigh, block solves of
+    ≤ 2 × BLOCK_SIZE vectors), and on a busy 2-core machine OpenBLAS's spinning threads made it 30–200× slower
+    (a 508-orbital Fermi-level window: 30 s → 0.2 s)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _davidson_iterate(H, factor, sigma, num, block, tol, max_iter, seed, start)
+
+
+def _davidson_iterate(H: sp.csr_matrix, factor: MultifrontalFactor, sigma: float, num: int, block: int,
+                      tol: float, max_iter: int, seed: int, start: np.ndarray | None = None) -> NearResult:
     """``num`` eigenpairs of H nearest σ: Davidson with the shift-invert preconditioner (H − σ)⁻¹ ≈ ``factor``.
 
     Rayleigh–Ritz and residuals use H in double precision, so the factor may be single precision: it only sets
