@@ -34,7 +34,8 @@ from ase_wannierml.model.io import resolve_model_path
 from ase_wannierml.relax import equilibrium_bilayer, relax
 from ase_wannierml.slater_koster import moon_koshino_tb
 from ase_wannierml.tb import solvers
-from ase_wannierml.tb.flatbands import dirac_energy, fermi_velocity, summarize_flat_bands
+from ase_wannierml.tb.flatbands import (band_indices_of, central_bands, fermi_velocity, flat_band_summary,
+                                        neutrality_dirac_energy)
 
 
 def scan_one(tb, atoms, near: float, num: int, npoints: int, dq: float) -> dict:
@@ -42,17 +43,18 @@ def scan_one(tb, atoms, near: float, num: int, npoints: int, dq: float) -> dict:
     path = atoms.cell.bandpath("KGMK", npoints=npoints, pbc=[True, True, False])
     k_K = np.asarray(path.special_points["K"])
     t0 = time.perf_counter()
-    e_K = solvers.NearSolver(num, near).solve(tb.hamiltonian_sparse(k_K, allow_real=True)).values
-    e_d = dirac_energy(e_K)
+    e_d, e_K = neutrality_dirac_energy(tb, k_K, near, num)
     solver = solvers.NearSolver(num, e_d)
     kpts = list(path.kpts)
     q = dq * (np.asarray(path.special_points["G"]) - k_K)  # towards Γ
     e_kn = [solver.solve(tb.hamiltonian_sparse(k, allow_real=True)).values for k in kpts + [k_K + q]]
-    e_q = e_kn.pop()
+    e_kn = np.array(e_kn)
+    index_kn, n_occ = band_indices_of(tb, np.array(kpts + [k_K + q]), e_kn)  # absolute band indices (inertia)
     recip = 2 * np.pi * np.linalg.inv(np.asarray(atoms.cell)).T  # rows b_i, 1/Å
     dk = float(np.linalg.norm(q @ recip))
-    info = summarize_flat_bands(tb, np.array(kpts), np.array(e_kn), e_d)
-    info["v_F_1e5_m_s"] = fermi_velocity(e_K, e_q, dk) / 1e5
+    info = flat_band_summary(e_kn[:-1], e_d, index_kn=index_kn[:-1], n_occupied=n_occ)
+    central_q = central_bands(e_kn[-1:], e_d, index_kn=index_kn[-1:], n_occupied=n_occ)[0]
+    info["v_F_1e5_m_s"] = fermi_velocity(e_K, e_kn[-1], dk, central_q=central_q) / 1e5
     info["solve_s"] = round(time.perf_counter() - t0, 1)
     return info
 

@@ -51,7 +51,7 @@ from ase_wannierml.report import Stage, plot_band_points
 from ase_wannierml.tb import solvers
 from ase_wannierml.tb.bandpath import kpoint_mesh
 from ase_wannierml.tb.dos import smear
-from ase_wannierml.tb.flatbands import dirac_energy, summarize_flat_bands
+from ase_wannierml.tb.flatbands import neutrality_dirac_energy, summarize_flat_bands
 
 
 def near_bands(tb, kpts: np.ndarray, num: int, near: float, label: str) -> tuple[np.ndarray, dict]:
@@ -72,8 +72,7 @@ def bands(tb, path, num: int, label: str) -> tuple[BandStructure, dict]:
     """Flat bands along ``path``: E_D at K first (path starts at K), then ``num`` states nearest E_D."""
     k_K = path.special_points["K"]
     e_f = tb.fermi_level()
-    e_K = solvers.NearSolver(num, e_f).solve(tb.hamiltonian_sparse(k_K, allow_real=True)).values
-    e_d = dirac_energy(e_K)
+    e_d, _ = neutrality_dirac_energy(tb, k_K, e_f, num)
     print(f"   {label}: E_D − E_F = {(e_d - e_f) * 1e3:.1f} meV (E_F: the model's reference level, "
           f"{e_f:.3f} eV)", flush=True)
     e_kn, stats = near_bands(tb, path.kpts, num, e_d, label)
@@ -108,8 +107,9 @@ def parse_args() -> argparse.Namespace:
                    help="precon: preconditioned L-BFGS (ase_wannierml.relax), ~10x fewer force calls than FIRE")
     p.add_argument("--cell", choices=("equilibrium", "relax", "fixed"), default="equilibrium",
                    help="equilibrium: build the cell at the lattice constant and interlayer distance of the model's "
-                        "relaxed AB bilayer, then relax positions; relax: also relax the in-plane cell (slow to "
-                        "converge at 1.05°); fixed: default graphene lattice constant, positions only")
+                        "relaxed AB bilayer, then relax positions; relax: the same start, then also the in-plane "
+                        "cell (alternating, --smax); fixed: default graphene lattice constant, positions only")
+    p.add_argument("--smax", type=float, default=1e-5, help="in-plane stress threshold with --cell relax, eV/Å³")
     p.add_argument("--npoints", type=int, default=24, help="k-points along K–Γ–M–K")
     p.add_argument("--num", type=int, default=8, help="bands nearest E_D from the sparse solver")
     p.add_argument("--dos-mesh", type=int, default=6, help="n × n Γ-centred mesh for the DOS (symmetry-reduced)")

@@ -181,3 +181,19 @@ def test_flat_bands_by_band_index_where_the_energy_rule_fails():
     assert info["gap_above_meV"] == pytest.approx(1e3 * (e_all[:, half + 2].min() - central[:, 3].max()), abs=1e-6)
     with pytest.raises(ValueError, match="at the counting energy"):  # e_ref sits on the degenerate K states
         band_indices(e_kn[:1], e_kn[0, 5], [0])
+
+
+def test_neutrality_dirac_energy_moves_its_window_to_the_neutral_bands():
+    """From a guess 0.5 eV above neutrality (where the tightest 4-state cluster is a remote one), E_D by band index
+    is still halfway between bands N/2 − 1 and N/2 at K (5.09° TBG, Moon–Koshino, sparse route)."""
+    from ase_wannierml.tb.flatbands import neutrality_dirac_energy
+
+    atoms = twisted_bilayer("graphene", m=6, r=1)
+    tb = moon_koshino_tb(atoms)
+    k_K = np.asarray(atoms.cell.bandpath("KGMK", npoints=3, pbc=[True, True, False]).special_points["K"])
+    e = tb.eigenvalues([k_K])[0]
+    half = tb.norb // 2
+    for guess in (e[half] + 0.5, e[half] - 0.7, e[half]):
+        e_d, window = neutrality_dirac_energy(tb, k_K, guess, num=6)
+        assert e_d == pytest.approx(0.5 * (e[half - 1] + e[half]), abs=1e-9)
+        assert np.any(np.abs(window - e[half - 2]) < 1e-9) and np.any(np.abs(window - e[half + 1]) < 1e-9)

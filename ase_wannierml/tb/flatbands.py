@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["band_indices", "central_bands", "counting_energies", "dirac_energy", "flat_band_summary", "fermi_velocity",
+           "band_indices_of", "neutrality_dirac_energy",
            "summarize_flat_bands"]
 
 HBAR_EV_S = 6.582119569e-16  # ħ in eV·s
@@ -136,29 +137,62 @@ def flat_band_summary(e_kn: np.ndarray, e_ref: float, index_kn: np.ndarray | Non
     }
 
 
-def fermi_velocity(e_K: np.ndarray, e_q: np.ndarray, dk: float) -> float:
+def fermi_velocity(e_K: np.ndarray, e_q: np.ndarray, dk: float, central_q: np.ndarray | None = None) -> float:
     """Dirac velocity (m/s) from the 4 central states at K (``e_K``) and at K + q (``e_q``), |q| = ``dk`` (1/Å):
-    half the mean splitting of the outer pair over ħ|q| (the 4 states are two nearly degenerate Dirac cones)."""
-    c_q = central_bands(np.atleast_2d(e_q), dirac_energy(e_K))[0]
+    half the mean splitting of the outer pair over ħ|q| (the 4 states are two nearly degenerate Dirac cones).
+    ``central_q`` (4,) eV: the 4 flat bands at K + q when known by band index (then ``e_K``, ``e_q`` are unused)."""
+    c_q = central_bands(np.atleast_2d(e_q), dirac_energy(e_K))[0] if central_q is None else np.sort(central_q)
     slope = 0.5 * (np.mean(c_q[2:]) - np.mean(c_q[:2]))  # eV: (E₊ − E₋)/2 averaged over the two cones
     return float(slope / (HBAR_EV_S * dk * 1e10))
 
 
-def summarize_flat_bands(tb, kpts: np.ndarray, e_kn: np.ndarray, e_ref: float, spin: float = 2.0) -> dict:
-    """:func:`flat_band_summary` with the bands taken by absolute index: counts the bands below
-    :func:`counting_energies` at each of ``kpts`` (nk, 3) with ``tb.bands_below`` (one double-precision
-    factorisation per k) and fills ``tb.num_electrons / spin`` bands at neutrality. ``e_kn`` (nk, num) eV are the
-    states from the near solver at ``kpts``; adds ``count_s`` (wall s of the counts)."""
-    import time
-
+def band_indices_of(tb, kpts: np.ndarray, e_kn: np.ndarray, spin: float = 2.0) -> tuple[np.ndarray, int]:
+    """Absolute band indices (nk, num) of the near-solver states ``e_kn`` (eV) at ``kpts`` (nk, 3), counted with
+    ``tb.bands_below`` at :func:`counting_energies` (one double-precision factorisation per k), and N_occ, the
+    bands per spin filled at neutrality (``tb.num_electrons / spin``)."""
     if tb.num_electrons is None:
         raise ValueError("band indices need tb.num_electrons (electrons in the Wannier manifold)")
     n_occupied = tb.num_electrons / spin
     if abs(n_occupied - round(n_occupied)) > 1e-9:
         raise ValueError(f"{tb.num_electrons} electrons do not fill whole bands (spin {spin}): no neutrality index")
-    t0 = time.perf_counter()
     e_count = counting_energies(e_kn)
-    index_kn = band_indices(e_kn, e_count, tb.bands_below(np.asarray(kpts), e_count))
-    info = flat_band_summary(e_kn, e_ref, index_kn=index_kn, n_occupied=int(round(n_occupied)))
+    return band_indices(e_kn, e_count, tb.bands_below(np.asarray(kpts), e_count)), int(round(n_occupied))
+
+
+def summarize_flat_bands(tb, kpts: np.ndarray, e_kn: np.ndarray, e_ref: float, spin: float = 2.0) -> dict:
+    """:func:`flat_band_summary` with the bands taken by absolute index (:func:`band_indices_of`); ``e_kn``
+    (nk, num) eV are the states from the near solver at ``kpts`` (nk, 3); adds ``count_s`` (wall s of the
+    counts)."""
+    import time
+
+    t0 = time.perf_counter()
+    index_kn, n_occupied = band_indices_of(tb, kpts, e_kn, spin)
+    info = flat_band_summary(e_kn, e_ref, index_kn=index_kn, n_occupied=n_occupied)
     info["count_s"] = round(time.perf_counter() - t0, 2)
     return info
+
+
+def neutrality_dirac_energy(tb, k_K: np.ndarray, near: float, num: int = 8, spin: float = 2.0,
+                            tries: int = 5) -> tuple[float, np.ndarray]:
+    """E_D (eV) at the moiré K point ``k_K`` (3,) by band index: halfway between bands N_occ − 1 and N_occ
+    (N_occ = ``tb.num_electrons / spin``; at K these are the middle two of the 4 Dirac states), from ``num``
+    states nearest ``near`` (eV), the window moved until it holds bands N_occ − 2 … N_occ + 1. Returns (E_D, the
+    window's energies (num',) eV). Unlike :func:`dirac_energy` (the tightest 4-state cluster near a guess), it
+    cannot lock onto a cluster of remote bands when the guess is far from neutrality."""
+    from . import solvers
+
+    if tb.num_electrons is None:
+        raise ValueError("band indices need tb.num_electrons (electrons in the Wannier manifold)")
+    n_occ = int(round(tb.num_electrons / spin))
+    k_K = np.asarray(k_K, dtype=float)
+    for _ in range(tries):
+        e = np.sort(solvers.NearSolver(num, near).solve(tb.hamiltonian_sparse(k_K, allow_real=True)).values)
+        e_count = counting_energies(e[None])
+        index = band_indices(e[None], e_count, tb.bands_below(k_K[None], e_count))[0]
+        if index[0] <= n_occ - 2 and index[-1] >= n_occ + 1:
+            j = n_occ - index[0]
+            return float(0.5 * (e[j - 1] + e[j])), e
+        span = float(e[-1] - e[0])
+        near = e[0] - span if index[0] > n_occ - 2 else e[-1] + span  # step towards neutrality
+        num = min(2 * num, tb.norb)
+    raise RuntimeError(f"bands {n_occ - 2}…{n_occ + 1} not found near the moiré K point after {tries} windows")
