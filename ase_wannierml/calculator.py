@@ -104,6 +104,11 @@ class WannierMLCalculator(Calculator):
         self._attached: weakref.ReferenceType[Atoms] | None = None
         self._eigen_cache: tuple[np.ndarray, np.ndarray] | None = None  # (k_kc, e_kn)
 
+    @property
+    def dispersion(self):
+        """The analytic dispersion term added to the learned energy (``dispersion.Dispersion``), or None."""
+        return self._dispersion
+
     # ------------------------------------------------------------------ ASE core
     def reset(self) -> None:
         """Forget results, the Hamiltonian and eigenvalues (called by ASE when the geometry changes)."""

@@ -156,11 +156,11 @@ def worker_ours(xyz: str, index: int, dtype: str, repeats: int, threads: int) ->
     small.get_forces()
     atoms = read(xyz, index=index)
     res = time_calculator(atoms, calc, repeats)
-    if calc._dispersion is not None:      # the analytic D3 term inside our E+F (MACE has none): timed alone
+    if calc.dispersion is not None:      # the analytic D3 term inside our E+F (MACE has none): timed alone
         walls = []
         for _ in range(min(3, len(res["wall_s"]))):
             t0 = time.perf_counter()
-            calc._dispersion.compute(atoms)
+            calc.dispersion.compute(atoms)
             walls.append(time.perf_counter() - t0)
         res["dispersion_median_s"] = statistics.median(walls)
         res["throughput_without_dispersion"] = len(atoms) / max(res["median_s"] - res["dispersion_median_s"], 1e-9)

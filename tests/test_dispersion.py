@@ -81,6 +81,7 @@ def test_calculator_adds_the_dispersion_term():
     np.testing.assert_allclose(a2.get_forces() - a1.get_forces(), disp["forces"], atol=1e-10)
     np.testing.assert_allclose(a2.get_stress() - a1.get_stress(), disp["stress"], atol=1e-12)
     assert disp["energy"] < 0
+    assert a1.calc.dispersion is None and a2.calc.dispersion.spec.method == "d3"
 
 
 def test_training_targets_are_dft_minus_dispersion(tmp_path):
