@@ -133,6 +133,12 @@ def reference_level(examples: Sequence[dict]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def default_fermi_level(examples: Sequence[dict], energy_zero: str) -> float | None:
+    """The model's stored Fermi level for targets in ``energy_zero``: 0 when the targets are relative to E_F or the
+    neutrality level, the training frames' mean level (:func:`reference_level`) for ``"vacuum"``."""
+    return reference_level(examples) if energy_zero == "vacuum" else 0.0
+
+
 def data_model_settings(examples: Sequence[dict], model_kwargs: Mapping[str, Any],
                         energy_zero: str = "dft_fermi") -> dict[str, Any]:
     """Settings of ``ModelConfig`` taken from data unless the config file sets them.
@@ -150,7 +156,7 @@ def data_model_settings(examples: Sequence[dict], model_kwargs: Mapping[str, Any
     if "onsite_reference" not in model_kwargs:
         out["onsite_reference"] = onsite_reference(examples, orbitals)
     if "fermi_level" not in model_kwargs:
-        out["fermi_level"] = reference_level(examples) if energy_zero == "vacuum" else 0.0
+        out["fermi_level"] = default_fermi_level(examples, energy_zero)
     scales = compute_scales(examples, out.get("e0s", model_kwargs.get("e0s", {})),
                             out.get("onsite_reference", model_kwargs.get("onsite_reference", {})), 1e-3, 1.0)
     if "energy_scale" not in model_kwargs:

@@ -65,10 +65,9 @@ class Trainer:
                 model_kwargs["e0s"] = fit_e0s(train_examples, list(model_kwargs["species"]))
             refit_onsite = _energy_zero_changed(cfg, init)
             if refit_onsite:                       # H targets measured from another zero: new onsite reference
-                from ase_wannierml.training.stats import onsite_reference, reference_level
+                from ase_wannierml.training.stats import default_fermi_level, onsite_reference
                 model_kwargs["onsite_reference"] = onsite_reference(train_examples, model_kwargs["orbitals"])
-                model_kwargs["fermi_level"] = (reference_level(train_examples) if cfg.data.energy_zero == "vacuum"
-                                               else 0.0)
+                model_kwargs["fermi_level"] = default_fermi_level(train_examples, cfg.data.energy_zero)
         self.model, self.model_kwargs, self.scales = build_training_model(cfg, train_examples, model_kwargs,
                                                                           self.dtype)
         if init is not None:
