@@ -58,8 +58,11 @@ def test_layers_give_categories(graphene_model, graphene_bilayer):
     assert ((cat == 3) == (layer[i] != layer[j])).all()
 
 
-def test_chunked_evaluation_is_exact(graphene_model, graphene_bilayer):
-    """Edge chunks (checkpointed in eval mode), Hamiltonian pair chunks and unsorted edges change nothing."""
+@pytest.mark.parametrize("memory_gb", ["1e-9", "100"])
+def test_chunked_evaluation_is_exact(graphene_model, graphene_bilayer, monkeypatch, memory_gb):
+    """Edge chunks (checkpointed in eval mode when memory is short: here forced by a 1-byte budget), Hamiltonian
+    pair chunks and unsorted edges change nothing."""
+    from ase_wannierml.memory import MEMORY_ENV
     from ase_wannierml.model import atoms_to_graph
 
     atoms = graphene_bilayer.repeat((2, 1, 1))
@@ -67,7 +70,11 @@ def test_chunked_evaluation_is_exact(graphene_model, graphene_bilayer):
     model = graphene_model.eval()
     try:
         ref = model(graph, compute_forces=True, compute_stress=True, compute_hamiltonian=True)
-        perm = torch.randperm(graph["edge_index"].shape[1], generator=torch.Generator().manual_seed(0))
+        monkeypatch.setenv(MEMORY_ENV, memory_gb)
+        n_edges = graph["edge_index"].shape[1]
+        with torch.enable_grad():
+            assert model.backbone.needs_checkpointing(n_edges, 8) == (memory_gb == "1e-9")
+        perm = torch.randperm(n_edges, generator=torch.Generator().manual_seed(0))
         shuffled = dict(graph, edge_index=graph["edge_index"][:, perm], edge_shift=graph["edge_shift"][perm])
         out = model(shuffled, compute_forces=True, compute_stress=True, compute_hamiltonian=True, edge_chunk=7,
                     ham_chunk_size=5)

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
+from ..memory import MEMORY_ENV, available_memory_bytes  # noqa: F401  (re-exported)
 from .multifrontal import MultifrontalFactor, negative_eigenvalue_count, shifted_csr, symbolic_for
 
 __all__ = ["DENSE_MAX_ORBITALS", "DenseMemoryError", "NearResult", "NearSolver", "available_memory_bytes",
@@ -53,8 +54,6 @@ MAX_ITER = 400
 STALE_MAX_ITER = 40
 _HERMITIAN_TOL = 1e-8  # eV, relative to max |H|
 
-#: Environment variable (GB) overriding the memory a dense request may use (default: ``MemAvailable``).
-MEMORY_ENV = "ASE_WANNIERML_MEMORY_GB"
 #: Bytes held at once per matrix entry of a dense diagonalisation, per element size s (16 complex, 8 real):
 #: H(k) as assembled plus its transposed copy (2 s) and LAPACK's working copy (s); eigenvectors add 2 s (the
 #: vectors and the divide-and-conquer workspace).
@@ -63,27 +62,6 @@ _DENSE_COPIES, _DENSE_VECTOR_COPIES = 3, 2
 
 class DenseMemoryError(MemoryError):
     """A dense matrix request that would not fit in memory (raised before allocating anything)."""
-
-
-def available_memory_bytes() -> int:
-    """Memory a new allocation may use (bytes): ``$ASE_WANNIERML_MEMORY_GB`` if set, else ``MemAvailable`` from
-    /proc/meminfo, else the physical memory."""
-    import os
-
-    env = os.environ.get(MEMORY_ENV, "").strip()
-    if env:
-        return int(float(env) * 1e9)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 2**62
 
 
 def dense_memory_bytes(norb: int, nk: int = 1, vectors: bool = False, complex_: bool = True) -> float:
