@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=["graphene-bilayer"])
     p.add_argument("--m", type=int, default=31, help="commensurate index of the rigid cell (31: 1.05°)")
     p.add_argument("--npoints", type=int, default=12)
-    p.add_argument("--num", type=int, default=8)
+    p.add_argument("--num", type=int, default=12)
     p.add_argument("--threshold", type=float, default=3e-4, help="H pruning threshold (eV), as the example")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "moire_bands_fixed_geometry.json"))
     args = p.parse_args(argv)

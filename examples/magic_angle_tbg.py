@@ -111,7 +111,8 @@ def parse_args() -> argparse.Namespace:
                         "cell (alternating, --smax); fixed: default graphene lattice constant, positions only")
     p.add_argument("--smax", type=float, default=1e-5, help="in-plane stress threshold with --cell relax, eV/Å³")
     p.add_argument("--npoints", type=int, default=24, help="k-points along K–Γ–M–K")
-    p.add_argument("--num", type=int, default=8, help="bands nearest E_D from the sparse solver")
+    p.add_argument("--num", type=int, default=12,
+                   help="bands nearest E_D from the sparse solver (12: the remote bands on both sides)")
     p.add_argument("--dos-mesh", type=int, default=6, help="n × n Γ-centred mesh for the DOS (symmetry-reduced)")
     p.add_argument("--dos-num", type=int, default=12, help="states per k-point for the DOS")
     p.add_argument("--dos-width", type=float, default=0.002, help="Gaussian DOS broadening, eV")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import keys as K
-from .backbone import Backbone
+from .backbone import EDGE_CHUNK, Backbone
 from .config import ModelConfig
 from .graph import atoms_to_graph
 from .hamiltonian import HamiltonianHeads
@@ -85,7 +85,7 @@ class WannierMLModel(nn.Module):
 
     def forward(self, graph: Dict[str, torch.Tensor], compute_forces: bool = True, compute_stress: bool = False,
                 compute_hamiltonian: bool = False, ham_chunk_size: int = 65536,
-                edge_chunk: int = 16384) -> Dict[str, torch.Tensor]:
+                edge_chunk: int = EDGE_CHUNK) -> Dict[str, torch.Tensor]:
         """Model outputs for a (batched) graph.
 
         Returns ``energy`` (n_structures,) eV, ``node_energy`` (n_atoms,) eV; with ``compute_forces``

@@ -111,17 +111,21 @@ def central_bands(e_kn: np.ndarray, e_ref: float, n_below: int = 2, n_above: int
 def flat_band_summary(e_kn: np.ndarray, e_ref: float, index_kn: np.ndarray | None = None,
                       n_occupied: int | None = None) -> dict:
     """Width (meV) of the 4 central bands (max − min over all k), of each pair, and the gaps (meV) from them to the
-    remote bands inside the computed window (None if the window holds no remote state on that side; negative =
+    remote bands inside the computed window (None if the window holds no remote state on that side, or by band
+    index if it misses the remote band at some k: ``remote_band_missing_kpoints`` [below, above]; negative =
     overlap). ``e_kn`` (nk, num) eV, ``e_ref`` = E_D eV. With ``index_kn`` and ``n_occupied`` the bands are taken
     by absolute index (exact; ``"identified_by": "band index"``), otherwise around ``e_ref``."""
     e_kn = np.sort(np.atleast_2d(np.asarray(e_kn, dtype=float)), axis=1)
     flat = central_bands(e_kn, e_ref, index_kn=index_kn, n_occupied=n_occupied)
     if np.isnan(flat).all():
         raise ValueError("no k-point holds the 4 central bands: widen the window (num) or check e_ref")
+    missing = [0, 0]
     if index_kn is not None:
         remote = _by_index(e_kn, np.atleast_2d(index_kn), np.array([n_occupied - 3, n_occupied + 2]))
-        below = [x for x in remote[:, 0] if np.isfinite(x)]
-        above = [x for x in remote[:, 1] if np.isfinite(x)]
+        missing = [int(np.isnan(remote[:, 0]).sum()), int(np.isnan(remote[:, 1]).sum())]
+        # a gap needs the remote band at every k: a window that misses it somewhere would overstate the gap
+        below = [x for x in remote[:, 0] if np.isfinite(x)] if missing[0] == 0 else []
+        above = [x for x in remote[:, 1] if np.isfinite(x)] if missing[1] == 0 else []
     else:
         below = [e[e < lo].max() for e, lo in zip(e_kn, flat[:, 0]) if np.any(e < lo)]
         above = [e[e > hi].min() for e, hi in zip(e_kn, flat[:, 3]) if np.any(e > hi)]
@@ -132,6 +136,7 @@ def flat_band_summary(e_kn: np.ndarray, e_ref: float, index_kn: np.ndarray | Non
         "gap_below_meV": 1e3 * float(np.nanmin(flat[:, 0]) - max(below)) if below else None,
         "gap_above_meV": 1e3 * float(min(above) - np.nanmax(flat[:, 3])) if above else None,
         "kpoints_incomplete": int(np.isnan(flat).any(axis=1).sum()),
+        "remote_band_missing_kpoints": missing,
         "E_D_eV": float(e_ref),
         "identified_by": "band index" if index_kn is not None else "energy around E_D",
     }
