@@ -145,32 +145,81 @@ def fermi_level(
 WINDOW_TRIES = 6
 
 
+def _window(tb: "TightBinding", k_3: np.ndarray, num: int, near: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``num`` states nearest ``near`` at one k, sorted (eV), and their absolute band indices."""
+    from .flatbands import band_indices, counting_energies
+
+    e = np.sort(tb.eigenvalues(k_3[None], num=num, near=near), axis=1)
+    e_count = counting_energies(e)
+    return e[0], band_indices(e, e_count, tb.bands_below(k_3[None], e_count))[0]
+
+
+def _band_edges(tb: "TightBinding", k_3: np.ndarray, nocc: int, near: float, num: int,
+                tol: float = 1e-6) -> tuple[float, float]:
+    """Energies (eV) of bands ``nocc`` − 1 and ``nocc`` at one k. An energy E* with exactly ``nocc`` bands below
+    is bracketed and bisected with inertia counts alone (``tb.bands_below``); the ``num`` states nearest E* then
+    hold both bands. If the two bands are degenerate to ``tol`` eV, E* is that energy for both."""
+    count = lambda e: int(tb.bands_below(k_3[None], e)[0])  # noqa: E731
+    a, step = float(near), 0.05
+    c_a = count(a)
+    if c_a == nocc:
+        star = a
+    else:
+        b = a + (step if c_a < nocc else -step)
+        while (count(b) < nocc) == (c_a < nocc):  # expand until the count crosses nocc
+            a, step = b, 2 * step
+            b = a + (step if c_a < nocc else -step)
+        lo, hi = min(a, b), max(a, b)  # count(lo) < nocc <= count(hi), or count(lo) <= nocc < count(hi)
+        star = None
+        while hi - lo > tol:
+            mid = 0.5 * (lo + hi)
+            c = count(mid)
+            if c == nocc:
+                star = mid
+                break
+            lo, hi = (mid, hi) if c < nocc else (lo, mid)
+        if star is None:  # bands nocc − 1 and nocc meet within tol: a degenerate point
+            mid = 0.5 * (lo + hi)
+            return mid, mid
+    for _ in range(4):
+        e, idx = _window(tb, k_3, num, star)
+        if idx[0] <= nocc - 1 and idx[-1] >= nocc:
+            return float(e[nocc - 1 - idx[0]]), float(e[nocc - idx[0]])
+        num = min(2 * num, tb.norb)
+    raise RuntimeError(f"bands {nocc - 1} and {nocc} not in the window at k = {k_3}")
+
+
 def fermi_level_windowed(tb: "TightBinding", k_k3: np.ndarray, w_k: np.ndarray, num_electrons: float, near: float,
                          num: int = 16, width: float = 0.01, spin: float = 2.0, smearing: str = "fermi",
                          margin: float = 10.0) -> float:
     """Exact Fermi level (eV) from the ``num`` states nearest ``near`` (eV) at each k of ``k_k3`` (nk, 3) with
     weights ``w_k`` (nk,), using absolute band indices from inertia counts (see :func:`fermi_level`, "sparse").
-    Mid-gap when ``num_electrons`` fills bands exactly and the mesh has a gap; otherwise the smeared count
-    (``width``, ``smearing``) is solved with the bands below each window counted full. RuntimeError if no window
-    of up to ``num`` × 2⁵ states holds E_F with ``margin`` × ``width`` to spare."""
+
+    When ``num_electrons`` fills bands exactly, the edges (bands N_occ − 1 and N_occ) are located at every k first
+    (windows stepped towards them); a gap on the mesh puts E_F mid-gap. Otherwise the smeared count (``width``,
+    ``smearing``) is solved on windows around the estimate, the bands below each window counted full; the window
+    is recentred and doubled until E_F lies inside every k's window with ``margin`` × ``width`` to spare
+    (RuntimeError after ``WINDOW_TRIES``)."""
     from .flatbands import band_indices, counting_energies
 
     target = num_electrons / spin
     w_k = np.asarray(w_k, dtype=float)
+    nocc = int(round(target))
+    if abs(target - nocc) < 1e-9 and 0 < nocc < tb.norb:
+        edges = []
+        for k_3 in np.asarray(k_k3, dtype=float):
+            edges.append(_band_edges(tb, k_3, nocc, near, num))
+            near = 0.5 * sum(edges[-1])  # the next k starts at this k's gap centre
+        vbm, cbm = max(v for v, _ in edges), min(c for _, c in edges)
+        if cbm - vbm > GAP_MIN:
+            return 0.5 * (vbm + cbm)
+        near = 0.5 * (vbm + cbm)
     for _ in range(WINDOW_TRIES):
         num = min(num, tb.norb)
         e_kn = np.sort(tb.eigenvalues(k_k3, num=num, near=near), axis=1)
         e_count = counting_energies(e_kn)
         first = band_indices(e_kn, e_count, tb.bands_below(k_k3, e_count))[:, 0]  # index of each window's lowest
         lo, hi = float(e_kn[:, 0].max()), float(e_kn[:, -1].min())  # every k has all its states in [lo, hi]
-        nocc = int(round(target))
-        if abs(target - nocc) < 1e-9:  # whole bands: an insulator on this mesh has both edges in the windows
-            j_v, j_c = nocc - 1 - first, nocc - first
-            if np.all(j_v >= 0) and np.all(j_c < num):
-                rows = np.arange(len(e_kn))
-                vbm, cbm = float(e_kn[rows, j_v].max()), float(e_kn[rows, j_c].min())
-                if cbm - vbm > GAP_MIN:
-                    return 0.5 * (vbm + cbm)
         below = float(w_k @ first)  # states per spin under the windows, all occupied
         a, b = float(e_kn.min()) - 40 * width, float(e_kn.max()) + 40 * width
         for _ in range(200):
@@ -182,6 +231,6 @@ def fermi_level_windowed(tb: "TightBinding", k_k3: np.ndarray, w_k: np.ndarray, 
         mu = 0.5 * (a + b)
         if lo + margin * width <= mu <= hi - margin * width:
             return mu
-        near, num = mu, 2 * num  # E_F outside the complete window (or an edge missing): recentre and widen
+        near, num = mu, 2 * num  # E_F outside the complete window: recentre and widen
     raise RuntimeError(f"no window of {num // 2} states per k-point held the Fermi level with a margin of "
                        f"{margin} x {width} eV; pass a closer near= or a larger num=")
