@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
 from ase_wannierml.relax import relax
@@ -47,11 +48,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--npoints", type=int, default=60, help="k-points along K–Γ–M–K")
     p.add_argument("--num", type=int, default=8, help="bands nearest E_F from the sparse solver")
     p.add_argument("--outdir", default="tbg_output")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (0: torch's default, one per core); use 1 when other jobs share the cores")
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     stages: dict = {}
