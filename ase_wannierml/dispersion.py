@@ -7,9 +7,9 @@ the dispersion tail past the model's cut-off (about 20 % of the interlayer bindi
 atom pairs beyond 5 Å). The terms are those of the DFT protocol: graphene ``{"method": "d3", "damping": "bj"}``
 (QE ``dft-d3``, version 4), MoS2 ``{"method": "d2"}`` (QE ``dft-d``); functional PBE.
 
-The reference tables and parameters come from the ``torch-dftd`` package; two-body D3(BJ) runs in
-``dispersion_d3`` (numpy, analytic gradients, identical results at 4–6× less time), everything else in
-torch-dftd's ``nn`` modules. Neighbour pairs from ``vesin``.
+The reference tables and parameters come from the ``torch-dftd`` package; D2 and two-body D3(BJ) run in
+``dispersion_d2`` / ``dispersion_d3`` (numpy, analytic gradients, identical results at a fraction of the time),
+other D3 variants in torch-dftd's ``nn`` modules. Neighbour pairs from ``vesin``.
 Units: eV, Å, eV/Å, eV/Å³ (ASE sign: stress = (1/V) ∂E/∂ε).
 """
 from __future__ import annotations
@@ -84,7 +84,11 @@ class Dispersion:
                                       dtype=torch.float64, bidirectional=False, cutoff_smoothing="poly")
         self._bohr = Bohr
         self._fast = None
-        if s.method == "d3" and s.damping == "bj" and not s.abc:
+        if s.method == "d2":
+            from .dispersion_d2 import D2
+
+            self._fast = D2(params, cutoff=s.cutoff)
+        elif s.method == "d3" and s.damping == "bj" and not s.abc:
             from .dispersion_d3 import D3BJ
 
             self._fast = D3BJ(params, cutoff=s.cutoff, cn_cutoff=s.cn_cutoff)

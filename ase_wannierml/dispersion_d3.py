@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-__all__ = ["D3BJ", "factorisable"]
+__all__ = ["D3BJ", "factorisable", "pair_forces_and_stress"]
 
 #: Unit constants of the reference implementation (positions → bohr, hartree → eV); the cut-offs are converted
 #: with ``ase.units.Bohr`` there, and so here.
@@ -145,13 +145,20 @@ class D3BJ:
         de_dcn = np.bincount(i, -g * s * dc6_dcni, minlength=n) + np.bincount(j, -g * s * dc6_dcnj, minlength=n)
         de_dr[cn_pairs] += (de_dcn[ic] + de_dcn[jc]) * dcn_dr  # through the coordination numbers
 
-        # chain rule to positions (hartree / bohr) and the virial: F_i = Σ (dE/dr / r) r_ij, F_j = −…
-        fvec = vec * (de_dr / r)[:, None]
-        slots = np.concatenate([3 * i[:, None] + np.arange(3), 3 * j[:, None] + np.arange(3)]).ravel()
-        f = np.bincount(slots, np.concatenate([fvec, -fvec]).ravel(), minlength=3 * n).reshape(n, 3)
-        out = {"energy": AUTOEV * energy, "forces": f * (AUTOEV / AUTOANG), "stress": None}
-        if periodic:
-            virial = fvec.T @ vec  # Σ dE/dr r_a r_b / r (hartree)
-            sigma = virial * AUTOEV / atoms.get_volume()
-            out["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
-        return out
+        return pair_forces_and_stress(atoms, i, j, vec, r, de_dr, energy, periodic)
+
+
+def pair_forces_and_stress(atoms: Atoms, i: np.ndarray, j: np.ndarray, vec: np.ndarray, r: np.ndarray,
+                           de_dr: np.ndarray, energy: float, periodic: bool) -> dict:
+    """ASE results from a pair energy: ``energy`` (hartree) and dE/dr (hartree/bohr) of each pair (i, j) with
+    separation vectors ``vec`` (bohr) → {"energy": eV, "forces": (N, 3) eV/Å, "stress": (6,) eV/Å³ or None}.
+    F_i = Σ (dE/dr / r) r_ij, F_j = −…; stress = (1/V) Σ dE/dr r_a r_b / r."""
+    n = len(atoms)
+    fvec = vec * (de_dr / r)[:, None]
+    slots = np.concatenate([3 * i[:, None] + np.arange(3), 3 * j[:, None] + np.arange(3)]).ravel()
+    f = np.bincount(slots, np.concatenate([fvec, -fvec]).ravel(), minlength=3 * n).reshape(n, 3)
+    out = {"energy": AUTOEV * energy, "forces": f * (AUTOEV / AUTOANG), "stress": None}
+    if periodic:
+        sigma = (fvec.T @ vec) * AUTOEV / atoms.get_volume()
+        out["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    return out
