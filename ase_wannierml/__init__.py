@@ -25,10 +25,13 @@ _LAZY = {
     "build_model": "ase_wannierml.model",
     "load_model": "ase_wannierml.model",
     "WannierMLCalculator": "ase_wannierml.calculator",
-    "relax": "ase_wannierml.relax",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+# ``relax`` names both a submodule and its main function: importing the submodule (as the calculator and the
+# examples do) would leave the *module* under ase_wannierml.relax, so bind the function eagerly (numpy + ASE only).
+from .relax import relax  # noqa: E402
+
+__all__ = sorted([*_LAZY, "relax"]) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -80,11 +80,15 @@ class D3BJ:
         self.s6, self.a1, self.s8, self.a2 = (float(params[k]) for k in ("s6", "rs6", "s18", "rs18"))
         self.cutoff_bohr = cutoff / Bohr
         self.cn_cutoff_bohr = min(cn_cutoff, cutoff) / Bohr
+        self._supported: dict[tuple, bool] = {}
 
     def supports(self, numbers: np.ndarray) -> bool:
         """Whether these atomic numbers are handled exactly (factorisable references, Z < 95)."""
-        elements = np.unique(numbers)
-        return bool(elements.max(initial=0) < self.c6ab.shape[0]) and factorisable(self.c6ab, elements)
+        elements = tuple(np.unique(numbers).tolist())
+        if elements not in self._supported:  # checked once per set of elements (called on every force call)
+            self._supported[elements] = bool(max(elements, default=0) < self.c6ab.shape[0]) and \
+                factorisable(self.c6ab, np.array(elements, dtype=int))
+        return self._supported[elements]
 
     def compute(self, atoms: Atoms, i: np.ndarray, j: np.ndarray, S: np.ndarray, periodic: bool) -> dict:
         """Energy (eV), forces (N, 3) eV/Å and stress (6,) eV/Å³ (None if not ``periodic``) from the half pair list

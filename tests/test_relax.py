@@ -101,3 +101,13 @@ def test_alternating_cell_relaxation_reaches_the_filter_minimum(model):
     np.testing.assert_allclose(a.cell[2], c0, atol=1e-9)
     capped = relax_cell_alternating(strained(), fmax=1e-6, max_minutes=0.0, logfile=None)
     assert not capped.converged and "time cap" in capped.stopped
+
+
+def test_package_level_relax_is_the_function():
+    """``from ase_wannierml import relax`` gives the function even after the submodule was imported elsewhere."""
+    import ase_wannierml
+    import ase_wannierml.calculator  # noqa: F401
+    import ase_wannierml.relax as relax_module
+
+    from ase_wannierml import relax as relax_fn
+    assert relax_fn is relax_module.relax and callable(ase_wannierml.relax)

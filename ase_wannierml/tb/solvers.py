@@ -480,12 +480,15 @@ def count_eigenvalues_below(H: sp.spmatrix | np.ndarray, energy: float, workers:
         Hd = np.asarray(H)
         _check_hermitian_dense(Hd, "H")
         scale = max(1.0, float(np.abs(Hd).max()))
+    dense = None
+    if n <= DENSE_MAX_ORBITALS:
+        dense = Hs.toarray() if sparse else Hd
+        dense = dense.astype(np.result_type(dense.dtype, np.float64))  # double precision, real or complex
     for shift in (0.0, -1e-10, -3e-10):
         sigma = float(energy) + shift * scale
         try:
-            if n <= DENSE_MAX_ORBITALS:
-                M = (Hs.toarray() if sparse else Hd).astype(complex if np.iscomplexobj(H.data if sparse else Hd)
-                                                         else float)
+            if dense is not None:
+                M = dense.copy()
                 M[np.diag_indices(n)] -= sigma
                 return negative_eigenvalue_count(M)
             A = shifted_csr(Hs, sigma)
