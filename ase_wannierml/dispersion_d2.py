@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from .dispersion_d3 import AUTOANG, AUTOEV, _smooth, pair_forces_and_stress
+from .dispersion_d3 import AUTOANG, _smooth, pair_forces_and_stress
 
 __all__ = ["D2"]
 

@@ -126,11 +126,12 @@ class D3BJ:
         omega = w * (dexpo - (w * dexpo).sum(axis=1, keepdims=True))                      # ∂ŵ/∂CN (N, 5)
         c6ref = self.c6ab[np.ix_(elements, elements)][..., 0]                            # (ne, ne, 5, 5)
         # u[j, e] = C6ref[e, Z_j] ŵ_j ; v[i, e] = C6ref[Z_i, e]ᵀ ŵ_i
-        u = np.einsum("jeab,jb->jea", c6ref[:, zs].transpose(1, 0, 2, 3), w)            # (N, ne, 5)
-        du = np.einsum("jeab,jb->jea", c6ref[:, zs].transpose(1, 0, 2, 3), omega)
+        ref_j = c6ref[:, zs].transpose(1, 0, 2, 3)                                        # (N, ne, 5, 5)
+        u = np.einsum("jeab,jb->jea", ref_j, w)                                           # (N, ne, 5)
+        du = np.einsum("jeab,jb->jea", ref_j, omega)
 
         # pair energies
-        zi, zj = zs[i], zs[j]
+        zi = zs[i]
         uj, duj = u[j, zi], du[j, zi]                                                     # (P, 5)
         c6 = np.einsum("pa,pa->p", w[i], uj)
         dc6_dcni = np.einsum("pa,pa->p", omega[i], uj)
