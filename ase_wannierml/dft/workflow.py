@@ -42,8 +42,12 @@ SHELL_LABELS = {"s": ["s"], "p": ["pz", "px", "py"], "pz": ["pz"], "d": ["dz2", 
 
 def kmeshes(material: MaterialSpec, atoms: Atoms, params: FrameParams) -> tuple[int, int]:
     """(SCF n, NSCF n) for an n x n x 1 mesh, scaled from the primitive-cell meshes by the superlattice length
-    measured in units of the reference lattice constant (strain does not change the meshes)."""
-    if params.twist_m > 0:
+    measured in units of the reference lattice constant (strain does not change the meshes).  A structure given
+    from outside (``params.kind == "user"`` or ``"user-scf"``) is scaled by sqrt(in-plane area / primitive area)."""
+    if params.kind in ("user", "user-scf"):
+        area = float(np.linalg.norm(np.cross(atoms.cell[0], atoms.cell[1])))
+        scale = math.sqrt(area / (0.5 * math.sqrt(3.0) * material.a ** 2))
+    elif params.twist_m > 0:
         m = params.twist_m
         scale = math.sqrt(3 * m * m + 3 * m + 1)
     else:
@@ -80,12 +84,13 @@ def _write_atomically(final_dir: Path, files: dict[str, bytes]) -> None:
     tmp.rename(final_dir)
 
 
-def prepare_inputs(material: MaterialSpec, params: FrameParams, workdir: Path) -> dict:
-    """Build the structure and write scf.in, nscf.in, bands.in, pw2wan.in and a provisional .win into
-    ``workdir``.  Returns a dict with the atoms, meshes, band counts and input texts (for meta.json)."""
+def prepare_inputs(material: MaterialSpec, params: FrameParams, workdir: Path, atoms: Atoms | None = None) -> dict:
+    """Build the structure (or take ``atoms``, which must carry a per-atom ``layer`` array) and write scf.in,
+    nscf.in, bands.in, pw2wan.in and a provisional .win into ``workdir``.  Returns a dict with the atoms, meshes,
+    band counts and input texts (for meta.json)."""
     dft = material.dft
     workdir.mkdir(parents=True, exist_ok=True)
-    atoms = build_structure(material, params)
+    atoms = build_structure(material, params) if atoms is None else atoms.copy()
     n_scf, n_nscf = kmeshes(material, atoms, params)
     kgrid = qe_input.uniform_kgrid(n_nscf, n_nscf, 1)
     nbnd = w90_input.nscf_nbnd_for(atoms, dft)
@@ -113,7 +118,7 @@ def prepare_inputs(material: MaterialSpec, params: FrameParams, workdir: Path) -
 
 def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, scratch_root: Path,
               runner: Runner | None = None, criteria: quality.QualityCriteria | None = None,
-              keep_scratch: bool = False) -> dict:
+              keep_scratch: bool = False, atoms: Atoms | None = None) -> dict:
     """Run the whole workflow for one frame and write ``dataset_dir/frames/<frame_id>/``. Returns meta dict.
 
     Errors inside the codes are caught and recorded as ``status = "rejected"`` with the reason; a killed process
@@ -141,7 +146,7 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
     }
     files: dict[str, bytes] = {}
     try:
-        prep = prepare_inputs(material, params, work)
+        prep = prepare_inputs(material, params, work, atoms=atoms)
         atoms: Atoms = prep["atoms"]
         meta["inputs"] = {k: v for k, v in prep["texts"].items() if k != "nscf.in"}
         meta["inputs"]["nscf.in_head"] = prep["texts"]["nscf.in"].split("K_POINTS")[0]
@@ -162,7 +167,7 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
             meta["vacuum_level_eV"] = meta["vacuum"]["vacuum_level_eV"]
         except (RuntimeError, ValueError, OSError) as exc:         # recorded; the frame itself stays usable
             meta["vacuum"] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
-        if params.kind == "scf":                                   # energy/forces/stress only, no Wannier step
+        if params.kind in ("scf", "user-scf"):                     # energy/forces/stress only, no Wannier step
             meta["settings"].update(num_iter=None, gauge=None, scf_only=True)
             for key in ("nscf.in_head", f"{SEED}.win", "bands.in", "pw2wan.in"):
                 meta["inputs"].pop(key, None)
@@ -221,6 +226,14 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
         files["structure.extxyz"] = _structure_bytes(work, atoms, params, material, scf)
         files["wannier90_hr.dat.gz"] = gzip.compress((work / f"{SEED}_hr.dat").read_bytes(), mtime=0)
         files["wannier90_centres.xyz"] = (work / f"{SEED}_centres.xyz").read_bytes()
+        wsvec = work / f"{SEED}_wsvec.dat"                         # Wigner-Seitz shifts (use_ws_distance)
+        if wsvec.exists():
+            files["wannier90_wsvec.dat.gz"] = gzip.compress(wsvec.read_bytes(), mtime=0)
+        # DFT eigenvalues of the check run (off the Wannier mesh): the oracle for interpolated bands
+        files["dft_check_bands.json"] = json.dumps({
+            "kpts_frac": quality.CHECK_KPTS.tolist(), "eigenvalues_eV": np.asarray(e_dft).tolist(),
+            "fermi_level_eV": e_f, "note": "QE 'bands' run on the SCF density, eV, same zero as the _hr.dat"},
+            default=_json_default).encode()
         meta["energy_eV"] = scf["energy"]
     except _ScfOnlyDone:
         pass
