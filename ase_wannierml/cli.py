@@ -1,12 +1,13 @@
 """The ``wannierml`` command: everyday jobs on any ASE-readable structure.
 
     wannierml relax  structure.xyz [--model NAME] [--fmax 0.01] [--cell] [-o relaxed.extxyz]
-    wannierml md     structure.xyz [--temperature 300] [--steps 1000] [--timestep 1.0] [--ensemble nve|langevin|npt]
+    wannierml md     structure.xyz [--temperature 300] [--steps 1000] [--timestep 1.0] [--ensemble nve|langevin|nvt]
     wannierml bands  structure.xyz [--path GKMG] [--npoints 200] [--num 8] [--emin -2 --emax 2] [-o bands.png]
     wannierml dos    structure.xyz [--kpts 12 12 1] [--width 0.02] [--method auto|exact|kpm] [-o dos.png]
     wannierml export structure.xyz [-o prefix]         # writes prefix_hr.dat and prefix_centres.xyz
     wannierml train  config.yaml [--resume]
     wannierml evaluate model.pt dataset_dir
+    wannierml dft    structures.extxyz --material NAME|file.yaml --dataset-dir DIR [--scf-only]   # QE frames
 
 Units: eV, Å, fs for time steps, K for temperatures.
 """
@@ -37,7 +38,7 @@ def _load(args: argparse.Namespace):
 def _relax(args: argparse.Namespace) -> int:
     from ase.io import write
 
-    from ase_wannierml.relax import relax
+    from ase_wannierml.relaxation import relax
 
     atoms = _load(args)
     traj = args.trajectory or str(Path(args.output).with_suffix(".traj"))
@@ -128,6 +129,10 @@ def _export(args: argparse.Namespace) -> int:
 
 def _delegate(command: str, argv: Sequence[str]) -> int:
     """``train`` and ``evaluate`` have their own parsers (and ``--help``) in ``ase_wannierml.training.cli``."""
+    if command == "dft":                   # no torch needed
+        from ase_wannierml.dft import cli as dft_cli
+
+        return int(dft_cli.main(list(argv)) or 0)
     from ase_wannierml.training import cli as training_cli
 
     main_func = {"train": training_cli.train_main, "evaluate": training_cli.evaluate_main}[command]
@@ -147,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also relax the cell (in-plane only when the cell has vacuum along c)")
     p.add_argument("--smax", type=float, default=1e-4, help="stress threshold with --cell, eV/Å³ (precon)")
     p.add_argument("--optimizer", choices=["precon", "fire", "bfgs", "lbfgs"], default="precon",
-                   help="precon: preconditioned L-BFGS (ase_wannierml.relax; fastest for large cells)")
+                   help="precon: preconditioned L-BFGS (ase_wannierml.relaxation; fastest for large cells)")
     p.add_argument("--trajectory", default=None)
     p.add_argument("-o", "--output", default="relaxed.extxyz")
     p.set_defaults(func=_relax)
@@ -189,13 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("train", help="train a model from a YAML config (wannierml train --help)")
     sub.add_parser("evaluate", help="accuracy table of a model on a data set (wannierml evaluate --help)")
+    sub.add_parser("dft", help="QE + Wannier90 frames for your structures on Dask (wannierml dft --help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wannierml`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("train", "evaluate"):
+    if argv and argv[0] in ("train", "evaluate", "dft"):
         return _delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

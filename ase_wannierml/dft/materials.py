@@ -67,6 +67,7 @@ class MaterialSpec:
     # unperturbed reference stackings run first: (name, top variant, shift (fractional), gap - gap_reference Å)
     references: tuple[tuple[str, str, tuple[float, float], float], ...] = ()
     dft: DFTSettings = field(default=None)     # type: ignore[assignment]
+    n_layers: int = 2                          # layers found by z when a given structure has no 'layer' array
 
     def thickness(self) -> float:
         """Vertical extent of one monolayer (Å)."""
@@ -77,89 +78,28 @@ class MaterialSpec:
         return asdict(self)
 
 
-GRAPHENE_DFT = DFTSettings(
-    pseudo_dir=DEBIAN_PSEUDO_DIR,
-    pseudopotentials={"C": "C.pbe-rrkjus.UPF"},
-    masses={"C": 12.011},
-    ecutwfc=30.0,
-    ecutrho=240.0,
-    smearing="mv",
-    degauss=0.02,
-    vdw={"vdw_corr": "dft-d3", "dftd3_version": 4},
-    conv_thr_per_atom=1.0e-9,
-    mixing_beta=0.5,
-    kmesh_scf_1x1=15,
-    kmesh_nscf_1x1=8,
-    projections={"C": ("pz",)},
-    n_orbitals={"C": 1},
-    excluded_bands_per_atom={"C": 0},
-    extra_bands_per_atom={"C": 5.0},          # 6 bands per atom in total (pitfall 1)
-    frozen_window=(-2.5, 2.5),
-    proj_threshold=0.5,
-    dis_num_iter=400,
-    check_window=2.0,
-    check_bands_per_atom=3.0,
-    vacuum_c=20.0,
-)
+# The shipped materials are data files (material_data/*.yaml, schema in material_files.py); a user's own material
+# is a file of the same form passed by path (``--material my.yaml``).
+def _shipped(name: str) -> MaterialSpec:
+    from .material_files import DATA_DIR, load_material
 
-GRAPHENE_BILAYER = MaterialSpec(
-    name="graphene-bilayer",
-    a=2.46,
-    sites=(Site("C", 0.0, 0.0, 0.0), Site("C", 1.0 / 3.0, 2.0 / 3.0, 0.0)),
-    gap_range_core=(3.15, 3.65),
-    gap_range_wide=(3.0, 4.0),
-    gap_reference=3.35,
-    top_variants=("R",),
-    references=(("AB", "R", (1 / 3, 2 / 3), 0.0), ("AA", "R", (0.0, 0.0), 0.25), ("SP", "R", (1 / 6, 1 / 3), 0.05)),
-    dft=GRAPHENE_DFT,
-)
+    return load_material(DATA_DIR / f"{name}.yaml")
 
-# Seed (WANDER) settings: PAW pslibrary PBE, 50 Ry, Gaussian 0.005 Ry, Grimme-D2 ('DFT-D'); Wannier basis Mo d +
-# S p with the semicore Mo 4s4p and S 3s bands excluded (4 per Mo, 1 per S) and num_bands = num_wann (the
-# seed used no disentanglement).  Projections here are in the GLOBAL frame (the seed used local frames).
-MOS2_DFT = DFTSettings(
-    pseudo_dir=MOS2_SEED_DIR,
-    pseudopotentials={"Mo": "mo.upf", "S": "s.upf"},
-    masses={"Mo": 95.95, "S": 32.065},
-    ecutwfc=50.0,
-    ecutrho=None,
-    smearing="gaussian",
-    degauss=0.005,
-    vdw={"vdw_corr": "dft-d"},
-    conv_thr_per_atom=1.0e-9,
-    mixing_beta=0.4,
-    kmesh_scf_1x1=12,
-    kmesh_nscf_1x1=9,
-    projections={"Mo": ("d",), "S": ("p",)},
-    n_orbitals={"Mo": 5, "S": 3},
-    excluded_bands_per_atom={"Mo": 4, "S": 1},
-    extra_bands_per_atom={"Mo": 0.0, "S": 0.0},
-    frozen_window=None,
-    proj_threshold=0.5,
-    dis_num_iter=0,
-    check_window=1.0,
-    check_bands_per_atom=1.0,
-    vacuum_c=25.0,
-)
 
-MOS2_BILAYER = MaterialSpec(
-    name="mos2-bilayer",
-    a=3.1542,          # seed's 96-atom cell: 12.6168 Å / 4
-    sites=(Site("Mo", 0.0, 0.0, 0.0), Site("S", 1.0 / 3.0, 2.0 / 3.0, 1.56), Site("S", 1.0 / 3.0, 2.0 / 3.0, -1.56)),
-    gap_range_core=(2.85, 3.35),
-    gap_range_wide=(2.7, 3.8),
-    gap_reference=3.03,
-    top_variants=("H", "R"),
-    references=(("2H", "H", (1 / 3, 2 / 3), 0.0), ("3R", "R", (1 / 3, 2 / 3), 0.0), ("AA", "R", (0.0, 0.0), 0.4)),
-    dft=MOS2_DFT,
-)
+GRAPHENE_BILAYER = _shipped("graphene-bilayer")
+GRAPHENE_DFT = GRAPHENE_BILAYER.dft
+MOS2_BILAYER = _shipped("mos2-bilayer")
+MOS2_DFT = MOS2_BILAYER.dft
 
 MATERIALS: dict[str, MaterialSpec] = {m.name: m for m in (GRAPHENE_BILAYER, MOS2_BILAYER)}
 
 
 def get_material(name: str) -> MaterialSpec:
-    """Look up a material by name (``graphene-bilayer``, ``mos2-bilayer``)."""
-    try:
+    """Look up a material by name (``graphene-bilayer``, ``mos2-bilayer``) or read a material file (.yaml/.json)."""
+    if name in MATERIALS:
         return MATERIALS[name]
-    except KeyError:
-        raise ValueError(f"unknown material {name!r}; known: {sorted(MATERIALS)}") from None
+    if str(name).endswith((".yaml", ".yml", ".json")):
+        from .material_files import load_material
+
+        return load_material(name)
+    raise ValueError(f"unknown material {name!r}; known: {sorted(MATERIALS)} (or give a .yaml/.json file)")

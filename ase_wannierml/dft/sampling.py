@@ -176,6 +176,9 @@ def twist_angle_deg(m: int) -> float:
 
 def build_structure(material: MaterialSpec, params: FrameParams) -> Atoms:
     """Deterministically build the frame's ``Atoms`` (with ``layer`` array) from its parameters."""
+    if not material.sites:
+        raise ValueError(f"material {material.name!r} has no monolayer 'sites': the sampler cannot build structures "
+                         "for it (give structures to dft.compute_frames instead, or add sites to its file)")
     if params.gap <= 0:
         raise ValueError(f"interlayer gap must be positive (Å), got {params.gap}")
     if params.rattle < 0:
