@@ -181,6 +181,20 @@ class WannierMLCalculator(Calculator):
             self._tb = self.model.predict_tightbinding(atoms).pruned(self.hamiltonian_threshold)
         return self._tb
 
+    def get_hamiltonian_derivative(self, displacements: Any, atoms: Atoms | None = None
+                                   ) -> TightBinding | list[TightBinding]:
+        """dH(R)/dλ (eV/Å) for positions r + λ·``displacements``, by autograd through the model (not cached).
+
+        ``displacements``: (n_atoms, 3) Å per unit λ (a phonon pattern, one atom along one axis, …) → one
+        ``TightBinding``; (n_patterns, n_atoms, 3) → a list (one shared forward pass). Same (R, rows, cols) support
+        as :meth:`get_hamiltonian`; ``tb.hamiltonian(k)`` gives dH(k)/dλ. Geometry changes through positions and
+        backbone features are both included; no 3N-derivative object is formed (``model/derivative.py``).
+        """
+        from ase_wannierml.model.derivative import tightbinding_derivative
+
+        atoms = self._update_geometry(atoms)
+        return tightbinding_derivative(self.model, atoms, displacements, self.hamiltonian_threshold)
+
     def get_band_structure(
         self,
         atoms: Atoms | None = None,
