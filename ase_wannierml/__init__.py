@@ -2,7 +2,7 @@
 
 Public API (units: eV, Å, eV/Å, eV/Å³; k-points in fractional reciprocal coordinates)::
 
-    from ase_wannierml import WannierMLCalculator, load_model, build_model, TightBinding, twisted_bilayer, relax
+    from ase_wannierml import WannierMLCalculator, load_model, available_models, TightBinding, twisted_bilayer, relax
     atoms.calc = WannierMLCalculator(load_model("graphene-bilayer"))
     atoms.get_forces(); atoms.calc.get_band_structure().plot()
     relax(atoms, fmax=0.01, cell=True)      # preconditioned L-BFGS, in-plane cell for 2D cells
@@ -24,14 +24,12 @@ _LAZY = {
     "bilayer": "ase_wannierml.structures",
     "build_model": "ase_wannierml.model",
     "load_model": "ase_wannierml.model",
+    "available_models": "ase_wannierml.model.io",
     "WannierMLCalculator": "ase_wannierml.calculator",
+    "relax": "ase_wannierml.relaxation",
 }
 
-# ``relax`` names both a submodule and its main function: importing the submodule (as the calculator and the
-# examples do) would leave the *module* under ase_wannierml.relax, so bind the function eagerly (numpy + ASE only).
-from .relax import relax  # noqa: E402
-
-__all__ = sorted([*_LAZY, "relax"]) + ["__version__"]
+__all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:

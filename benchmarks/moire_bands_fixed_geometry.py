@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from ase.io import read
 
     from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
-    from ase_wannierml.relax import equilibrium_bilayer
+    from ase_wannierml.relaxation import equilibrium_bilayer
 
     ex = _example()
     relaxed = read(args.relaxed)

@@ -2,7 +2,7 @@
 
 The run is the real pipeline: ``torchrun --standalone --nproc_per_node P -m ase_wannierml.training.cli train
 config.yaml`` on the graphene-bilayer frames (``datasets/graphene-bilayer``), with the shipped model's stage-2
-settings (``ase_wannierml/pretrained/graphene-bilayer-stage2.yaml``: model size, all loss terms incl. the band and
+settings (``configs/graphene-bilayer-stage2.yaml``: model size, all loss terms incl. the band and
 H(k) terms, float64 training, batch of 4 frames) except: fresh weights (no ``init_from``), a short run
 (``--warmup-steps`` + ``--steps`` optimizer steps), a log line every step, no validation or checkpoint before
 the end, and everything written to a temporary directory (the data set cache is built once, before the timed runs,
@@ -42,7 +42,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-BASE_CONFIG = REPO / "ase_wannierml" / "pretrained" / "graphene-bilayer-stage2.yaml"
+BASE_CONFIG = REPO / "configs" / "graphene-bilayer-stage2.yaml"
 
 
 def load_average() -> list[float]:

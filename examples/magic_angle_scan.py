@@ -31,7 +31,7 @@ import torch
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
 from ase_wannierml.model.io import resolve_model_path
-from ase_wannierml.relax import equilibrium_bilayer, relax
+from ase_wannierml.relaxation import equilibrium_bilayer, relax
 from ase_wannierml.slater_koster import moon_koshino_tb
 from ase_wannierml.tb import solvers
 from ase_wannierml.tb.flatbands import (band_indices_of, central_bands, fermi_velocity, flat_band_summary,

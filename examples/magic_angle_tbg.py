@@ -10,7 +10,7 @@ Stages are timed (wall s) with their peak resident memory (GB, sampled every 0.2
 
 Choices (see README, "Magic angle (1.05°)"):
 - the moiré cell is built at the lattice constant and interlayer distance of the model's relaxed AB bilayer, then
-  positions are relaxed with preconditioned L-BFGS (``ase_wannierml.relax``); with ``--cell relax`` the in-plane
+  positions are relaxed with preconditioned L-BFGS (``ase_wannierml.relaxation``); with ``--cell relax`` the in-plane
   cell is relaxed as well, alternating position relaxations with Newton steps of the strain on the stress
   (``relax_cell_alternating``; relaxing both in one optimiser stalled at 2 meV/Å³ here); ``--cell equilibrium``
   relaxes positions only and reports the residual in-plane stress;
@@ -46,8 +46,8 @@ from ase.spectrum.band_structure import BandStructure
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
 from ase_wannierml.model.io import resolve_model_path
-from ase_wannierml.relax import OPTIMIZERS, equilibrium_bilayer, relax, relax_cell_alternating
-from ase_wannierml.report import Stage, plot_band_points
+from ase_wannierml.relaxation import OPTIMIZERS, equilibrium_bilayer, relax, relax_cell_alternating
+from _report import Stage, plot_band_points
 from ase_wannierml.tb import solvers
 from ase_wannierml.tb.bandpath import kpoint_mesh
 from ase_wannierml.tb.dos import smear
@@ -104,7 +104,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--relax-minutes", type=float, default=20.0,
                    help="stop the relaxation (unconverged, reported) after this wall time, min")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="precon",
-                   help="precon: preconditioned L-BFGS (ase_wannierml.relax), ~10x fewer force calls than FIRE")
+                   help="precon: preconditioned L-BFGS (ase_wannierml.relaxation), ~10x fewer force calls than FIRE")
     p.add_argument("--cell", choices=("equilibrium", "relax", "fixed"), default="equilibrium",
                    help="equilibrium: build the cell at the lattice constant and interlayer distance of the model's "
                         "relaxed AB bilayer, then relax positions; relax: the same start, then also the in-plane "

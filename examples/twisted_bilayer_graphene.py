@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
-from ase_wannierml.relax import relax
-from ase_wannierml.report import Stage, peak_memory_gb, plot_band_points
+from ase_wannierml.relaxation import relax
+from _report import Stage, peak_memory_gb, plot_band_points
 
 
 def central_band_width(bs, n_central: int = 4) -> float:
@@ -70,7 +70,7 @@ def main() -> None:
     with Stage("bands (unrelaxed)", stages):
         bs0 = calc.get_band_structure(path=path, num=args.num)
     with Stage("relax", stages):
-        res = relax(atoms, fmax=args.fmax, steps=args.steps)   # preconditioned L-BFGS (ase_wannierml.relax)
+        res = relax(atoms, fmax=args.fmax, steps=args.steps)   # preconditioned L-BFGS (ase_wannierml.relaxation)
         atoms.write(out / "relaxed.extxyz")
     with Stage("bands (relaxed)", stages):
         bs = calc.get_band_structure(path=path, num=args.num)

@@ -3,7 +3,7 @@
     python examples/twisted_bilayer_mos2.py                   # 2.88° (2,382 atoms, 8,734 Wannier orbitals)
     python examples/twisted_bilayer_mos2.py --angle 6.0       # 546 atoms, quick
 
-The cell is the 2H-like family (AA' stacking twisted by θ, i.e. 60° − θ from 3R). Positions are relaxed (ase_wannierml.relax)
+The cell is the 2H-like family (AA' stacking twisted by θ, i.e. 60° − θ from 3R). Positions are relaxed (ase_wannierml.relaxation)
 (``--cell`` also relaxes the in-plane cell), then the ``--num`` bands nearest the gap centre (the model's Fermi
 level, mid-gap) along Γ–M–K–Γ come from the sparse shift-invert solver. Writes into --outdir (default ``tmos2_output/``):
 ``relaxed.extxyz``, ``bands.png`` (unrelaxed vs relaxed), ``summary.json`` with wall time and peak memory per
@@ -28,8 +28,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
-from ase_wannierml.relax import relax
-from ase_wannierml.report import Stage, peak_memory_gb, plot_band_points
+from ase_wannierml.relaxation import relax
+from _report import Stage, peak_memory_gb, plot_band_points
 
 
 def gap_from_bands(bs) -> dict:

@@ -213,26 +213,23 @@ def mos2_checks(model, frames_dir: Path) -> dict:
 
 DESCRIPTIONS = {
     "graphene-bilayer": "ase_wannierml pretrained model for bilayer graphene (energy, forces, stress, Wannier pz "
-                        "tight-binding Hamiltonian relative to the charge-neutrality level)",
+                        "tight-binding Hamiltonian relative to the vacuum level)",
     "mos2-bilayer": "ase_wannierml pretrained model for bilayer MoS2 (energy, forces, stress, Wannier Mo d + S p "
                     "tight-binding Hamiltonian relative to the vacuum level)",
 }
 def binding_check(model, name: str) -> dict:
     """Binding curve and relaxed gap of the reference bilayer vs the DFT points in datasets/<name>/binding_dft.json
     (``ase_wannierml.dft.binding``), if that file exists."""
+    from ase_wannierml.calculator import WannierMLCalculator
     from ase_wannierml.dft import binding
     from ase_wannierml.dft.materials import get_material
 
-    path = Path("datasets") / name / "binding_dft.json"
-    if not path.is_file():
+    stored = binding.stored_dft_curve(name)
+    if stored is None:
         return {}
-    data = json.loads(path.read_text())
-    sep = float(data["separation_A"]) if "separation_A" in data else max(float(k) for k in data["energies_eV"])
-    dft = binding.summarize(data["energies_eV"], data["n_atoms"], sep)
-    material = get_material(name)
-    gaps = sorted(float(k) for k in dft["curve_meV_per_atom"])
-    return {"dft": dft, "model": binding.model_curve(model, material, gaps, sep,
-                                                     float(data["settings"]["extra_vacuum_A"]))}
+    curve = binding.calculator_curve(lambda: WannierMLCalculator(model), get_material(name), stored["gaps"],
+                                     stored["separation"], stored["extra_vacuum"])
+    return {"dft": stored["dft"], "model": curve}
 
 
 CHECKS = {"graphene-bilayer": graphene_checks, "mos2-bilayer": mos2_checks}
@@ -316,7 +313,7 @@ def main(argv=None) -> int:
         "physical_checks": checks,
         "training_time_s": training.get("training_time_s"),
         "training_stages": stages(args.model),
-        "training_config": f"ase_wannierml/pretrained/{args.name}.yaml",
+        "training_config": f"configs/{args.name}.yaml",
         "source_model_file": str(args.model),
     }
     tmp = target.with_name(f".{target.name}.tmp")

@@ -1,4 +1,4 @@
-"""ase_wannierml.relax: preconditioned L-BFGS vs FIRE on a twisted bilayer (same minimum, fewer force calls),
+"""ase_wannierml.relaxation: preconditioned L-BFGS vs FIRE on a twisted bilayer (same minimum, fewer force calls),
 in-plane cell relaxation of a 2D cell, the time cap and input errors."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
-from ase_wannierml.relax import relax
+from ase_wannierml.relaxation import relax
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_time_cap_and_errors(model):
 def test_equilibrium_bilayer_is_an_energy_minimum(model):
     """The returned lattice constant and interlayer distance minimise the energy of the rigid AB bilayer: the
     energy rises on either side (independent check of the cell relaxation)."""
-    from ase_wannierml.relax import equilibrium_bilayer
+    from ase_wannierml.relaxation import equilibrium_bilayer
     from ase_wannierml.structures import bilayer
 
     a, d = equilibrium_bilayer(WannierMLCalculator(model), "graphene")
@@ -80,7 +80,7 @@ def test_equilibrium_bilayer_is_an_energy_minimum(model):
 def test_alternating_cell_relaxation_reaches_the_filter_minimum(model):
     """Positions / Newton-on-stress alternation (what the 10⁴-atom moiré cells use) ends at the same cell and
     energy as relaxing positions and cell together, from 1 % in-plane tension; the vacuum axis stays."""
-    from ase_wannierml.relax import relax_cell_alternating
+    from ase_wannierml.relaxation import relax_cell_alternating
 
     def strained():
         atoms = _cell(model)
@@ -104,13 +104,11 @@ def test_alternating_cell_relaxation_reaches_the_filter_minimum(model):
 
 
 def test_package_level_relax_is_the_function():
-    """``from ase_wannierml import relax`` gives the function even after the submodule was imported elsewhere."""
-    import sys
-
+    """``from ase_wannierml import relax`` gives the function; the module is ``ase_wannierml.relaxation``."""
     import ase_wannierml
     import ase_wannierml.calculator  # noqa: F401
     from ase_wannierml import relax as relax_fn
-    from ase_wannierml.relax import relax_cell_alternating  # the submodule stays importable
+    from ase_wannierml import relaxation
 
-    assert relax_fn is sys.modules["ase_wannierml.relax"].relax and callable(ase_wannierml.relax)
-    assert callable(relax_cell_alternating)
+    assert relax_fn is relaxation.relax and ase_wannierml.relax is relaxation.relax
+    assert callable(relaxation.relax_cell_alternating)

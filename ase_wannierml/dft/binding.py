@@ -1,6 +1,7 @@
-"""Interlayer binding curve of a reference bilayer from DFT (the project's settings) and from a model.
+"""Interlayer binding curve of a reference bilayer from DFT (the project's settings) and from any ASE calculator.
 
-    python -m ase_wannierml.dft.binding --material graphene-bilayer [--gaps 3.2 3.3 3.4 3.5 3.6] [--model NAME]
+    python -m ase_wannierml.dft.binding --material graphene-bilayer [--gaps 3.2 3.3 3.4 3.5 3.6]
+    python scripts/model_binding.py --material graphene-bilayer --model graphene-bilayer   # the ML model's curve
 
 DFT: SCF energies (eV) of the rigid reference stacking (the material's first reference: AB graphene, 2H MoS2) at
 the listed interlayer gaps (Å, between the facing atomic planes) and with the layers ``separation`` Å apart,
@@ -9,19 +10,20 @@ vacuum). Results go to ``datasets/<material>/binding_dft.json``; points already 
 interrupted run continues. Binding energy E_b(d) = (E(d) − E(separated)) / N_atoms in meV/atom; the equilibrium
 gap and E_b there come from a parabola through the three lowest points.
 
-``--model``: the same curve from a model (pretrained name or file) plus the gap of the model-relaxed bilayer
-(BFGS on positions, fmax 1e-3 eV/Å), printed next to the DFT values.
+``calculator_curve``: the same curve from an ASE calculator (e.g. the ML model; this module does not import it)
+plus the gap of the calculator-relaxed bilayer (BFGS on positions, fmax 1e-3 eV/Å).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import Calculator
 
 from . import qe_input
 from .codes import Runner, check_codes
@@ -97,30 +99,43 @@ def summarize(energies: dict[str, float], n_atoms: int, separation: float) -> di
             "equilibrium_gap_A": round(g0, 4), "binding_energy_meV_per_atom": round(e0, 3)}
 
 
-def model_curve(model, material: MaterialSpec, gaps: list[float], separation: float, extra_vacuum: float) -> dict:
-    """The same curve from ``model`` (a WannierMLModel) and the gap after relaxing the bilayer with it."""
+def calculator_curve(make_calculator: Callable[[], Calculator], material: MaterialSpec, gaps: list[float],
+                     separation: float, extra_vacuum: float) -> dict:
+    """The same curve from the ASE calculator ``make_calculator()`` returns (a new one per structure), and the gap
+    after relaxing the bilayer with it."""
     from ase.optimize import BFGS
-
-    from ase_wannierml.calculator import WannierMLCalculator
 
     energies = {}
     for gap in list(gaps) + [separation]:
         atoms = reference_structure(material, gap, extra_vacuum)
-        atoms.calc = WannierMLCalculator(model)
+        atoms.calc = make_calculator()
         energies[f"{gap:.3f}"] = float(atoms.get_potential_energy())
     out = summarize(energies, len(atoms), separation)
     atoms = reference_structure(material, material.gap_reference, extra_vacuum)
-    atoms.calc = WannierMLCalculator(model)
+    atoms.calc = make_calculator()
     BFGS(atoms, logfile=None).run(fmax=1e-3, steps=300)
     layer = atoms.arrays["layer"]
     z = atoms.positions[:, 2]
     facing_bottom, facing_top = z[layer == 0].max(), z[layer == 1].min()
     sep = reference_structure(material, separation, extra_vacuum)
-    sep.calc = WannierMLCalculator(model)
+    sep.calc = make_calculator()
     out["relaxed_gap_A"] = round(float(facing_top - facing_bottom), 4)
     out["relaxed_binding_energy_meV_per_atom"] = round(
         1e3 * (atoms.get_potential_energy() - sep.get_potential_energy()) / len(atoms), 3)
     return out
+
+
+def stored_dft_curve(material_name: str) -> dict | None:
+    """The DFT curve stored in ``datasets/<material>/binding_dft.json``, summarised, with what a calculator curve
+    needs to match it (``gaps``, ``separation``, ``extra_vacuum``, Å); None if the file does not exist."""
+    path = REPO / "datasets" / material_name / "binding_dft.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    sep = float(data["separation_A"]) if "separation_A" in data else max(float(k) for k in data["energies_eV"])
+    dft = summarize(data["energies_eV"], data["n_atoms"], sep)
+    return {"dft": dft, "gaps": sorted(float(k) for k in dft["curve_meV_per_atom"]), "separation": sep,
+            "extra_vacuum": float(data["settings"]["extra_vacuum_A"])}
 
 
 def main(argv=None) -> int:
@@ -133,7 +148,6 @@ def main(argv=None) -> int:
     p.add_argument("--np", type=int, default=2)
     p.add_argument("--nk", type=int, default=2)
     p.add_argument("--scratch", default=str(REPO / "scratch" / "dft"))
-    p.add_argument("--model", default=None, help="also evaluate this model (pretrained name or file)")
     p.add_argument("--no-dft", action="store_true", help="only use DFT points already computed")
     args = p.parse_args(argv)
 
@@ -151,20 +165,6 @@ def main(argv=None) -> int:
     result = {"dft": dft}
     print(f"DFT ({material.references[0][0]}): gap {dft['equilibrium_gap_A']:.3f} Å, "
           f"E_b {dft['binding_energy_meV_per_atom']:.2f} meV/atom")
-    if args.model:
-        import torch
-
-        from ase_wannierml import load_model
-
-        model = load_model(args.model, dtype=torch.float64)
-        result["model"] = model_curve(model, material, sorted(float(k) for k in dft["curve_meV_per_atom"]),
-                                      separation, args.extra_vacuum)
-        m = result["model"]
-        print(f"model: parabola gap {m['equilibrium_gap_A']:.3f} Å, E_b {m['binding_energy_meV_per_atom']:.2f} "
-              f"meV/atom; relaxed gap {m['relaxed_gap_A']:.3f} Å, E_b {m['relaxed_binding_energy_meV_per_atom']:.2f}")
-        print(f"{'gap (Å)':>8s} {'DFT':>9s} {'model':>9s}  (meV/atom)")
-        for k, v in dft["curve_meV_per_atom"].items():
-            print(f"{k:>8s} {v:9.2f} {m['curve_meV_per_atom'].get(k, math.nan):9.2f}")
     print(json.dumps(result, indent=1))
     return 0
 
