@@ -133,7 +133,7 @@ def open_client(settings: EngineSettings, client: Any = None, n_tasks: int | Non
         return
     # Worker memory limits count only the worker process (the codes are subprocesses): no limit, no pausing.
     cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=1, processes=True,
-                           memory_limit=0, dashboard_address=None)
+                           memory_limit=0, dashboard_address=":0")
     try:
         with Client(cluster) as c:
             yield c

@@ -1,4 +1,4 @@
-"""k-point sampling for a ``TightBinding``: band paths (ASE ``BandPath``) and Γ-centred meshes (spglib-reduced).
+"""Band paths (ASE ``BandPath``) and band structures of a ``TightBinding``; meshes and defaults live in ``kmesh``.
 
 All k-points are fractional (reduced) coordinates of the reciprocal cell. A direction counts as periodic when the
 cell says so (``pbc``) *and* some stored H(R) has a non-zero R along it: a slab Hamiltonian with R3 = 0 everywhere
@@ -11,21 +11,17 @@ Example::
 """
 from __future__ import annotations
 
-import warnings
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .kmesh import EXACT_MAX_ORBITALS, SPARSE_BANDS, default_mesh, kpoint_mesh, periodic_directions  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase.dft.kpoints import BandPath
     from ase.spectrum.band_structure import BandStructure
 
     from .tightbinding import TightBinding
-
-
-def periodic_directions(tb: "TightBinding") -> np.ndarray:
-    """(3,) bool: pbc and some hopping along that direction."""
-    return tb.pbc & np.any(tb.R_r != 0, axis=0)
 
 
 def make_bandpath(tb: "TightBinding", path: "str | BandPath | None" = None, npoints: int = 200) -> "BandPath":
@@ -55,103 +51,21 @@ def band_structure(
     reference: float | None = None,
     num: int | None = None,
     near: float | None = None,
+    executor: Any = None,
 ) -> "BandStructure":
     """``BandStructure`` (energies (1, nk, nbands), eV) along ``path``.
 
     ``reference`` defaults to the known Fermi level, else the one computed from ``num_electrons``, else 0 (ASE
-    semantics: energies stay absolute). All bands (dense) up to ``dos.EXACT_MAX_ORBITALS`` orbitals; beyond, or when
-    ``num`` is given, only the ``num`` (default 16) bands closest to ``near`` (default: the reference) by the sparse
-    solver.
+    semantics: energies stay absolute). All bands (dense) up to ``kmesh.EXACT_MAX_ORBITALS`` orbitals; beyond, or
+    when ``num`` is given, only the ``num`` (default ``kmesh.SPARSE_BANDS``) bands closest to ``near`` (default: the
+    reference) by the sparse solver. ``executor``: k-point chunks as tasks (``tb/distributed.py``).
     """
     from ase.spectrum.band_structure import BandStructure
-
-    from .dos import EXACT_MAX_ORBITALS
 
     bandpath = make_bandpath(tb, path, npoints)
     if reference is None:
         reference = tb.fermi_level() if tb.fermi_energy is not None or tb.num_electrons is not None else 0.0
     if num is None and tb.norb > EXACT_MAX_ORBITALS:
-        num = 16
-    e_kn = tb.eigenvalues(bandpath.kpts, num=num, near=reference if near is None else near)
+        num = SPARSE_BANDS
+    e_kn = tb.eigenvalues(bandpath.kpts, num=num, near=reference if near is None else near, executor=executor)
     return BandStructure(bandpath, e_kn[None], reference=reference)
-
-
-def default_mesh(tb: "TightBinding", density: float = 8.0) -> tuple[int, int, int]:
-    """Mesh size with ≥ ``density`` points per 2π/Å of reciprocal length along periodic directions (graphene → 24)."""
-    b_norm_3 = np.linalg.norm(np.linalg.pinv(tb.cell).T, axis=1)  # |b|/2π, 1/Å
-    n_3 = np.maximum(1, np.ceil(2 * np.pi * b_norm_3 * density - 1e-6)).astype(int)
-    n_3[~periodic_directions(tb)] = 1
-    return tuple(int(n) for n in n_3)
-
-
-def _mesh_size(tb: "TightBinding", kpts: Any) -> tuple[int, int, int] | None:
-    """Mesh size from ``kpts`` (None → default, (3,) ints → itself); None when kpts is an explicit list."""
-    if kpts is None:
-        return default_mesh(tb)
-    arr = np.asarray(kpts)
-    if arr.shape == (3,) and np.issubdtype(arr.dtype, np.integer):
-        if np.any(arr < 1):
-            raise ValueError(f"k-mesh sizes must be positive integers, got {arr.tolist()}")
-        return tuple(int(n) for n in arr)
-    return None
-
-
-def kpoint_mesh(
-    tb: "TightBinding", kpts: Any = None, symmetry: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """k-points (nk, 3) fractional and weights (nk,) summing to 1.
-
-    ``kpts``: None (default mesh), a mesh size (n1, n2, n3) → Γ-centred mesh, or explicit k-points (nk, 3) (equal
-    weights). With ``symmetry``, a mesh is reduced to irreducible points: by the space group of ``tb.atoms`` via
-    spglib when atoms are set (assumes H shares the crystal symmetry), else by time reversal k ↔ -k when H(R) is
-    real (exact).
-    """
-    size = _mesh_size(tb, kpts)
-    if size is None:
-        k_k3 = np.asarray(kpts, dtype=float)
-        if k_k3.ndim != 2 or k_k3.shape[1] != 3:
-            raise ValueError(f"kpts must be a mesh size (n1, n2, n3) or k-points (nk, 3), got shape {k_k3.shape}")
-        return k_k3, np.full(len(k_k3), 1.0 / len(k_k3))
-    grid_k3 = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), axis=-1).reshape(-1, 3)
-    if not symmetry:
-        rep_k = np.arange(len(grid_k3))
-    elif tb.atoms is not None:
-        rep_k = _spglib_mapping(tb, size)
-    elif not np.any(np.imag(tb.values)):
-        rep_k = _time_reversal_mapping(grid_k3, size)
-    else:
-        rep_k = np.arange(len(grid_k3))
-    reps, counts = np.unique(rep_k, return_counts=True)
-    k_k3 = grid_k3[reps] / np.array(size)
-    k_k3 -= np.round(k_k3)  # into [-1/2, 1/2]
-    return k_k3, counts / counts.sum()
-
-
-def _time_reversal_mapping(grid_k3: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Index of the representative of each mesh point under k ↔ -k (the smaller flat index)."""
-    n_3 = np.array(size)
-    minus_k3 = (-grid_k3) % n_3
-    flat = np.ravel_multi_index(grid_k3.T, n_3)
-    flat_minus = np.ravel_multi_index(minus_k3.T, n_3)
-    return np.minimum(flat, flat_minus)
-
-
-def _spglib_mapping(tb: "TightBinding", size: Sequence[int]) -> np.ndarray:
-    """spglib irreducible mapping of the Γ-centred mesh, in our (i, j, k) 'ij' flat order."""
-    import spglib
-
-    atoms = tb.atoms
-    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
-    with warnings.catch_warnings():  # spglib 2.x warns about its legacy error handling (failure → None)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        result = spglib.get_ir_reciprocal_mesh(
-            list(size), cell, is_shift=[0, 0, 0], is_time_reversal=not np.any(np.imag(tb.values))
-        )
-    if result is None:
-        return np.arange(int(np.prod(size)))
-    mapping, grid = result
-    n_3 = np.array(size)
-    ours = np.ravel_multi_index((grid % n_3).T, n_3)  # spglib's point i is our flat index ours[i]
-    rep = np.empty(len(mapping), dtype=np.int64)
-    rep[ours] = ours[mapping]
-    return rep

@@ -17,111 +17,19 @@ Example (graphene pz, nearest neighbour, t = -2.7 eV)::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..orbitals import orbitals_per_atom
+from .basis import OrbitalTable, _lattice_vector_index, unique_lattice_vectors  # noqa: F401  (re-exported)
+from .kmesh import DOS_NPTS, DOS_WIDTH, FERMI_WIDTH
 
 if TYPE_CHECKING:  # pragma: no cover
     import ase
 
 HERMITIAN_TOL = 1e-6  # eV
 _CHUNK_ELEMENTS = 2**23  # complex entries per dense H(k) batch (128 MB)
-
-
-@dataclass(frozen=True, eq=False)
-class OrbitalTable:
-    """Per-orbital metadata, all arrays of length norb.
-
-    ``atom_index`` (norb,) int (-1: not assigned to an atom); ``element`` (norb,) str (``"X"`` if unknown);
-    ``l`` (norb,) int (-1 if unknown); ``label`` (norb,) str, Wannier90 names (``pz``, ``dxy``, …; ``""`` if unknown);
-    ``centres`` (norb, 3) float, Å; ``layer`` (norb,) int or None.
-    """
-
-    atom_index: np.ndarray
-    element: np.ndarray
-    l: np.ndarray
-    label: np.ndarray
-    centres: np.ndarray
-    layer: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        conv = {"atom_index": int, "element": str, "l": int, "label": str}
-        for name, dtype in conv.items():
-            object.__setattr__(self, name, np.asarray(getattr(self, name)).astype(dtype))
-        object.__setattr__(self, "centres", np.asarray(self.centres, dtype=float))
-        if self.layer is not None:
-            object.__setattr__(self, "layer", np.asarray(self.layer).astype(int))
-        norb = len(self.atom_index)
-        for name in ("element", "l", "label", "layer"):
-            arr = getattr(self, name)
-            if arr is not None and arr.shape != (norb,):
-                raise ValueError(f"OrbitalTable.{name} has shape {arr.shape}, expected ({norb},) like atom_index")
-        if self.centres.shape != (norb, 3):
-            raise ValueError(f"OrbitalTable.centres has shape {self.centres.shape}, expected ({norb}, 3)")
-
-    @property
-    def norb(self) -> int:
-        """Number of orbitals."""
-        return len(self.atom_index)
-
-    @classmethod
-    def unknown(cls, norb: int, centres: np.ndarray | None = None) -> "OrbitalTable":
-        """Table for ``norb`` orbitals with no atom, element or label (centres at the origin unless given, Å)."""
-        return cls(
-            atom_index=np.full(norb, -1),
-            element=np.full(norb, "X"),
-            l=np.full(norb, -1),
-            label=np.full(norb, ""),
-            centres=np.zeros((norb, 3)) if centres is None else centres,
-        )
-
-    @classmethod
-    def from_atoms(cls, atoms: "ase.Atoms", shells: Mapping[str, Sequence[str]]) -> "OrbitalTable":
-        """Orbitals in Wannier90 projection order: atoms in order, each with its element's ``shells``.
-
-        ``shells`` = {element: ["s", "p", "pz", ...]}; centres are the atom positions (Å); ``layer`` is copied from
-        ``atoms.arrays["layer"]`` when present.
-        """
-        symbols = atoms.get_chemical_symbols()
-        per_atom = orbitals_per_atom(symbols, shells)
-        counts = np.array([len(orbs) for orbs in per_atom])
-        atom_index = np.repeat(np.arange(len(atoms)), counts)
-        flat = [orb for orbs in per_atom for orb in orbs]
-        layer = atoms.arrays["layer"][atom_index] if "layer" in atoms.arrays else None
-        return cls(
-            atom_index=atom_index,
-            element=np.array(symbols)[atom_index] if len(atoms) else np.array([], str),
-            l=np.array([l for l, _ in flat], dtype=int),
-            label=np.array([label for _, label in flat], dtype=str),
-            centres=atoms.positions[atom_index],
-            layer=layer,
-        )
-
-    def groups(self, by: str) -> tuple[list[str], np.ndarray]:
-        """Group orbitals for projections: ``by`` in atom/element/orbital/layer → (names, group index (norb,))."""
-        if by == "atom":
-            keys = np.array([f"{e}{a}" for e, a in zip(self.element, self.atom_index)])
-        elif by == "element":
-            keys = self.element
-        elif by == "orbital":
-            keys = self.label
-        elif by == "layer":
-            if self.layer is None:
-                raise ValueError("projection by layer needs OrbitalTable.layer (atoms.arrays['layer'])")
-            keys = self.layer.astype(str)
-        else:
-            raise ValueError(f"unknown projection {by!r}; use 'atom', 'element', 'orbital' or 'layer'")
-        if by == "atom" and np.any(self.atom_index < 0):
-            raise ValueError("projection by atom needs every orbital assigned to an atom (atom_index >= 0)")
-        names, first, index = np.unique(keys, return_index=True, return_inverse=True)
-        order = np.argsort(first)  # keep order of first appearance
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        return [str(n) for n in names[order]], rank[index]
 
 
 def _as_kpts(kpts: Any) -> np.ndarray:
@@ -132,15 +40,6 @@ def _as_kpts(kpts: Any) -> np.ndarray:
     return k_k3
 
 
-def unique_lattice_vectors(R_n3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of an integer (n, 3) array, sorted lexicographically, and the inverse index (n,).
-
-    Same result as ``np.unique(R_n3, axis=0, return_inverse=True)``, via one int64 code per row (much faster)."""
-    R_n3 = np.asarray(R_n3).reshape(-1, 3)
-    R_r3, index = _lattice_vector_index(R_n3 if R_n3.dtype.kind in "iu" else R_n3.astype(np.int64))
-    return R_r3, index.astype(np.int64)
-
-
 def _as_index(x: Any, name: str) -> np.ndarray:
     """1-D integer index array without copying integer input (floats must be integral)."""
     a = np.asarray(x).ravel()
@@ -149,42 +48,6 @@ def _as_index(x: Any, name: str) -> np.ndarray:
     if a.size and (a.dtype.kind not in "fb" or np.any(a != np.round(a))):
         raise ValueError(f"{name} must hold integer orbital indices, got dtype {a.dtype}")
     return a.astype(np.int64)
-
-
-def _lattice_vector_index(R_n3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct lattice vectors (nR, 3) int64, lexicographically sorted, and each row's index (n,) int32.
-
-    One int64 code per row; when the R range is small (always for tight-binding) the distinct codes come from a
-    bincount (O(n), no sort), otherwise from np.unique."""
-    n = len(R_n3)
-    if n == 0:
-        return np.zeros((0, 3), np.int64), np.zeros(0, np.int32)
-    lo_3 = R_n3.min(axis=0).astype(np.int64)
-    span_3 = R_n3.max(axis=0).astype(np.int64) - lo_3 + 1
-    if np.prod(span_3, dtype=float) >= 2.0**62:
-        raise ValueError(f"lattice vectors span {span_3.tolist()} cells: too large a range to index")
-    code = R_n3[:, 0].astype(np.int64)
-    code -= lo_3[0]
-    for ax in (1, 2):
-        code *= span_3[ax]
-        code += R_n3[:, ax]
-        code -= lo_3[ax]
-    total = int(np.prod(span_3, dtype=float))
-    if total <= 2**24:
-        present = np.flatnonzero(np.bincount(code, minlength=total))
-        lut = np.full(total, -1, np.int32 if len(present) < 2**31 else np.int64)
-        lut[present] = np.arange(len(present))
-        index = lut[code]
-    else:
-        present, index = np.unique(code, return_inverse=True)
-        index = index.ravel().astype(np.int32 if len(present) < 2**31 else np.int64)
-    del code
-    R_r3 = np.empty((len(present), 3), np.int64)
-    rest = present.astype(np.int64)
-    for ax in (2, 1, 0):
-        R_r3[:, ax] = rest % span_3[ax] + lo_3[ax]
-        rest = rest // span_3[ax]
-    return R_r3, index
 
 
 def _lattice_vector_lookup(R_r3: np.ndarray, query_q3: np.ndarray) -> np.ndarray:
@@ -462,17 +325,24 @@ class TightBinding:
         return [k_k3[i:i + size] for i in range(0, len(k_k3), size)]
 
     # ------------------------------------------------------------------ spectra
-    def eigenvalues(self, kpts: Any, num: int | None = None, near: float | None = None) -> np.ndarray:
+    def eigenvalues(self, kpts: Any, num: int | None = None, near: float | None = None,
+                    executor: Any = None) -> np.ndarray:
         """Band energies (eV), sorted per k.
 
         Dense (``num=None``): all bands, (nk, norb). Sparse: the ``num`` eigenvalues closest to ``near`` (eV;
         default: the known Fermi level), (nk, num), via a shift-invert solver on :meth:`hamiltonian_sparse`;
         consecutive k-points share one factorisation while it stays effective (``solvers.NearSolver``), so pass
         path-ordered k-points for speed. Eigenvalues are residual-checked in double precision either way.
+        ``executor``: run chunks of k-points as tasks on a Dask ``Client``, ``"local"`` (embedded Dask cluster),
+        a scheduler address or a ``concurrent.futures.Executor`` (``tb/distributed.py``); same results.
         """
         from . import solvers
 
         k_k3 = _as_kpts(kpts)
+        if executor is not None:
+            from .distributed import eigenvalues as distributed_eigenvalues
+
+            return distributed_eigenvalues(self, k_k3, num, near, executor)
         if num is None or num >= self.norb:
             if num is not None and num > self.norb:
                 raise ValueError(f"num={num} exceeds the number of orbitals {self.norb}")
@@ -513,20 +383,22 @@ class TightBinding:
         reference: float | None = None,
         num: int | None = None,
         near: float | None = None,
+        executor: Any = None,
     ) -> Any:
         """ASE ``BandStructure`` along ``path`` (None: standard path of the cell, 2D when only in-plane hoppings;
         a string like ``"GMKG"``; or a ``BandPath``); energies absolute in eV, ``reference`` defaults to the Fermi
         level when known or computable. ``num``/``near``: only the ``num`` bands closest to ``near`` eV (sparse;
-        the default above 2000 orbitals: 16 near E_F). A non-periodic system → ValueError."""
+        the default above 2000 orbitals: 16 near E_F). ``executor``: k-point chunks as tasks (see
+        :meth:`eigenvalues`). A non-periodic system → ValueError."""
         from .bandpath import band_structure
 
-        return band_structure(self, path, npoints, reference, num, near)
+        return band_structure(self, path, npoints, reference, num, near, executor=executor)
 
     def dos(
         self,
         kpts: Any = None,
-        width: float = 0.02,
-        npts: int = 2000,
+        width: float = DOS_WIDTH,
+        npts: int = DOS_NPTS,
         projected: str | None = None,
         method: str = "auto",
         smearing: str = "gauss",
@@ -534,12 +406,13 @@ class TightBinding:
         emax: float | None = None,
     ) -> Any:
         """Smeared DOS (states/eV/cell, one spin: integrates to norb) as ASE ``GridDOSData``, or a
-        ``GridDOSCollection`` when ``projected`` is "atom", "element", "orbital" or "layer" (see ``tb/dos.py``)."""
+        ``GridDOSCollection`` when ``projected`` is "atom", "element", "orbital" or "layer" (see ``tb/dos.py``).
+        ``kpts`` None: ``kmesh.dos_mesh`` (defaults from ``tb/kmesh.py``)."""
         from .dos import dos
 
         return dos(self, kpts, width, npts, projected, method, smearing, emin, emax)
 
-    def fermi_level(self, kpts: Any = None, width: float = 0.01, spin: float = 2.0) -> float:
+    def fermi_level(self, kpts: Any = None, width: float = FERMI_WIDTH, spin: float = 2.0) -> float:
         """Fermi level (eV). Without ``kpts``, the known value passed to the constructor if any; otherwise computed
         from ``num_electrons`` (``spin`` electrons per band) on the k-mesh ``kpts`` (None: default mesh) by bisection
         on Fermi–Dirac occupations of width ``width`` eV (mid-gap for insulators; see ``tb/fermi.py``)."""
@@ -560,23 +433,37 @@ class TightBinding:
         num_electrons: float | None = None,
         fermi_level: float | None = None,
         check_hermitian: bool = True,
+        wsvec: Any = "auto",
+        mp_grid: Any = None,
     ) -> "TightBinding":
-        """Read ``prefix_hr.dat`` (or ``.gz``; sparse listings allowed: missing rows are zero).
+        """Read ``prefix_hr.dat`` or ``prefix_tb.dat`` (or ``.gz``; sparse listings allowed if the header says
+        ``sparse``: missing rows are zero).
 
         ``prefix_centres.xyz`` beside it gives the orbital centres (Å); with ``atoms`` each Wannier function is
         assigned to its nearest atom (periodic wrap in all 3 directions). ``orbitals`` may instead give the table, or
         {element: shells} in Wannier90 projection order. The cell comes from ``atoms``, else ``cell``, else the
-        ``prefix.win`` beside the file. Values are divided by the Wigner–Seitz degeneracies.
+        ``_tb.dat`` or the ``prefix.win`` beside the file. Values are divided by the Wigner–Seitz degeneracies.
+
+        Wigner–Seitz shifts (Wannier90 ≥ 3 ``use_ws_distance``; see ``tb/wsvec.py``): ``wsvec="auto"`` applies
+        ``prefix_wsvec.dat[.gz]`` beside the file, else recomputes them from the centres, the cell and the k-mesh
+        (``mp_grid=`` or the ``.win``) unless the ``.win`` turns them off, else warns if they were expected;
+        ``wsvec=<path>`` uses that file; ``"compute"`` insists on recomputing; ``None`` applies none. The shifted
+        H(R) is stored as ordinary elements, equal to Wannier90's own interpolation at every k.
         """
         from .wannier90 import read_hr
 
-        return read_hr(path, atoms, orbitals, cell, num_electrons, fermi_level, check_hermitian)
+        return read_hr(path, atoms, orbitals, cell, num_electrons, fermi_level, check_hermitian, wsvec, mp_grid)
 
-    def write_wannier90(self, path: Any, header: str | None = None, decimals: int = 6) -> None:
-        """Write ``_hr.dat`` (``.gz`` by suffix); reading it back gives the same elements to ``decimals``."""
-        from .wannier90 import write_hr
+    def write_wannier90(self, path: Any, header: str | None = None, decimals: int = 6, dense: bool = True,
+                        companions: bool = True, mp_grid: Any = None) -> list:
+        """Write ``<seed>_hr.dat`` (``.gz`` by suffix; dense Wannier90 layout, or ``dense=False`` for only the stored
+        elements) and with ``companions`` also ``<seed>_centres.xyz``, a minimal ``<seed>.win`` (cell, atoms,
+        num_wann, ``mp_grid`` where known) and ``<seed>_tb.dat``, each atomically; tbmodels and WannierBerri read
+        them. Reading back gives the same elements to ``decimals``. Returns the paths written."""
+        from .wannier90 import write_wannier90_files
 
-        write_hr(self, path, header=header, decimals=decimals)
+        return write_wannier90_files(self, path, header=header, decimals=decimals, dense=dense,
+                                     companions=companions, mp_grid=mp_grid)
 
     def write_centres(self, path: Any) -> None:
         """Write the orbital centres (and atoms, if any) as a Wannier90 ``_centres.xyz``."""
