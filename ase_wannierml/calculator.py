@@ -8,7 +8,8 @@ Example::
     e = atoms.get_potential_energy()                 # eV
     f = atoms.get_forces()                           # (n_atoms, 3) eV/Å
     tb = atoms.calc.get_hamiltonian()                # TightBinding, eV
-    atoms.calc.get_band_structure(npoints=100).plot(emin=-1, emax=1)
+    bs = atoms.calc.get_band_structure(npoints=100)  # reference: this structure's E_F (calc.get_fermi_level())
+    plot_bands(bs, emin=-1, emax=1, filename="bands.png")   # ase_wannierml.plotting: E − E_F, E_F line
 
 Units are ASE's: energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy).
 """
@@ -26,6 +27,9 @@ from ase.spectrum.band_structure import BandStructure
 
 from ase_wannierml.model import WannierMLModel, atoms_to_graph, load_model
 from ase_wannierml.model import keys as K
+from ase_wannierml.model.committee import CommitteeModel, forces_std_per_atom
+from ase_wannierml.tb.kmesh import DOS_NPTS, DOS_WIDTH, default_mesh
+from ase_wannierml.threads import safe_default_threads
 from ase_wannierml.tb.tightbinding import TightBinding
 
 # One table from model outputs to ASE results: (ase_key, model_key, unit_factor). The model works in eV and Å.
@@ -37,7 +41,6 @@ RESULTS_MAP: tuple[tuple[str, str, float], ...] = (
     ("stress", "stress", 1.0),
 )
 
-DEFAULT_DOS_MESH_DENSITY = 30.0  # k-points per Å⁻¹ along each periodic direction for the default mesh
 
 
 def _voigt(stress_33: np.ndarray) -> np.ndarray:
@@ -46,16 +49,36 @@ def _voigt(stress_33: np.ndarray) -> np.ndarray:
     return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
 
 
+def _committee_mean(out: dict, graph: dict, committee: CommitteeModel) -> tuple[dict, dict]:
+    """Committee outputs with a member axis → (single-model-shaped means, spread results).
+
+    Spread results: ``energy_std`` (eV), ``forces_std`` (n_atoms,) eV/Å (per atom, RMS over x, y, z of the member
+    standard deviation), ``stress_std`` (Voigt-6, eV/Å³, if stress was computed), ``committee_energy`` (K,) eV and
+    ``committee_forces`` (K, n_atoms, 3) eV/Å (learned part; the analytic dispersion is the same for every member).
+    Standard deviations use ddof = 1. Member energies are float64 sums of e0 + learned per-atom energies.
+    """
+    species = graph[K.SPECIES].cpu().numpy()
+    learned = out[K.NODE_ENERGY_LEARNED].detach().cpu().double().numpy()           # (K, n_atoms)
+    e0 = np.array([[float(m.config.e0s.get(x, 0.0)) for x in m.config.species] for m in committee.members])
+    node = e0[:, species] + learned
+    energies = node.sum(axis=1)                                                        # (K,) one structure
+    mean = {K.NODE_ENERGY_LEARNED: torch.as_tensor(node.mean(0) - e0[0, species]),
+            K.NODE_ENERGY: torch.as_tensor(node.mean(0)), K.ENERGY: torch.as_tensor(energies.mean(keepdims=True))}
+    spread = {"energy_std": float(energies.std(ddof=1)), "committee_energy": energies}
+    if K.FORCES in out:
+        forces = out[K.FORCES].detach().cpu().double().numpy()
+        mean[K.FORCES] = torch.as_tensor(forces.mean(0))
+        spread["forces_std"] = forces_std_per_atom(forces)
+        spread["committee_forces"] = forces
+    if K.STRESS in out:
+        stress = out[K.STRESS].detach().cpu().double().numpy()                         # (K, 1, 3, 3)
+        mean[K.STRESS] = torch.as_tensor(stress.mean(0))
+        spread["stress_std"] = _voigt(stress.std(axis=0, ddof=1).reshape(3, 3))
+    return mean, spread
+
+
 def _has_volume(atoms: Atoms) -> bool:
     return bool(atoms.cell.rank == 3 and abs(atoms.cell.volume) > 1e-9)
-
-
-def default_kmesh(atoms: Atoms, density: float = DEFAULT_DOS_MESH_DENSITY) -> tuple[int, int, int]:
-    """A Γ-containing k-mesh with about ``density`` points per Å⁻¹ along periodic directions (1 elsewhere)."""
-    if not atoms.pbc.any():
-        return (1, 1, 1)
-    recip = np.linalg.norm(atoms.cell.reciprocal(), axis=1) * 2.0 * np.pi
-    return tuple(int(max(1, np.ceil(density * b / (2 * np.pi)))) if p else 1 for b, p in zip(recip, atoms.pbc))
 
 
 class WannierMLCalculator(Calculator):
@@ -63,7 +86,11 @@ class WannierMLCalculator(Calculator):
 
     Args:
         model: a ``WannierMLModel``, a path to a model file, or a pretrained name (``"graphene-bilayer"``,
-            ``"mos2-bilayer"``).
+            ``"mos2-bilayer"``), or a ``CommitteeModel`` (``load_model(name, committee=True)``): then energy,
+            forces, stress and ``get_hamiltonian()`` are the committee means and ``results`` also holds
+            ``energy_std`` (eV), ``forces_std`` ((n_atoms,) eV/Å, per atom the RMS over x, y, z of the members'
+            standard deviation), ``stress_std``, ``committee_energy`` (K,) and ``committee_forces`` (K, n_atoms, 3);
+            ``get_band_structure(uncertainty=True)`` and ``get_flat_band_width`` give spreads (docs/uncertainty.md).
         device: torch device for inference (``"cpu"``).
         dtype: ``torch.float32`` or ``torch.float64``; default: the model's own dtype.
         kpts: k-points for the ASE eigenvalue API (``get_eigenvalues`` …): a Monkhorst–Pack size like
@@ -75,7 +102,7 @@ class WannierMLCalculator(Calculator):
             ``graphene-bilayer`` model at 1.05°: README, "Magic angle (1.05°)".
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "energy_std", "forces_std"]
     default_parameters: dict[str, Any] = {"kpts": None}
     nolabel = True
 
@@ -89,15 +116,18 @@ class WannierMLCalculator(Calculator):
         **kwargs: Any,
     ) -> None:
         super().__init__(kpts=kpts, **kwargs)
+        safe_default_threads()   # 1 torch thread on an oversubscribed machine unless the user chose (threads.py)
         if hamiltonian_threshold < 0:
             raise ValueError(f"hamiltonian_threshold must be >= 0 eV, got {hamiltonian_threshold}")
         self.hamiltonian_threshold = float(hamiltonian_threshold)
         if not isinstance(model, torch.nn.Module):
             model = load_model(model)
+        self.is_committee = isinstance(model, CommitteeModel)
         self.device = torch.device(device)
         self.dtype = dtype if dtype is not None else next(model.parameters()).dtype
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self._tb: TightBinding | None = None
+        self._member_tbs: list[TightBinding] | None = None
         from .dispersion import dispersion_from_config
 
         self._dispersion = dispersion_from_config(self.model.config)
@@ -114,6 +144,7 @@ class WannierMLCalculator(Calculator):
         """Forget results, the Hamiltonian and eigenvalues (called by ASE when the geometry changes)."""
         super().reset()
         self._tb = None
+        self._member_tbs = None
         self._eigen_cache = None
 
     def calculate(
@@ -125,13 +156,16 @@ class WannierMLCalculator(Calculator):
         """Fill ``self.results`` with energy (eV), per-atom energies, forces (eV/Å) and, for 3D cells, stress."""
         super().calculate(atoms, properties, system_changes)
         if system_changes:
-            self._tb, self._eigen_cache = None, None
+            self._tb, self._eigen_cache, self._member_tbs = None, None, None
         want_stress = "stress" in properties
         if want_stress and not _has_volume(self.atoms):
             raise PropertyNotImplementedError("stress needs a cell with non-zero volume (3 lattice vectors)")
         graph = atoms_to_graph(self.atoms, self.model.config, dtype=self.dtype, device=self.device,
                                with_hamiltonian=False)
         out = self.model(graph, compute_forces=True, compute_stress=want_stress or _has_volume(self.atoms))
+        spread = None
+        if self.is_committee:  # members on one graph: results are the means, spreads go to *_std
+            out, spread = _committee_mean(out, graph, self.model)
         for ase_key, model_key, factor in RESULTS_MAP:
             if model_key not in out or out[model_key] is None:
                 continue
@@ -156,6 +190,8 @@ class WannierMLCalculator(Calculator):
             if "stress" in self.results and disp["stress"] is not None:
                 self.results["stress"] = self.results["stress"] + disp["stress"]
             self.results.pop("energies", None)           # per-atom ML energies no longer sum to the total
+        if spread is not None:
+            self.results.update(spread)
 
     def set_atoms(self, atoms: Atoms) -> None:
         """Called by ASE on ``atoms.calc = calc``: remember (weakly) which Atoms the calculator belongs to, so that
@@ -202,34 +238,86 @@ class WannierMLCalculator(Calculator):
         npoints: int = 200,
         num: int | None = None,
         near: float | None = None,
-    ) -> BandStructure:
-        """Band structure along ``path`` (default: the cell's standard path), referenced to the Fermi level.
+        uncertainty: bool = False,
+        executor: Any = None,
+    ) -> BandStructure | tuple[BandStructure, np.ndarray]:
+        """Band structure along ``path`` (default: the cell's standard path); ``reference`` is this structure's
+        Fermi level (:meth:`get_fermi_level`). Energies stay absolute (ASE semantics): plot E − E_F with
+        ``ase_wannierml.plotting.plot_bands(bs)`` or ``bs.subtract_reference().plot(...)``.
 
         ``num``/``near`` ask for only the ``num`` bands closest to ``near`` (eV, default E_F) by the sparse
         solver; by default all bands are computed (dense) for small cells and 16 bands near E_F otherwise.
+        uncertainty: (committee only) return ``(bands of the mean H, spread)`` with spread (1, n_kpoints, n_bands)
+        eV = the members' standard deviation (ddof 1) of the n-th band (energy order at each k) along the same path.
+        executor: k-point chunks as tasks on a Dask ``Client``, ``"local"`` (embedded Dask cluster), a scheduler
+        address or a ``concurrent.futures.Executor`` (``tb/distributed.py``); same bands as the serial run.
         """
         tb = self.get_hamiltonian(atoms)
-        return tb.band_structure(path=path, npoints=npoints, num=num, near=near)
+        bs = tb.band_structure(path=path, npoints=npoints, reference=self.get_fermi_level(), num=num, near=near,
+                               executor=executor)
+        if not uncertainty:
+            return bs
+        members = [m.band_structure(path=bs.path, num=num, near=near, executor=executor).energies
+                   for m in self.get_member_hamiltonians()]
+        n = min(e.shape[-1] for e in members)
+        stack = np.stack([np.sort(e, axis=-1)[..., :n] for e in members])
+        return bs, stack.std(axis=0, ddof=1)
+
+    def get_member_hamiltonians(self, atoms: Atoms | None = None) -> list[TightBinding]:
+        """(committee only) One predicted ``TightBinding`` (eV) per member, cached per geometry; pruned like
+        ``get_hamiltonian``. ValueError for a single model."""
+        if not self.is_committee:
+            raise ValueError("member Hamiltonians need a committee: WannierMLCalculator(load_model(name, "
+                             "committee=True))")
+        atoms = self._update_geometry(atoms)
+        if self._member_tbs is None:
+            self._member_tbs = [tb.pruned(self.hamiltonian_threshold)
+                                for tb in self.model.predict_tightbinding_members(atoms)]
+        return self._member_tbs
+
+    def get_flat_band_width(self, kpts: np.ndarray, atoms: Atoms | None = None, num: int = 16,
+                            near: float | None = None, k_dirac: Sequence[float] = (1 / 3, 1 / 3, 0.0)) -> dict:
+        """Width (meV) of the 4 flat bands of a twisted bilayer (``tb.flatbands``, bands taken by absolute index at
+        charge neutrality) on ``kpts`` (nk, 3) fractional; for a committee also each member's width and their mean
+        and standard deviation (ddof 1): keys ``flat_band_width_meV`` (mean H), ``member_widths_meV``,
+        ``width_mean_meV``, ``width_std_meV``. ``num`` states nearest E_D, found at the moiré K point ``k_dirac`` (fractional) starting from ``near`` (eV,
+        default each H's Fermi level)."""
+        from ase_wannierml.tb.flatbands import neutrality_dirac_energy, summarize_flat_bands
+
+        kpts = np.asarray(kpts, dtype=float).reshape(-1, 3)
+        tbs = [self.get_hamiltonian(atoms)] + (self.get_member_hamiltonians() if self.is_committee else [])
+        widths = []
+        for tb in tbs:
+            guess = float(tb.fermi_level()) if near is None else near
+            e_d, _ = neutrality_dirac_energy(tb, np.asarray(k_dirac, dtype=float), guess, num=max(num, 8))
+            e_kn = tb.eigenvalues(kpts, num=num, near=e_d) if num else tb.eigenvalues(kpts)
+            widths.append(summarize_flat_bands(tb, kpts, e_kn, e_d))
+        info = dict(widths[0])
+        if self.is_committee:
+            w = np.array([x["flat_band_width_meV"] for x in widths[1:]])
+            info.update(member_widths_meV=w.tolist(), width_mean_meV=float(w.mean()), width_std_meV=float(w.std(ddof=1)))
+        return info
 
     def get_dos(
         self,
         atoms: Atoms | None = None,
         kpts: Any = None,
-        width: float = 0.02,
-        npts: int = 2000,
+        width: float = DOS_WIDTH,
+        npts: int = DOS_NPTS,
         projected: str | None = None,
         method: str = "auto",
     ):
-        """Density of states (states/eV per cell and spin; integrates to the orbital count) as ASE DOS data."""
+        """Density of states (states/eV per cell and spin; integrates to the orbital count) as ASE DOS data.
+        Energies absolute (eV, the model's zero): subtract :meth:`get_fermi_level` to plot E − E_F. ``kpts`` None:
+        ``tb.kmesh.dos_mesh`` (defaults in ``ase_wannierml/tb/kmesh.py``)."""
         tb = self.get_hamiltonian(atoms)
-        kpts = default_kmesh(self.atoms) if kpts is None else kpts
         return tb.dos(kpts=kpts, width=width, npts=npts, projected=projected, method=method)
 
     # ------------------------------------------------------------------ ASE eigenvalue API
     def _kpts(self) -> np.ndarray:
         kpts = self.parameters.get("kpts")
         if kpts is None:
-            kpts = default_kmesh(self.atoms)
+            kpts = default_mesh(self.get_hamiltonian())
         return np.asarray(kpts2ndarray(kpts, self.atoms), dtype=float).reshape(-1, 3)
 
     def _eigenvalues(self) -> tuple[np.ndarray, np.ndarray]:
@@ -256,6 +344,28 @@ class WannierMLCalculator(Calculator):
             raise IndexError("spin-degenerate model: only spin=0 exists")
         return self._eigenvalues()[1][kpt].copy()
 
-    def get_fermi_level(self) -> float:
-        """Fermi level (eV) of the predicted Hamiltonian from its electron count."""
-        return float(self.get_hamiltonian().fermi_level())
+    @property
+    def reference_level(self) -> float | None:
+        """The model's stored reference level (eV, in the model's energy zero; None if it has none): for the shipped
+        models the mean charge-neutrality level of the training frames relative to the vacuum level. It is *not*
+        this structure's Fermi level (see :meth:`get_fermi_level`); docs/energy_zero.md."""
+        level = self.model.config.fermi_level
+        return None if level is None else float(level)
+
+    def get_fermi_level(self, kpts: Any = None) -> float:
+        """Fermi level (eV, the model's energy zero) of *this* structure: the predicted H's electrons (the model's
+        ``wannier_electrons`` per atom) counted on the k-mesh ``kpts`` (None: ``tb.kmesh.default_mesh``), mid-gap
+        for an insulator; dense eigenvalues up to ``kmesh.EXACT_MAX_ORBITALS`` orbitals, above that the exact
+        sparse count (``tb/fermi.py``). Cached per geometry and mesh. A model without an electron count gives its
+        :attr:`reference_level`."""
+        tb = self.get_hamiltonian()
+        if tb.num_electrons is None:
+            if self.reference_level is None:
+                raise ValueError("the model declares neither wannier_electrons nor a reference level: no Fermi level")
+            return self.reference_level
+        mesh = default_mesh(tb) if kpts is None else kpts
+        key = np.asarray(mesh).tolist()
+        cache = getattr(self, "_fermi_cache", None)       # (tb, mesh, E_F): one geometry's H, one mesh
+        if cache is None or cache[0] is not tb or cache[1] != key:
+            self._fermi_cache = (tb, key, float(tb.fermi_level(kpts=mesh)))
+        return self._fermi_cache[2]

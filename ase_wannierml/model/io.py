@@ -70,13 +70,38 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
                             f"pretrained models: {names if names else 'none installed'} (in {PRETRAINED_DIR})")
 
 
+def available_committees() -> list[str]:
+    """Names of the shipped committees (``ase_wannierml/pretrained/committee/<name>.pt``)."""
+    return sorted(p.stem for p in (PRETRAINED_DIR / "committee").glob("*.pt"))
+
+
+def resolve_committee_path(name_or_path: str | Path) -> Path:
+    """A committee file from a path or a pretrained name; FileNotFoundError listing the shipped committees."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = PRETRAINED_DIR / "committee" / f"{name_or_path}.pt"
+    if candidate.is_file():
+        return candidate
+    names = available_committees()
+    raise FileNotFoundError(f"no committee file {str(name_or_path)!r} and no shipped committee of that name; "
+                            f"shipped committees: {names if names else 'none installed'} "
+                            f"(in {PRETRAINED_DIR / 'committee'})")
+
+
 def load_model(name_or_path: str | Path = "graphene-bilayer", dtype: Optional[torch.dtype] = None,
-               device: str | torch.device = "cpu") -> WannierMLModel:
+               device: str | torch.device = "cpu", committee: bool = False):
     """Load a model file (``torch.load(weights_only=True)``) or a pretrained model by name, in eval mode.
 
     dtype: default the file's dtype; device: torch device. Raises ValueError for files of another
     ``format_version`` or that are not model files.
+    committee: return the shipped committee of that name (``pretrained/committee/<name>.pt``) or a committee file,
+    a ``CommitteeModel`` (energy/force/Hamiltonian spread; see ``model/committee.py`` and docs/uncertainty.md).
     """
+    if committee:
+        from .committee import load_committee
+
+        return load_committee(resolve_committee_path(name_or_path), dtype=dtype, device=device)
     path = resolve_model_path(name_or_path)
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or "format_version" not in payload:

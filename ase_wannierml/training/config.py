@@ -38,6 +38,11 @@ class DataConfig:
         (``split_seed``, id) alone, so a frame's role never changes as the data set grows (use it for held-out sets).
     test_frames / val_frames / train_frames: frame ids always put in that split (before the fraction rule; ids not
         present are ignored), e.g. to hold out one frame of each kind or to always train on reference structures.
+    test_patterns: frame-id globs (``fnmatch``) that are always test frames, like frames whose ``meta.json`` says
+        ``sampling.notes.split == "test"`` (held-out sets chosen before training, e.g. the MD snapshots
+        ``md2x2-T300-test-s7-001``); these override ``train_frames`` / ``val_frames`` and a resumed checkpoint.
+    bootstrap_seed: if set, the training frames are a bootstrap resample (same count, drawn with replacement,
+        seeded) of the training split; ``train_frames`` stay in at least once (committee members: different data).
     max_centre_distance: Å; a Wannier centre farther than this from every atom rejects the frame.
     gauge_tolerance: eV; largest allowed violation of the onsite-block symmetry check (see ``assign.py``).
     band_kgrid: n; reference bands on a Γ-centred n×n grid over the periodic axes (3n contains K).
@@ -58,6 +63,8 @@ class DataConfig:
     test_frames: list[str] = field(default_factory=list)
     val_frames: list[str] = field(default_factory=list)
     train_frames: list[str] = field(default_factory=list)
+    test_patterns: list[str] = field(default_factory=lambda: ["*-test-*"])
+    bootstrap_seed: int | None = None
     max_centre_distance: float = 0.7
     gauge_tolerance: float = 0.05
     band_kgrid: int = 6
@@ -131,6 +138,10 @@ class RunConfig:
     save_dtype: dtype of the written model files (``<output>/model.pt``); training runs in ``dtype``.
     init_from: model file whose weights *and* model settings (e0s, scales, onsite reference, architecture) start
         a new run (warm start, e.g. continue on a grown data set; ``--resume`` needs unchanged training frames).
+    init_noise: with ``init_from``, multiply every trainable weight by (1 + init_noise · N(0, 1)) (seeded by
+        ``seed``) before training: committee members start apart (their spread then grows where data are missing).
+    freeze: parameter-name prefixes kept fixed (e.g. ``hamiltonian.near.nets``), so a committee member stores only
+        the tensors it trained.
     """
 
     output: str = "runs/train"
@@ -144,6 +155,8 @@ class RunConfig:
     keep_checkpoints: int = 2
     save_dtype: str = "float32"
     init_from: str = ""
+    init_noise: float = 0.0
+    freeze: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -52,6 +52,10 @@ class Trainer:
             cfg.data.test_frames, cfg.data.val_frames, cfg.data.train_frames)
         if state is not None and "val_frames" in state:
             self._restore_split(state)          # frames added since the checkpoint wait for the next (warm) start
+        self._hold_out(heldout_frame_ids(cfg.data, self.data.frame_ids))
+        if cfg.data.bootstrap_seed is not None and state is None:
+            self.train_idx = bootstrap_indices(self.train_idx, self.data.frame_ids, cfg.data.train_frames,
+                                               cfg.data.bootstrap_seed)
         if not self.train_idx:
             raise ValueError(f"no training frames: {len(self.data)} frames, val_fraction {cfg.data.val_fraction}")
         train_examples = [self.data.examples[i] for i in self.train_idx]
@@ -79,11 +83,14 @@ class Trainer:
                    and not (refit_onsite and k.endswith("onsite_reference"))] + list(unexpected)
             if bad:
                 raise ValueError(f"run.init_from {cfg.run.init_from}: weights do not fit the model: {bad[:5]}")
+            if cfg.run.init_noise > 0:
+                perturb_weights(self.model, cfg.run.init_noise, cfg.run.seed, cfg.run.freeze)
+        freeze_parameters(self.model, cfg.run.freeze)
         if state is not None:
             self.scales = Scales(**state["scales"])
         self.needs = _global_needs(train_examples, cfg)
         self.ddp = _wrap_ddp(self.model, dist_info, self.needs)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                      weight_decay=cfg.optim.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
         self.ema = EMA(self.model, cfg.optim.ema_decay)
@@ -270,6 +277,15 @@ class Trainer:
         if self.dist.is_main:
             ckpt.save_checkpoint(self.state_dict(), self.out, self.step, self.cfg.run.keep_checkpoints)
 
+    def _hold_out(self, held: set[str]) -> None:
+        """Move the frames in ``held`` (ids) to the test split, whatever the split rule or checkpoint said."""
+        idx = {i for i, f in enumerate(self.data.frame_ids) if f in held}
+        if not idx:
+            return
+        self.train_idx = [i for i in self.train_idx if i not in idx]
+        self.val_idx = [i for i in self.val_idx if i not in idx]
+        self.test_idx = sorted(set(self.test_idx) | idx)
+
     def _restore_split(self, state: dict[str, Any]) -> None:
         """The checkpoint's train/val/test frames (by id), so a run resumes exactly while the data set grows."""
         where = {fid: i for i, fid in enumerate(self.data.frame_ids)}
@@ -348,6 +364,54 @@ def _energy_zero_changed(cfg: TrainConfig, init: dict[str, Any]) -> bool:
         return False
     print(f"warm start: energy zero {old} -> {cfg.data.energy_zero}; the onsite reference is refitted")
     return True
+
+
+def heldout_frame_ids(data_cfg, frame_ids: list[str]) -> set[str]:
+    """Frame ids that must be test frames: ids matching ``data.test_patterns`` (fnmatch globs) and frame directories
+    whose ``meta.json`` has ``sampling.notes.split == "test"`` (held-out sets chosen before training)."""
+    import fnmatch
+
+    from .frames import find_frames
+
+    held = {f for f in frame_ids if any(fnmatch.fnmatchcase(f, pat) for pat in data_cfg.test_patterns)}
+    known = set(frame_ids)
+    for path in find_frames(data_cfg.frames):
+        meta = path / "meta.json"
+        if path.name in known and path.is_dir() and meta.is_file():
+            notes = (json.loads(meta.read_text()).get("sampling") or {}).get("notes") or {}
+            if isinstance(notes, dict) and notes.get("split") == "test":
+                held.add(path.name)
+    return held
+
+
+def bootstrap_indices(train_idx: list[int], frame_ids: list[str], keep: list[str], seed: int) -> list[int]:
+    """A bootstrap resample of ``train_idx`` (same count, with replacement, ``seed``), sorted; frames whose id is
+    in ``keep`` are included at least once."""
+    rng = np.random.default_rng(seed)
+    draw = rng.choice(np.asarray(train_idx), size=len(train_idx), replace=True).tolist()
+    must = [i for i in train_idx if frame_ids[i] in set(keep) and i not in draw]
+    return sorted(draw[:len(draw) - len(must)] + must)
+
+
+def perturb_weights(model: torch.nn.Module, scale: float, seed: int, frozen: list[str]) -> None:
+    """Multiply each trainable floating parameter not under a ``frozen`` prefix by (1 + scale · N(0, 1))."""
+    gen = torch.Generator().manual_seed(10_007 + seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.is_floating_point() and not any(name.startswith(f) for f in frozen):
+                p.mul_(1 + scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """requires_grad = False for parameters whose name starts with one of ``prefixes`` (ValueError if a prefix
+    matches nothing)."""
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            raise ValueError(f"run.freeze: no parameter name starts with {prefix!r}")
+    for name, p in model.named_parameters():
+        if any(name.startswith(f) for f in prefixes):
+            p.requires_grad_(False)
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,0 +1,108 @@
+"""Train the shipped committees: K members fine-tuned from the shipped model, then one committee file.
+
+    OMP_NUM_THREADS=1 nice -n 5 python scripts/train_committee.py --name graphene-bilayer \
+        --config configs/graphene-bilayer-stage7.yaml --members 4 --steps 400
+    OMP_NUM_THREADS=1 nice -n 5 python scripts/train_committee.py --name mos2-bilayer \
+        --config configs/mos2-bilayer-stage6.yaml --members 4 --steps 250 \
+        --freeze hamiltonian.near.nets hamiltonian.far.nets hamiltonian.inter.nets
+
+Member k (k = 0 … K−1) is the stage config of the shipped model with: ``run.init_from`` = the shipped model file,
+``run.seed`` = k, ``run.init_noise`` (relative Gaussian perturbation of every trainable weight before training, so
+the members start apart), ``data.bootstrap_seed`` = k (bootstrap resample of the training split: different data per
+member), ``optim.max_steps`` = ``--steps``, ``run.freeze`` (tensors kept at the shipped values, so the committee file
+stores only what each member trained). The test split (hash of the frame id, plus ``*-test-*`` ids and frames whose
+meta says split "test") is the same for every member and never trained on. Runs go to ``runs/committee/<name>/m<k>``
+(resumable: a member with a ``model.pt`` is skipped; an interrupted one continues with ``--resume``); the committee
+is written (atomically) to ``ase_wannierml/pretrained/committee/<name>.pt`` with ``save_committee(base=<name>)``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def member_config(base_cfg: dict, name: str, k: int, steps: int, noise: float, freeze: list[str],
+                  lr: float | None, out_root: Path) -> dict:
+    cfg = json.loads(json.dumps(base_cfg))
+    out = out_root / f"m{k}"
+    cfg["data"]["cache"] = str(out_root / "dataset_cache.pt")
+    cfg["data"]["bootstrap_seed"] = k
+    cfg["optim"]["max_steps"] = steps
+    cfg["optim"]["warmup_steps"] = min(cfg["optim"].get("warmup_steps", 20), max(steps // 10, 1))
+    if lr is not None:
+        cfg["optim"]["lr"] = lr
+    run = cfg["run"]
+    run.update(output=str(out), init_from=str(REPO / "ase_wannierml" / "pretrained" / f"{name}.pt"), seed=k,
+               init_noise=noise, freeze=list(freeze), progress=False,
+               checkpoint_every=max(steps // 4, 1), eval_every=max(steps // 4, 1), log_every=max(steps // 20, 1),
+               patience=0)
+    return cfg
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--name", required=True, help="shipped model name (graphene-bilayer, mos2-bilayer)")
+    ap.add_argument("--config", required=True, help="stage YAML the shipped model was trained with")
+    ap.add_argument("--members", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--noise", type=float, default=0.05, help="relative weight perturbation before fine-tuning")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--freeze", nargs="*", default=[])
+    ap.add_argument("--out", default=None, help="committee file (default pretrained/committee/<name>.pt)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    base_cfg = yaml.safe_load(Path(args.config).read_text())
+    out_root = REPO / "runs" / "committee" / args.name
+    out_root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    timings = {}
+    for k in range(args.members):
+        cfg = member_config(base_cfg, args.name, k, args.steps, args.noise, args.freeze, args.lr, out_root)
+        run_dir = Path(cfg["run"]["output"])
+        if (run_dir / "model.pt").exists() and (run_dir / "DONE").exists():
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = run_dir / "config.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
+        t0 = time.time()
+        print(f"[{time.strftime('%H:%M:%S')}] member {k}: training {cfg_path}", flush=True)
+        subprocess.run([sys.executable, "-m", "ase_wannierml.training.cli", "train", str(cfg_path), *resume],
+                       check=True, cwd=REPO, env=env)
+        (run_dir / "DONE").write_text("ok\n")
+        timings[k] = round(time.time() - t0, 1)
+        print(f"[{time.strftime('%H:%M:%S')}] member {k}: done in {timings[k]} s", flush=True)
+
+    from ase_wannierml.model import load_model
+    from ase_wannierml.model.committee import CommitteeModel, save_committee
+
+    members = [load_model(out_root / f"m{k}" / "model.pt") for k in range(args.members)]
+    meta = {"members": args.members, "made_by": "scripts/train_committee.py",
+            "recipe": {"base": args.name, "stage_config": str(Path(args.config)), "steps": args.steps,
+                       "init_noise": args.noise, "bootstrap": "data.bootstrap_seed = member index",
+                       "seeds": list(range(args.members)), "freeze": args.freeze, "lr": args.lr},
+            "member_training": [{"step": m.metadata.get("training", {}).get("step"),
+                                 "train_frames": m.metadata.get("training", {}).get("train_frames"),
+                                 "test_frames": m.metadata.get("training", {}).get("frame_ids", {}).get("test")}
+                                for m in members]}
+    out = Path(args.out) if args.out else REPO / "ase_wannierml" / "pretrained" / "committee" / f"{args.name}.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_committee(CommitteeModel(members, meta), out, base=args.name)
+    print(f"committee of {args.members} written to {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
