@@ -16,6 +16,7 @@ from ase_wannierml.dft.materials import GRAPHENE_BILAYER, MOS2_BILAYER
 from ase_wannierml.dft.sampling import (FrameParams, build_structure, frame_plan, primitive_cell,
                                         reference_frames, sample_frame, strain_matrix, twist_angle_deg)
 from ase_wannierml.dft.workflow import orbital_map, prepare_inputs
+from ase_wannierml.tb.tightbinding import TightBinding
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "dft"
 
@@ -166,11 +167,12 @@ def test_hr_roundtrip_and_chain_bands(tmp_path):
         lines.append(f"{r[0]} {r[1]} {r[2]} 1 1 {v * d:.6f} 0.000000")
     path = tmp_path / "x_hr.dat.gz"
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    R2, deg2, H = w90_files.read_hr(path)
+    tb = TightBinding.from_wannier90(path, cell=np.eye(3), check_hermitian=False)   # the one Wannier90 reader
     k = np.array([[0.0, 0, 0], [0.25, 0, 0], [0.1, 0, 0]])
-    e = w90_files.hr_eigenvalues(R2, deg2, H, k)[:, 0]
+    e = tb.eigenvalues(k)[:, 0]
     np.testing.assert_allclose(e, 0.3 - 2.0 * np.cos(2 * np.pi * k[:, 0]), atol=1e-9)
-    assert quality.hermiticity_error(R2, deg2, H) == 0.0
+    assert quality.hermiticity_error(tb) == 0.0
+    assert quality.onsite_stats(tb, ["C:pz"], 0.1)["C:pz"]["min"] == pytest.approx(0.2)
 
 
 def test_band_error_assignment_ignores_foreign_dft_states():
@@ -181,12 +183,19 @@ def test_band_error_assignment_ignores_foreign_dft_states():
 
 
 # ------------------------------------------------------------------------------------------------ end to end
+def skip_without_dft_codes() -> None:
+    """Skip unless every code the workflow checks for (``codes.REQUIRED``: pw.x, pw2wannier90.x, wannier90.x,
+    mpirun) and pp.x (vacuum level) is on PATH; the skip message names the missing ones."""
+    missing = [c for c in (*codes.REQUIRED, "pp.x") if shutil.which(c) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (apt-get install quantum-espresso quantum-espresso-data "
+                    f"wannier90 openmpi-bin)")
+
+
 @pytest.mark.dft
 @pytest.mark.slow
 def test_tiny_graphene_frame_end_to_end(tmp_path):
-    if shutil.which("pw.x") is None or shutil.which("wannier90.x") is None:
-        pytest.skip("Quantum ESPRESSO / Wannier90 not installed (apt-get install quantum-espresso "
-                    "quantum-espresso-data wannier90)")
+    skip_without_dft_codes()
     from ase.io import read
 
     from ase_wannierml.dft.workflow import run_frame
@@ -197,8 +206,9 @@ def test_tiny_graphene_frame_end_to_end(tmp_path):
     p = dataclasses.replace(sample_frame(material, 5, "1x1"), frame_id="tiny", strain=(0.01, -0.005, 0.004))
     meta = run_frame(material, p, tmp_path / "ds", tmp_path / "scratch", codes.Runner(nprocs=2, npools=2))
     frame = tmp_path / "ds" / "frames" / "tiny"
-    assert sorted(x.name for x in frame.iterdir()) == ["meta.json", "structure.extxyz", "wannier90_centres.xyz",
-                                                       "wannier90_hr.dat.gz"]
+    assert sorted(x.name for x in frame.iterdir()) == ["dft_check_bands.json", "meta.json", "structure.extxyz",
+                                                       "wannier90_centres.xyz", "wannier90_hr.dat.gz",
+                                                       "wannier90_wsvec.dat.gz"]
     assert not (tmp_path / "scratch" / material.name / "tiny").exists()       # scratch deleted
     assert json.loads((frame / "meta.json").read_text())["status"] == meta["status"]
     assert "error" not in meta["reason"]
@@ -208,14 +218,12 @@ def test_tiny_graphene_frame_end_to_end(tmp_path):
     assert np.isfinite(energy) and -160.0 < energy / len(atoms) < -150.0     # C: about -155 eV/atom here
     assert np.abs(forces.sum(axis=0)).max() < 1e-3 and np.abs(forces).max() < 5.0
     assert list(atoms.arrays["layer"]) == [0, 0, 1, 1]
-    R, deg, H = w90_files.read_hr(frame / "wannier90_hr.dat.gz")
-    assert H.shape[1] == 4 and quality.hermiticity_error(R, deg, H) < 1e-5
-    centres, _, _ = w90_files.read_centres(frame / "wannier90_centres.xyz")
-    assert quality.centre_distances(centres, atoms).max() < 0.1
+    tb = TightBinding.from_wannier90(frame / "wannier90_hr.dat.gz", atoms=atoms, check_hermitian=False)
+    assert tb.norb == 4 and quality.hermiticity_error(tb) < 1e-5 and tb.ws_source.startswith("file")
+    assert quality.centre_distances(tb.orbitals.centres, atoms).max() < 0.1
     onsite = meta["quality"]["onsite_rel_EF_eV"]["C:pz"]
     assert -2.0 < onsite["min"] <= onsite["max"] < 2.0 and onsite["spread"] < 0.3
-    i0 = int(np.where(np.all(R == 0, axis=1))[0][0])
-    t1 = np.real(H[i0, 0, 1])                                                  # intralayer nearest neighbour
+    t1 = float(np.real(tb.values[(tb.rows == 0) & (tb.cols == 1) & np.all(tb.R == 0, axis=1)][0]))  # intralayer NN
     assert -3.3 < t1 < -2.4
     assert meta["quality"]["band_max_1eV_meV"] < 150.0
     vac = meta["vacuum"]        # electrostatic vacuum level: the work function of bilayer graphene is ~4.3-4.6 eV
@@ -260,8 +268,7 @@ def test_strain_series_is_biaxial_and_builds_the_strained_cell():
 def test_scf_only_stacking_frame_and_binding_check(tmp_path):
     """An SCF-only frame of the stacking grid has energy/forces/stress and no Wannier files; its energy equals
     a binding-curve point of the same geometry and settings (dft.binding writes the same SCF)."""
-    if shutil.which("pw.x") is None:
-        pytest.skip("Quantum ESPRESSO not installed (apt-get install quantum-espresso quantum-espresso-data)")
+    skip_without_dft_codes()
     from ase.io import read
 
     from ase_wannierml.dft.sampling import stacking_grid

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,14 +58,14 @@ def test_write_read_round_trip_is_exact(tmp_path):
     ndeg_n = np.array([deg[tuple(r)] for r in tb.R.tolist()])
     tb = TightBinding(tb.cell, tb.R, tb.rows, tb.cols, tb.values / ndeg_n, tb.orbitals, pbc=tb.pbc, degeneracy=deg)
     first, second = tmp_path / "a_hr.dat", tmp_path / "b_hr.dat.gz"
-    tb.write_wannier90(first)
+    tb.write_wannier90(first, dense=False, companions=False)
     back = TightBinding.from_wannier90(first, cell=tb.cell)
     assert back.degeneracy == deg
     np.testing.assert_array_equal(back.R, tb.R)
     np.testing.assert_array_equal(back.rows, tb.rows)
     np.testing.assert_array_equal(back.cols, tb.cols)
     np.testing.assert_allclose(back.values, tb.values, rtol=0, atol=1e-15)
-    back.write_wannier90(second)
+    back.write_wannier90(second, dense=False, companions=False)
     again = TightBinding.from_wannier90(second, cell=tb.cell)
     np.testing.assert_array_equal(again.values, back.values)  # bit-exact once in file precision
     body = lambda text: text.splitlines()[1:]  # noqa: E731  (header line 1 is a free comment)
@@ -95,7 +96,7 @@ def test_sparse_listing_missing_rows_are_zero(tmp_path):
 )
 def test_malformed_hr_names_file_and_line(tmp_path, bad_line, message):
     good = "    0    0    0    1    1    0.500000    0.000000"
-    text = "\n".join(["hdr", "  2", "  1", "  1", good, bad_line, good]) + "\n"
+    text = "\n".join(["hdr sparse", "  2", "  1", "  1", good, bad_line, good]) + "\n"
     path = tmp_path / "bad_hr.dat"
     path.write_text(text)
     with pytest.raises(ValueError, match="bad_hr.dat: " + message):
@@ -122,7 +123,7 @@ def test_centres_assign_orbitals_to_atoms_with_wrap_along_c(tmp_path):
     lines = ["4", "comment"] + [f"X {x:.8f} {y:.8f} {z:.8f}" for x, y, z in centres]
     lines += [f"C {x:.8f} {y:.8f} {z:.8f}" for x, y, z in atoms.positions]
     (tmp_path / "g_centres.xyz").write_text("\n".join(lines) + "\n")
-    text = "g\n 2\n 1\n 1\n    0    0    0    1    2   -2.700000    0.000000\n" \
+    text = "g sparse\n 2\n 1\n 1\n    0    0    0    1    2   -2.700000    0.000000\n" \
            "    0    0    0    2    1   -2.700000    0.000000\n"
     (tmp_path / "g_hr.dat").write_text(text)
     tb = TightBinding.from_wannier90(tmp_path / "g_hr.dat", atoms=atoms)
@@ -156,9 +157,158 @@ def test_cell_from_win_file(tmp_path):
 def test_degeneracy_list_must_match_r_vectors(tmp_path, ndegen, body, message):
     nrpts = len(ndegen.split())
     path = tmp_path / "d_hr.dat"
-    path.write_text("\n".join(["hdr", "1", str(nrpts), ndegen] + body) + "\n")
+    path.write_text("\n".join(["hdr sparse", "1", str(nrpts), ndegen] + body) + "\n")
     if message is None:  # sparse listing with equal degeneracies: fine
         assert read_hr_data(path).degeneracy == {(0, 0, 0): 1}
     else:
         with pytest.raises(ValueError, match="d_hr.dat: .*" + message):
             read_hr_data(path)
+
+
+# ------------------------------------------------------------------ dense export, robustness (issue 17)
+def _dense_text(num_wann: int, R_list, value=lambda r, m, n: 0.0, header: str = "written on test") -> str:
+    lines = [header, f"{num_wann:12d}", f"{len(R_list):12d}", "".join(f"{1:5d}" for _ in R_list)]
+    for r in R_list:
+        for n in range(1, num_wann + 1):
+            for m in range(1, num_wann + 1):
+                lines.append("".join(f"{x:5d}" for x in (*r, m, n)) + f"{value(r, m, n):12.6f}{0.0:12.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def _chain_value(r, m, n):
+    return {(0, 1, 1): 0.1, (0, 2, 2): -0.1, (0, 1, 2): -1.0, (0, 2, 1): -1.0, (1, 2, 1): -0.5,
+            (-1, 1, 2): -0.5}.get((r[0], m, n), 0.0)
+
+
+def test_dense_export_lists_every_element_and_round_trips_bands(tmp_path):
+    tb = random_hermitian_model(norb=3, seed=2)
+    paths = tb.write_wannier90(tmp_path / "d_hr.dat.gz")
+    assert [p.name for p in paths] == ["d_hr.dat.gz", "d_centres.xyz", "d.win", "d_tb.dat.gz"]
+    hr = read_hr_data(paths[0])
+    nR = len(set(map(tuple, hr.R.tolist())))
+    assert len(hr.R) == nR * 9 and not _is_sparse(hr.header)
+    k = np.random.default_rng(0).random((7, 3))
+    for p in (paths[0], paths[3]):
+        back = TightBinding.from_wannier90(p)
+        np.testing.assert_allclose(back.eigenvalues(k), tb.eigenvalues(k), atol=1e-5)
+        np.testing.assert_allclose(back.cell, tb.cell, atol=1e-9)
+    assert list(tmp_path.glob(".tmp*")) == []
+
+
+def _is_sparse(header: str) -> bool:
+    from ase_wannierml.tb.wannier90 import _is_sparse_header
+
+    return _is_sparse_header(header)
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of writing: the old _hr.dat is intact and no partial or temporary file is left."""
+    path = tmp_path / "m_hr.dat"
+    tb = random_hermitian_model(norb=3, seed=1)
+    tb.write_wannier90(path, companions=False)
+    before = path.read_bytes()
+    import ase_wannierml.tb.wannier90 as w90
+
+    real_open = w90._open_text
+
+    class Interrupting:
+        def __init__(self, fh):
+            self.fh, self.n = fh, 0
+
+        def write(self, text):
+            self.n += 1
+            if self.n == 2:
+                raise KeyboardInterrupt
+            self.fh.write(text)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(w90, "_open_text", lambda p, mode: Interrupting(real_open(p, mode)))
+    with pytest.raises(KeyboardInterrupt):
+        random_hermitian_model(norb=3, seed=9).write_wannier90(path, companions=False)
+    assert path.read_bytes() == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m_hr.dat"]
+
+
+def test_body_listed_twice_is_an_error_not_a_doubled_h(tmp_path):
+    text = _dense_text(2, [(-1, 0, 0), (0, 0, 0), (1, 0, 0)], _chain_value)
+    head, body = text.split("\n", 4)[:4], text.split("\n", 4)[4]
+    (tmp_path / "twice_hr.dat").write_text("\n".join(head) + "\n" + body + body)
+    with pytest.raises(ValueError, match=r"twice_hr.dat: .*(listed 2 times|body has 24 rows|R vectors)"):
+        TightBinding.from_wannier90(tmp_path / "twice_hr.dat", cell=np.eye(3))
+    (tmp_path / "twice_hr.dat").write_text("sparse\n 2\n 1\n 1\n" + body.splitlines()[4] + "\n" +
+                                           body.splitlines()[4] + "\n")
+    with pytest.raises(ValueError, match=r"element R=\[0, 0, 0\] m=1 n=1 is listed 2 times"):
+        read_hr_data(tmp_path / "twice_hr.dat")
+
+
+def test_dense_file_with_a_missing_row_is_an_error(tmp_path):
+    text = _dense_text(2, [(-1, 0, 0), (0, 0, 0), (1, 0, 0)], _chain_value)
+    good = tmp_path / "ok_hr.dat"
+    good.write_text(text)
+    tb = TightBinding.from_wannier90(good, cell=np.eye(3), wsvec=None)
+    e = tb.eigenvalues([[0.25, 0, 0]])[0]
+    np.testing.assert_allclose(e, np.sort(np.linalg.eigvalsh([[0.1, -1 + 0.5j], [-1 - 0.5j, -0.1]])), atol=1e-12)
+    lines = text.splitlines()
+    del lines[4 + 4 + 2]                      # R = (0,0,0), m = 1, n = 2
+    (tmp_path / "miss_hr.dat").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"miss_hr.dat: header says num_wann = 2, nrpts = 3 but the body has 11 rows"):
+        read_hr_data(tmp_path / "miss_hr.dat")
+    lines[4 + 4 + 2:4 + 4 + 2] = ["    1    0    0    2    2    0.000000    0.000000"]   # count right, R=0 short
+    (tmp_path / "miss_hr.dat").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"(dense file misses rows: R=\[0, 0, 0\]|listed 2 times)"):
+        read_hr_data(tmp_path / "miss_hr.dat")
+
+
+def test_huge_num_wann_header_fails_before_allocating(tmp_path):
+    import resource
+
+    text = "written on x\n 1000000000\n 1\n 1\n    0    0    0    1    1    0.500000    0.000000\n"
+    (tmp_path / "huge_hr.dat").write_text(text)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match=r"huge_hr.dat: header says num_wann = 1000000000, nrpts = 1 but the body "
+                                         r"has 1 rows"):
+        TightBinding.from_wannier90(tmp_path / "huge_hr.dat", cell=np.eye(3))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000   # kB: nothing of size 1e9
+    (tmp_path / "huge_tb.dat").write_text("x\n1 0 0\n0 1 0\n0 0 1\n 1000000000\n 1\n 1\n\n 0 0 0\n 1 1 0.5 0.0\n")
+    with pytest.raises(ValueError, match=r"huge_tb.dat: header says num_wann = 1000000000"):
+        TightBinding.from_wannier90(tmp_path / "huge_tb.dat")
+
+
+def test_corrupt_gzip_names_the_file(tmp_path):
+    good = gzip.compress(_dense_text(1, [(0, 0, 0)], lambda r, m, n: 0.5).encode())
+    (tmp_path / "cut_hr.dat.gz").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=r"cut_hr.dat.gz: cannot read \(EOFError"):
+        TightBinding.from_wannier90(tmp_path / "cut_hr.dat.gz", cell=np.eye(3))
+    (tmp_path / "junk_hr.dat.gz").write_bytes(b"not a gzip file at all")
+    with pytest.raises(ValueError, match=r"junk_hr.dat.gz: cannot read \(BadGzipFile"):
+        TightBinding.from_wannier90(tmp_path / "junk_hr.dat.gz", cell=np.eye(3))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3, 300.0])
+def test_a_file_the_reader_accepts_never_fails_the_solver(tmp_path, scale):
+    """Asymmetry below the reader's tolerance (HERMITIAN_TOL, 1e-6 eV absolute) is removed on reading, so the
+    solver's own check (1e-8 relative) cannot fail on it, whatever the energy scale; above it: a clear error."""
+    from ase_wannierml.tb.tightbinding import HERMITIAN_TOL
+
+    def write(extra: float) -> Path:
+        lines = ["written on test", "2", "3", "1 1 1"]
+        for r in (-1, 0, 1):
+            for n in (1, 2):
+                for m in (1, 2):
+                    v = _chain_value((r,), m, n) * scale + (extra if (r, m, n) == (0, 1, 2) else 0.0)
+                    lines.append(f"{r} 0 0 {m} {n} {v:.10f} 0.0")
+        path = tmp_path / "a_hr.dat"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    tb = TightBinding.from_wannier90(write(0.9 * HERMITIAN_TOL), cell=np.eye(3), wsvec=None)
+    assert tb.check_hermitian(tol=0.0) == 0.0
+    assert np.all(np.isfinite(tb.eigenvalues(np.random.default_rng(1).random((5, 3)))))
+    assert np.isfinite(tb.eigenvalues([[0.1, 0.2, 0.3]], num=1, near=0.0)).all()
+    with pytest.raises(ValueError, match="not Hermitian"):
+        TightBinding.from_wannier90(write(20 * HERMITIAN_TOL), cell=np.eye(3), wsvec=None)

@@ -7,6 +7,8 @@ import numpy as np
 from ase import Atoms
 from scipy.optimize import linear_sum_assignment
 
+from ..tb.tightbinding import TightBinding
+
 # k-points (crystal coordinates of the frame's reciprocal cell) for the band check: Γ, K, the three M points,
 # points on Γ-K and K-M and three generic points near K; none is on an 8x8 / 4x4 / 3x3 grid except Γ and M.
 CHECK_KPTS = np.array([
@@ -64,27 +66,42 @@ def centre_distances(centres: np.ndarray, atoms: Atoms) -> np.ndarray:
     return np.linalg.norm(f @ cell, axis=-1).min(axis=1)
 
 
-def hermiticity_error(R: np.ndarray, ndegen: np.ndarray, H_Rij: np.ndarray) -> float:
-    """max |H(-R) - H(R)†| / ndegen over all R whose partner exists (eV)."""
-    index = {tuple(r): i for i, r in enumerate(R)}
-    worst = 0.0
-    for i, r in enumerate(R):
-        j = index.get(tuple(-r))
-        if j is None:
-            continue
-        worst = max(worst, float(np.abs(H_Rij[j] / ndegen[j] - H_Rij[i].conj().T / ndegen[i]).max()))
-    return worst
+def hermiticity_error(tb: TightBinding) -> float:
+    """max |H_mn(R) − conj(H_nm(−R))| over the stored elements (eV; a missing partner counts as zero). Read the
+    file with ``check_hermitian=False`` to measure a Hamiltonian the reader would refuse."""
+    return tb.check_hermitian(tol=np.inf)
 
 
-def onsite_stats(R: np.ndarray, ndegen: np.ndarray, H_Rij: np.ndarray, labels: list[str], e_fermi: float) -> dict:
-    """Onsite energies relative to E_F (eV) grouped by orbital label (e.g. ``C:pz``): min, max, spread."""
-    i0 = int(np.where(np.all(R == 0, axis=1))[0][0])
-    onsite = np.real(np.diag(H_Rij[i0])) / ndegen[i0] - e_fermi
+def onsite_stats(tb: TightBinding, labels: list[str], e_fermi: float) -> dict:
+    """Onsite energies H_mm(0) relative to E_F (eV) grouped by orbital label (e.g. ``C:pz``): min, max, spread."""
+    onsite = np.zeros(tb.norb)
+    home = np.all(tb.R == 0, axis=1) & (tb.rows == tb.cols)
+    onsite[tb.rows[home]] = np.real(tb.values[home])
+    onsite -= e_fermi
     out = {}
     for lab in sorted(set(labels)):
         v = onsite[[i for i, x in enumerate(labels) if x == lab]]
         out[lab] = {"min": float(v.min()), "max": float(v.max()), "spread": float(v.max() - v.min())}
     return out
+
+
+def wannier_metrics(tb: TightBinding, e_dft_kn: np.ndarray, e_fermi: float, window: float, atoms: Atoms,
+                    labels: list[str]) -> dict:
+    """Quality metrics of a Wannier Hamiltonian (as read by ``TightBinding.from_wannier90``, Wigner–Seitz shifts
+    applied) against the DFT eigenvalues ``e_dft_kn`` (nk, nbands) eV at :data:`CHECK_KPTS`: band errors (meV),
+    centre distances (Å), Hermiticity and imaginary parts (eV), onsite energies relative to E_F (eV)."""
+    metrics = band_errors(e_dft_kn, tb.hermitize().eigenvalues(CHECK_KPTS), e_fermi, window)
+    dist = centre_distances(tb.orbitals.centres, atoms)
+    metrics.update({
+        "centre_max_distance_A": float(dist.max()),
+        "centre_mean_distance_A": float(dist.mean()),
+        "hermiticity_max_eV": hermiticity_error(tb),
+        "max_abs_imag_H_eV": float(np.abs(np.imag(tb.values)).max(initial=0.0)),
+        "onsite_rel_EF_eV": onsite_stats(tb, labels, e_fermi),
+        "n_R": int(len(tb.R_r)),
+        "ws_shifts": getattr(tb, "ws_source", "n/a"),
+    })
+    return metrics
 
 
 def judge(metrics: dict, criteria: QualityCriteria) -> tuple[str, str]:

@@ -1,5 +1,6 @@
-"""Readers for the Wannier90 files the workflow needs (.amn, .eig, _hr.dat, _centres.xyz, .wout) and the
-projectability-based choice of the frozen window (pitfall 2 of the graphene protocol).
+"""Readers for the Wannier90 files only the workflow needs (.amn, .eig, .wout) and the projectability-based choice
+of the frozen window (pitfall 2 of the graphene protocol). ``_hr.dat``, ``_wsvec.dat`` and ``_centres.xyz`` are read
+by the one Wannier90 layer, ``TightBinding.from_wannier90`` (``tb/wannier90.py``).
 
 Wannier90 3.1 (Debian) has no ``dis_froz_proj``, so we exclude low-projectability states by choosing the
 (global) frozen energy window from the projectabilities: the window [E_F + w_min, E_F + w_max] is shrunk until it
@@ -96,49 +97,6 @@ def choose_frozen_window(e_kn: np.ndarray, p_kn: np.ndarray, e_fermi: float, win
         "max_states_per_k": int(inwin.sum(axis=1).max()),
         "min_proj_in_window": float(p_kn[inwin].min()) if inwin.any() else None,
     }
-
-
-def read_hr(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read ``_hr.dat`` (plain or .gz): R (nR, 3) int, ndegen (nR,) int, H_Rij (nR, nw, nw) complex eV
-    (as written, i.e. NOT yet divided by ndegen)."""
-    import gzip
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt") as f:
-        f.readline()
-        nw = int(f.readline())
-        nR = int(f.readline())
-        deg: list[int] = []
-        while len(deg) < nR:
-            deg.extend(int(x) for x in f.readline().split())
-        data = np.loadtxt(f)
-    if data.shape[0] != nR * nw * nw:
-        raise ValueError(f"{path}: expected {nR * nw * nw} matrix rows, got {data.shape[0]}")
-    data = data.reshape(nR, nw * nw, 7)
-    R = data[:, 0, :3].astype(int)
-    H = np.zeros((nR, nw, nw), dtype=complex)
-    i = data[0, :, 3].astype(int) - 1
-    j = data[0, :, 4].astype(int) - 1
-    H[:, i, j] = data[:, :, 5] + 1j * data[:, :, 6]
-    return R, np.array(deg, dtype=int), H
-
-
-def hr_eigenvalues(R: np.ndarray, ndegen: np.ndarray, H_Rij: np.ndarray, kpts_crystal: np.ndarray) -> np.ndarray:
-    """Eigenvalues e_kn (nk, nw), eV, of H(k) = Σ_R exp(2πi k·R) H(R) / ndegen(R)."""
-    phase = np.exp(2j * np.pi * (np.asarray(kpts_crystal) @ R.T)) / ndegen[None, :]
-    Hk = np.einsum("kr,rij->kij", phase, H_Rij)
-    Hk = 0.5 * (Hk + Hk.conj().transpose(0, 2, 1))
-    return np.linalg.eigvalsh(Hk)
-
-
-def read_centres(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """``_centres.xyz``: Wannier centres (nw, 3) Å, atom symbols, atom positions (nat, 3) Å."""
-    lines = Path(path).read_text().splitlines()
-    n = int(lines[0])
-    rows = [ln.split() for ln in lines[2:2 + n]]
-    centres = np.array([[float(x) for x in r[1:4]] for r in rows if r[0] == "X"])
-    atoms = [r for r in rows if r[0] != "X"]
-    return centres, [r[0] for r in atoms], np.array([[float(x) for x in r[1:4]] for r in atoms]).reshape(-1, 3)
 
 
 def read_wout_spreads(path: str | Path, num_wann: int) -> dict:

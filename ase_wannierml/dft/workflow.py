@@ -7,6 +7,8 @@ Frame directory (see DEVELOPING.md, "Contract: frames produced by the DFT workfl
                                                        fermi_level (eV); arrays: forces (eV/Å), layer
     <dataset>/frames/<frame_id>/wannier90_hr.dat.gz    as written by Wannier90 (eV, absolute zero)
     <dataset>/frames/<frame_id>/wannier90_centres.xyz
+    <dataset>/frames/<frame_id>/wannier90_wsvec.dat.gz  Wigner-Seitz shifts (read with the _hr.dat by TightBinding)
+    <dataset>/frames/<frame_id>/dft_check_bands.json    DFT eigenvalues at quality.CHECK_KPTS (off the Wannier mesh)
     <dataset>/frames/<frame_id>/meta.json              parameters, settings, versions, timings, quality, status
 
 Output is written to a temporary sibling directory and renamed, so a killed run leaves no half frame.
@@ -34,6 +36,7 @@ from .materials import MaterialSpec
 from .parse import parse_scf, read_xml_bands
 from .sampling import FrameParams, build_structure
 from .vacuum import run_vacuum_level
+from ..tb.tightbinding import TightBinding
 
 PREFIX = "frame"
 SEED = "wannier90"
@@ -203,19 +206,11 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
 
         runner.pw("bands", "bands.in", work)
         e_dft = read_xml_bands(work / "tmp" / f"{PREFIX}.save")
-        R, ndeg, H = w90_files.read_hr(work / f"{SEED}_hr.dat")
-        e_wan = w90_files.hr_eigenvalues(R, ndeg, H, quality.CHECK_KPTS)
-        centres, _, _ = w90_files.read_centres(work / f"{SEED}_centres.xyz")
+        # the one Wannier90 layer: Wigner-Seitz shifts (wannier90_wsvec.dat) applied, Hermiticity measured, not forced
+        tb = TightBinding.from_wannier90(work / f"{SEED}_hr.dat", atoms=atoms, check_hermitian=False)
         labels = [f"{o['element']}:{o['label']}" for o in meta["orbitals"]]
-        metrics = quality.band_errors(e_dft, e_wan, e_f, dft.check_window)
-        dist = quality.centre_distances(centres, atoms)
+        metrics = quality.wannier_metrics(tb, e_dft, e_f, dft.check_window, atoms, labels)
         metrics.update({
-            "centre_max_distance_A": float(dist.max()),
-            "centre_mean_distance_A": float(dist.mean()),
-            "hermiticity_max_eV": quality.hermiticity_error(R, ndeg, H),
-            "max_abs_imag_H_eV": float(np.abs(H.imag).max()),
-            "onsite_rel_EF_eV": quality.onsite_stats(R, ndeg, H, labels, e_f),
-            "n_R": int(len(R)),
             "max_force_eV_A": float(np.linalg.norm(scf["forces"], axis=1).max()),
             "force_sum_eV_A": float(np.abs(scf["forces"].sum(axis=0)).max()),
             **wout,

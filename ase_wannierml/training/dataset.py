@@ -177,7 +177,10 @@ def _hamiltonian_part(frame: Frame, pair_i: np.ndarray, pair_j: np.ndarray, pair
     periodic = wannier_periodic_axes(tb.R, atoms.pbc)
     assignment = assign_wannier_functions(atoms, tb.orbitals.centres, opts.shells, periodic,
                                           opts.max_centre_distance, fid)
-    deg = np.array([tb.degeneracy.get(tuple(r), 1) for r in tb.R.tolist()], dtype=int)
+    # elements carrying only part of a Wannier90 hopping (split over degenerate R or equidistant images) are masked
+    weight = getattr(tb, "wannier_weight", None)
+    deg = (np.where(weight > 1 - 1e-9, 1, 2) if weight is not None else
+           np.array([tb.degeneracy.get(tuple(r), 1) for r in tb.R.tolist()], dtype=int))
     zero = centre = frame.fermi_level          # centre: where band windows sit (Fermi / neutrality level)
     electrons = sum((opts.electrons or {}).get(s, 0.0) for s in atoms.get_chemical_symbols())
     if opts.energy_zero == "neutrality" or (opts.energy_zero == "vacuum" and electrons > 0):

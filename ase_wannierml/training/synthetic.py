@@ -101,7 +101,7 @@ def write_synthetic_frames(folder: str | Path, n_frames: int, seed: int = 0, wit
         if with_hamiltonian:
             offsets = rng.integers(-1, 2, size=(len(atoms), 3))
             shifted = shifted_wannier_tb(tb, offsets)
-            shifted.write_wannier90(path / "wannier90_hr.dat.gz")
+            shifted.write_wannier90(path / "wannier90_hr.dat.gz", dense=False, companions=False)
             shifted.write_centres(path / "wannier90_centres.xyz")
         meta = {"status": "ok", "synthetic": True, "seed": seed, "index": f, "energy_zero_eV": potential,
                 "wannier90": {"num_iter": 0}}

@@ -7,8 +7,11 @@ WF centre may sit in another periodic image than its atom (centre_m = r_atom(m) 
 
     block_p[slot(m), slot(n)] = H_mn(R)   with   (atom(m), atom(n), S) = (i, j, R + c_n − c_m).
 
-Elements of the pair list that the _hr.dat does not list (or lists on a Wigner–Seitz boundary with degeneracy > 1,
-where Wannier90 splits one hopping over several R) are masked out, as is zero padding past an atom's orbitals.
+The H(R) comes from ``TightBinding.from_wannier90`` with Wannier90's Wigner–Seitz shifts applied (``tb/wsvec.py``),
+so targets, reference bands and the neutrality level all see the Hamiltonian Wannier90 itself interpolates.
+Elements of the pair list that the file does not give, or gives only as part of a hopping split over several R
+(degenerate R or equidistant images: ``TightBinding.wannier_weight`` < 1), are masked out, as is zero padding past an
+atom's orbitals.
 
 Energy zero: targets are H − E_0·1 (E_0 subtracted from onsite diagonals), so the model learns energies relative to
 E_0 and its ``fermi_level`` is 0 by convention. E_0 is the frame's DFT Fermi level (``data.energy_zero:
@@ -143,9 +146,10 @@ def neutrality_level(R: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: 
 
 def reference_bands(R: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray, norb: int,
                     kpts: np.ndarray, energy_zero: float = 0.0) -> np.ndarray:
-    """Eigenvalues (nk, norb) in eV relative to ``energy_zero`` of the full Wannier90 H at ``kpts`` (fractional)."""
-    phase = np.exp(2j * np.pi * (np.asarray(R) @ np.asarray(kpts).T))        # (nnz, nk)
-    h = np.zeros((len(kpts), norb * norb), dtype=complex)
-    np.add.at(h.T, np.asarray(rows) * norb + np.asarray(cols), np.asarray(values)[:, None] * phase)
-    h = h.reshape(len(kpts), norb, norb)
-    return np.linalg.eigvalsh(0.5 * (h + np.conj(np.swapaxes(h, 1, 2)))) - energy_zero
+    """Eigenvalues (nk, norb) in eV relative to ``energy_zero`` of the full Wannier90 H at ``kpts`` (fractional),
+    through ``TightBinding`` (pass the elements of ``TightBinding.from_wannier90``: Wigner–Seitz shifts applied;
+    (H + H†)/2 is taken so a file's print-precision asymmetry cannot stop the solver)."""
+    from ase_wannierml.tb.tightbinding import OrbitalTable, TightBinding
+
+    tb = TightBinding(np.eye(3), R, rows, cols, values, OrbitalTable.unknown(norb), check_hermitian=False)
+    return tb.hermitize().eigenvalues(np.asarray(kpts, dtype=float).reshape(-1, 3)) - energy_zero
