@@ -133,6 +133,10 @@ def _delegate(command: str, argv: Sequence[str]) -> int:
         from ase_wannierml.dft import cli as dft_cli
 
         return int(dft_cli.main(list(argv)) or 0)
+    if command == "active":
+        from ase_wannierml.active.loop import main as active_main
+
+        return int(active_main(list(argv)) or 0)
     from ase_wannierml.training import cli as training_cli
 
     main_func = {"train": training_cli.train_main, "evaluate": training_cli.evaluate_main}[command]
@@ -195,13 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train a model from a YAML config (wannierml train --help)")
     sub.add_parser("evaluate", help="accuracy table of a model on a data set (wannierml evaluate --help)")
     sub.add_parser("dft", help="QE + Wannier90 frames for your structures on Dask (wannierml dft --help)")
+    sub.add_parser("active", help="active learning from the committee's MD (wannierml active --help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wannierml`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("train", "evaluate", "dft"):
+    if argv and argv[0] in ("train", "evaluate", "dft", "active"):
         return _delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
