@@ -57,10 +57,28 @@ def wannier90_supports_projectability_window() -> bool:
     return b"dis_froz_proj" in data or b"dis_proj_min" in data
 
 
+# process groups of the codes running in this process (a Dask worker may run one frame per thread)
+RUNNING_GROUPS: set[int] = set()
+
+
+def terminate_running_groups(sig: int = signal.SIGTERM) -> int:
+    """Send ``sig`` to every code process group started by :func:`_run_group` in this process and still running
+    (engine shutdown: no orphaned mpirun/pw.x when a Dask worker is closed).  Returns how many were signalled."""
+    n = 0
+    for pgid in list(RUNNING_GROUPS):
+        try:
+            os.killpg(pgid, sig)
+            n += 1
+        except ProcessLookupError:
+            RUNNING_GROUPS.discard(pgid)
+    return n
+
+
 def _run_group(cmd: list[str], cwd: Path, out, err, stdin, env: dict[str, str], timeout: float) -> int:
     """Run ``cmd`` in its own process group; on timeout or any interruption (SIGTERM -> SystemExit, Ctrl-C)
     terminate the whole group (mpirun forwards SIGTERM to its ranks), so no orphaned pw.x keeps running."""
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, stdin=stdin, env=env, start_new_session=True)
+    RUNNING_GROUPS.add(proc.pid)
     try:
         return proc.wait(timeout=timeout)
     except BaseException:
@@ -75,6 +93,8 @@ def _run_group(cmd: list[str], cwd: Path, out, err, stdin, env: dict[str, str], 
             except subprocess.TimeoutExpired:
                 continue
         raise
+    finally:
+        RUNNING_GROUPS.discard(proc.pid)
 
 
 @dataclass

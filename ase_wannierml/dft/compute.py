@@ -214,9 +214,10 @@ def frame_status(dataset_dir: str | Path, frame_id: str) -> tuple[str | None, st
     return status, reason
 
 
-def _frame_task(material: MaterialSpec, params: FrameParams, atoms: Atoms, dataset_dir: str, scratch: str,
+def _frame_task(material: MaterialSpec, params: FrameParams, atoms: Atoms | None, dataset_dir: str, scratch: str,
                 settings: EngineSettings, frame_fn: Callable | None) -> dict:
-    """Worker side: one frame.  Returns {status ok|rejected|error, reason, frame_id, wall_s, timings_s}."""
+    """Worker side: one frame (``atoms`` None: the sampler builds it from ``params``).  Returns {status
+    ok|rejected|error, reason, frame_id, wall_s, timings_s, n_atoms, host}."""
     from .workflow import run_frame
 
     t0 = time.perf_counter()
@@ -226,7 +227,8 @@ def _frame_task(material: MaterialSpec, params: FrameParams, atoms: Atoms, datas
     if status == "rejected" and reason.startswith("error"):
         status = "error"
     return {"frame_id": params.frame_id, "status": status, "reason": reason, "wall_s": time.perf_counter() - t0,
-            "timings_s": meta.get("timings_s", {}), "n_atoms": len(atoms), "host": os.uname().nodename}
+            "timings_s": meta.get("timings_s", {}), "n_atoms": len(atoms) if atoms is not None else meta.get("n_atoms"),
+            "host": os.uname().nodename, "quality": meta.get("quality") or {}}
 
 
 def plan_frames(structures: Iterable[Atoms], material: MaterialSpec, scf_only: bool = False,
@@ -342,7 +344,7 @@ def _write_summary(dataset_dir: Path, summary: Summary, material: MaterialSpec, 
                    scf_only: bool) -> Path:
     runs = dataset_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")
     path = runs / f"dft-{stamp}-{os.getpid()}.json"
     data = {"material": material.name, "scf_only": scf_only, "engine": settings.to_dict(), **summary.to_dict()}
     tmp = path.with_suffix(".tmp")

@@ -127,7 +127,8 @@ def open_client(settings: EngineSettings, client: Any = None, n_tasks: int | Non
         cluster.scale(jobs=jobs)
         try:
             with Client(cluster) as c:
-                yield c
+                with _terminate_codes_on_error(c):
+                    yield c
         finally:
             cluster.close()
         return
@@ -136,9 +137,38 @@ def open_client(settings: EngineSettings, client: Any = None, n_tasks: int | Non
                            memory_limit=0, dashboard_address=":0")
     try:
         with Client(cluster) as c:
-            yield c
+            with _terminate_codes_on_error(c):
+                yield c
     finally:
         cluster.close()
+
+
+@contextlib.contextmanager
+def _terminate_codes_on_error(client: Any) -> Iterator[None]:
+    """On an exception (Ctrl-C, SIGTERM → SystemExit, a crash of the driver) terminate the QE/Wannier90 process
+    groups the workers started before the cluster closes: closing a worker does not stop its subprocesses."""
+    try:
+        yield
+    except BaseException:
+        try:
+            from .codes import terminate_running_groups
+
+            n = client.run(terminate_running_groups, wait=True)
+            log(f"interrupted: terminated {sum(n.values())} running code process groups on the workers")
+        except Exception:                                  # noqa: BLE001 - best effort while unwinding
+            pass
+        raise
+
+
+def executing_keys(client: Any) -> set[str]:
+    """Keys of the tasks that are running right now on the client's workers."""
+    def _executing(dask_worker) -> list[str]:
+        return [str(ts.key) for ts in dask_worker.state.executing]
+
+    try:
+        return {k for keys in client.run(_executing).values() for k in keys}
+    except Exception:                                      # noqa: BLE001 - unknown: treat all as running
+        return set()
 
 
 @dataclass
@@ -181,9 +211,14 @@ def _outcome(result: Any) -> tuple[str, str]:
 
 
 def run_tasks(tasks: Sequence[Task], client: Any, retries: int = 2, max_failures: int | None = None,
-              summary: Summary | None = None, progress: Callable[[str], None] | None = log) -> Summary:
+              summary: Summary | None = None, progress: Callable[[str], None] | None = log,
+              deadline_s: float | None = None) -> Summary:
     """Submit ``tasks`` to the Dask ``client`` (in order, earlier tasks first), resubmit failures up to
-    ``retries`` times, and collect a :class:`Summary`.  ``progress`` receives one line per event (None: silent)."""
+    ``retries`` times, and collect a :class:`Summary`.  ``progress`` receives one line per event (None: silent).
+
+    After ``max_failures`` tasks failed for good, or once ``deadline_s`` seconds have passed (checked whenever a
+    task finishes), no new task starts: queued tasks are cancelled (listed in ``Summary.cancelled``) and the
+    running ones are waited for, so no frame is cut off half-way."""
     from distributed import as_completed
 
     summary = summary or Summary()
@@ -215,7 +250,7 @@ def run_tasks(tasks: Sequence[Task], client: Any, retries: int = 2, max_failures
     for fut in pending:
         key = fut_key[fut.key]
         task = by_key[key]
-        if fut.cancelled():
+        if fut.cancelled() or key in summary.cancelled:
             continue
         try:
             result = fut.result()
@@ -241,11 +276,19 @@ def run_tasks(tasks: Sequence[Task], client: Any, retries: int = 2, max_failures
         say(f"{n_done}/{n_total} {key} {task.label}: {status}"
             f"{f' ({wall:.0f} s)' if wall is not None else ''} {reason[:200]} | {elapsed:.0f} s elapsed, "
             f"{len(summary.failed)} failed")
-        if max_failures is not None and len(summary.failed) >= max_failures and not stopped:
+        why = None
+        if max_failures is not None and len(summary.failed) >= max_failures:
+            why = f"{len(summary.failed)} tasks failed (max_failures={max_failures})"
+        elif deadline_s is not None and elapsed > deadline_s:
+            why = f"time limit of {deadline_s:.0f} s reached"
+        if why and not stopped:
             stopped = True
-            say(f"stopping: {len(summary.failed)} tasks failed (max_failures={max_failures}); cancelling the rest")
-            client.cancel(list(live.values()))
-            summary.cancelled.extend(live)
-            break
+            running = executing_keys(client)
+            queued = {k: f for k, f in live.items() if f.key not in running}
+            client.cancel(list(queued.values()))
+            summary.cancelled.extend(queued)
+            for k in queued:
+                live.pop(k)
+            say(f"stopping: {why}; {len(queued)} queued tasks cancelled, waiting for {len(live)} running")
     summary.wall_s = time.perf_counter() - t0
     return summary

@@ -95,7 +95,7 @@ def _species_table(d: Any, where: str, kind: type) -> dict:
 
 def material_from_dict(d: dict, source: str = "<dict>", base_dir: Path | None = None):
     """Build and validate a ``MaterialSpec`` from the file's mapping (see the module docstring)."""
-    from .materials import DFTSettings, MaterialSpec, Site
+    from .materials import MaterialSpec, Site
 
     if not isinstance(d, dict):
         raise MaterialFileError(f"{source}: a material file must be a mapping, got {type(d).__name__}")
@@ -166,7 +166,8 @@ def _dft_from_dict(d: Any, where: str, base_dir: Path | None):
         shells = [shells] if isinstance(shells, str) else list(shells)
         bad = [x for x in shells if x not in SHELL_SIZE]
         if bad or not shells:
-            raise MaterialFileError(f"{where}.projections.{s}: shells {bad or shells} unknown; use {sorted(SHELL_SIZE)}")
+            raise MaterialFileError(f"{where}.projections.{s}: shells {bad or shells} unknown; "
+                                    f"use {sorted(SHELL_SIZE)}")
         projections[s] = tuple(str(x) for x in shells)
     derived = {s: sum(SHELL_SIZE[x] for x in sh) for s, sh in projections.items()}
     n_orb = derived if v["n_orbitals"] is None else {k: int(x) for k, x in v["n_orbitals"].items()}
