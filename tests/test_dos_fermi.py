@@ -144,11 +144,11 @@ def test_kpm_dos_matches_exact_and_counts_orbitals(graphene_supercell):
 
 
 def test_kpm_projected_and_auto_route(graphene_supercell, monkeypatch):
-    from ase_wannierml.tb import dos as dos_module
+    from ase_wannierml.tb import kmesh
 
     tb = graphene_supercell
     tb.orbitals.layer[: tb.norb // 2] = 1  # two fake "layers" of 144 orbitals
-    monkeypatch.setattr(dos_module, "EXACT_MAX_ORBITALS", 100)  # auto → KPM for 288 orbitals
+    monkeypatch.setattr(kmesh, "EXACT_MAX_ORBITALS", 100)  # auto → KPM for 288 orbitals
     parts = tb.dos(kpts=(2, 2, 1), width=0.2, npts=400, projected="layer", emin=-12, emax=12)
     assert [p.info["method"] for p in parts] == ["kpm", "kpm"]
     for p in parts:

@@ -171,11 +171,11 @@ def test_real_harmonics_orthonormal_and_named_axes(l):
 
 
 def test_large_band_structure_defaults_to_bands_near_fermi_level(monkeypatch):
-    from ase_wannierml.tb import dos as dos_module
+    from ase_wannierml.tb import kmesh
 
     atoms = graphene_atoms().repeat((6, 6, 1))
     tb = neighbour_model(atoms, GRAPHENE_T, GRAPHENE_EPS, 1.6, fermi_level=GRAPHENE_EPS)
-    monkeypatch.setattr(dos_module, "EXACT_MAX_ORBITALS", 50)  # pretend 72 orbitals is "large"
+    monkeypatch.setattr(kmesh, "EXACT_MAX_ORBITALS", 50)  # pretend 72 orbitals is "large"
     bs = tb.band_structure("GK", npoints=5)
     assert bs.energies.shape == (1, 5, 16) and bs.reference == GRAPHENE_EPS
     e_all = tb.eigenvalues(bs.path.kpts)

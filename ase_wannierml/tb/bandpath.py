@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .kmesh import EXACT_MAX_ORBITALS, SPARSE_BANDS, default_mesh, kpoint_mesh, periodic_directions  # noqa: F401
+from . import kmesh
+from .kmesh import default_mesh, kpoint_mesh, periodic_directions  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase.dft.kpoints import BandPath
@@ -65,7 +66,7 @@ def band_structure(
     bandpath = make_bandpath(tb, path, npoints)
     if reference is None:
         reference = tb.fermi_level() if tb.fermi_energy is not None or tb.num_electrons is not None else 0.0
-    if num is None and tb.norb > EXACT_MAX_ORBITALS:
-        num = SPARSE_BANDS
+    if num is None and tb.norb > kmesh.EXACT_MAX_ORBITALS:
+        num = kmesh.SPARSE_BANDS
     e_kn = tb.eigenvalues(bandpath.kpts, num=num, near=reference if near is None else near, executor=executor)
     return BandStructure(bandpath, e_kn[None], reference=reference)

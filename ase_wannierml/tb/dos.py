@@ -7,7 +7,7 @@ layer), so the projections add up to the total.
 
 Routes: "exact" diagonalises H(k) on the mesh (dense); "kpm" uses the kernel polynomial method on sparse H(k)
 (``kpm.py``) for large systems: moments per k on common spectral bounds, k-weighted sum, one reconstruction
-(:func:`kpm_moments_kmesh`); "auto" picks "exact" up to ``EXACT_MAX_ORBITALS`` orbitals.
+(:func:`kpm_moments_kmesh`); "auto" picks "exact" up to ``kmesh.EXACT_MAX_ORBITALS`` orbitals.
 
 Example::
 
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .bandpath import kpoint_mesh
+from . import kmesh
+from .kmesh import DOS_NPTS, DOS_WIDTH, dos_mesh, kpoint_mesh
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase.spectrum.doscollection import GridDOSCollection
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .tightbinding import TightBinding
 
-EXACT_MAX_ORBITALS = 2000  # above: DOS/Fermi level by KPM, band structures 16 bands near E_F (sparse solver)
 KPM_MAX_GROUPS = 64  # projected KPM costs one stochastic trace per group
 _PADDING = 10.0  # energy window margin in units of the width
 _KERNEL_ELEMENTS = 2**22  # kernel matrix entries per batch
@@ -111,8 +111,8 @@ def exact_spectrum(
 def dos(
     tb: "TightBinding",
     kpts: Any = None,
-    width: float = 0.02,
-    npts: int = 2000,
+    width: float = DOS_WIDTH,
+    npts: int = DOS_NPTS,
     projected: str | None = None,
     method: str = "auto",
     smearing: str = "gauss",
@@ -122,7 +122,8 @@ def dos(
 ) -> "GridDOSData | GridDOSCollection":
     """Smeared DOS (states/eV/cell, one spin; see the module docstring) on a k-mesh.
 
-    ``kpts``: mesh size (n1, n2, n3) (Γ-centred, symmetry-reduced), explicit (nk, 3), or None (default mesh).
+    ``kpts``: mesh size (n1, n2, n3) (Γ-centred, symmetry-reduced), explicit (nk, 3), or None (``kmesh.dos_mesh``).
+    Defaults (``width`` eV, ``npts``) come from ``kmesh``.
     ``projected``: None → ``GridDOSData``; "atom", "element", "orbital" or "layer" → ``GridDOSCollection`` (a
     ``DOSCollection``) of ``GridDOSData`` whose ``info`` names the group. Projected DOS use only the exact symmetry
     k ↔ -k (projections onto atoms are not invariant under the other operations).
@@ -132,8 +133,8 @@ def dos(
 
     if method not in ("auto", "exact", "kpm"):
         raise ValueError(f"unknown DOS method {method!r}; use 'auto', 'exact' or 'kpm'")
-    k_k3, w_k = kpoint_mesh(tb, kpts, symmetry=symmetry and projected is None)
-    if method == "kpm" or (method == "auto" and tb.norb > EXACT_MAX_ORBITALS):
+    k_k3, w_k = kpoint_mesh(tb, dos_mesh(tb) if kpts is None else kpts, symmetry=symmetry and projected is None)
+    if method == "kpm" or (method == "auto" and tb.norb > kmesh.EXACT_MAX_ORBITALS):
         return _dos_kpm(tb, k_k3, w_k, width, npts, projected, smearing, emin, emax)
     G_ig = None
     if projected is not None:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.special import erfc, expit
 
-from .bandpath import kpoint_mesh
+from . import kmesh
+from .kmesh import FERMI_WIDTH, SPARSE_BANDS, kpoint_mesh
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tightbinding import TightBinding
@@ -37,7 +38,7 @@ def find_fermi_level(
     e_kn: np.ndarray,
     w_k: np.ndarray,
     num_electrons: float,
-    width: float = 0.01,
+    width: float = FERMI_WIDTH,
     spin: float = 2.0,
     smearing: str = "fermi",
 ) -> float:
@@ -96,19 +97,19 @@ def fermi_from_dos(e_E: np.ndarray, dos_E: np.ndarray, target: float) -> float:
 def fermi_level(
     tb: "TightBinding",
     kpts: Any = None,
-    width: float = 0.01,
+    width: float = FERMI_WIDTH,
     spin: float = 2.0,
     symmetry: bool = True,
     smearing: str = "fermi",
     method: str = "auto",
-    num: int = 16,
+    num: int = SPARSE_BANDS,
     near: float | None = None,
 ) -> float:
     """Fermi level (eV) of ``tb`` from ``tb.num_electrons`` on a k-mesh (see :func:`..bandpath.kpoint_mesh`).
 
     ``method``:
 
-    - "exact": dense eigenvalues, bisection (the default up to ``EXACT_MAX_ORBITALS`` orbitals);
+    - "exact": dense eigenvalues, bisection (the default up to ``kmesh.EXACT_MAX_ORBITALS`` orbitals);
     - "sparse": exact as well, for large cells (the default above): the ``num`` states nearest a guess from the
       sparse solver at each k get absolute band indices from an inertia count (``TightBinding.bands_below``); bands
       below the window are full, above it empty, so E_F follows from the window alone. The guess is ``near``, else
@@ -117,7 +118,7 @@ def fermi_level(
     - "kpm": integrated KPM DOS of broadening ``width``. The count is stochastic (error ~ √(occupied states / 16
       random vectors)), so for an insulator E_F can land inside a band: use "sparse" when it matters.
     """
-    from .dos import EXACT_MAX_ORBITALS, dos
+    from .dos import dos
 
     if tb.num_electrons is None:
         raise ValueError("the Fermi level needs num_electrons (electrons in the Wannier manifold) on the TightBinding")
@@ -126,7 +127,7 @@ def fermi_level(
     if not 0 < tb.num_electrons < spin * tb.norb:
         raise ValueError(f"num_electrons = {tb.num_electrons} outside (0, {spin * tb.norb}) for {tb.norb} bands")
     if method == "auto":
-        method = "sparse" if tb.norb > EXACT_MAX_ORBITALS else "exact"
+        method = "sparse" if tb.norb > kmesh.EXACT_MAX_ORBITALS else "exact"
     if method == "kpm":
         d = dos(tb, kpts, width=width, npts=20001, method="kpm", symmetry=symmetry)  # ~1 meV grid for 20 eV
         return fermi_from_dos(d.get_energies(), d.get_weights(), tb.num_electrons / spin)
@@ -190,8 +191,8 @@ def _band_edges(tb: "TightBinding", k_3: np.ndarray, nocc: int, near: float, num
 
 
 def fermi_level_windowed(tb: "TightBinding", k_k3: np.ndarray, w_k: np.ndarray, num_electrons: float, near: float,
-                         num: int = 16, width: float = 0.01, spin: float = 2.0, smearing: str = "fermi",
-                         margin: float = 10.0) -> float:
+                         num: int = SPARSE_BANDS, width: float = FERMI_WIDTH, spin: float = 2.0,
+                         smearing: str = "fermi", margin: float = 10.0) -> float:
     """Exact Fermi level (eV) from the ``num`` states nearest ``near`` (eV) at each k of ``k_k3`` (nk, 3) with
     weights ``w_k`` (nk,), using absolute band indices from inertia counts (see :func:`fermi_level`, "sparse").
 

@@ -452,7 +452,8 @@ class TightBinding:
         """
         from .wannier90 import read_hr
 
-        return read_hr(path, atoms, orbitals, cell, num_electrons, fermi_level, check_hermitian, wsvec, mp_grid)
+        return read_hr(path, atoms, orbitals, cell, num_electrons, fermi_level, check_hermitian, wsvec, mp_grid,
+                       tb_class=cls)
 
     def write_wannier90(self, path: Any, header: str | None = None, decimals: int = 6, dense: bool = True,
                         companions: bool = True, mp_grid: Any = None) -> list:

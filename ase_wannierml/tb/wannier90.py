@@ -561,12 +561,14 @@ def read_hr(
     check_hermitian: bool = True,
     wsvec: Any = "auto",
     mp_grid: Any = None,
+    *,
+    tb_class: "type[TightBinding]",
 ) -> TightBinding:
-    """``prefix_hr.dat[.gz]`` or ``prefix_tb.dat[.gz]`` → :class:`TightBinding` (see
+    """``prefix_hr.dat[.gz]`` or ``prefix_tb.dat[.gz]`` → ``tb_class``, the :class:`TightBinding` class (see
     :meth:`TightBinding.from_wannier90`). Sets on the result: ``ws_source`` (str: where the Wigner–Seitz shifts came
     from), ``mp_grid`` (tuple or None) and ``wannier_weight`` (nnz,): the fraction of one Wannier90 element each
     stored element carries (1: a whole hopping; < 1: split over degenerate R or equidistant images)."""
-    from .tightbinding import TightBinding  # runtime import: tightbinding imports this module lazily
+    TightBinding = tb_class  # passed by TightBinding.from_wannier90: imports in tb/ run one way (no cycle)
 
     path = Path(path)
     file_cell = file_centres = None

@@ -1,0 +1,122 @@
+"""Defaults of the tight-binding engine in one place, and Γ-centred k-point meshes (spglib-reduced).
+
+Every default k-mesh, band count and size threshold used by ``ase_wannierml.tb`` and the calculator is defined
+here, so ``calc.get_dos()``, ``tb.dos()`` and ``tb.fermi_level()`` sample the same mesh. All k-points are fractional
+(reduced) coordinates of the reciprocal cell. A direction counts as periodic when the cell says so (``pbc``) *and*
+some stored H(R) has a non-zero R along it: a slab Hamiltonian with R3 = 0 everywhere gets n3 = 1 meshes even if
+its ``Atoms`` carry ``pbc=True``. This module imports nothing else from ``tb`` (the bottom of its import order).
+
+Example::
+
+    >>> k_k3, w_k = kpoint_mesh(tb, (24, 24, 1))             # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tightbinding import TightBinding
+
+MESH_DENSITY = 8.0  # k-points per 2π/Å of reciprocal length along periodic directions (graphene: 24 × 24)
+DOS_MIN_KPOINTS = 6  # the DOS mesh has at least this many points along each periodic direction (moiré cells)
+DOS_WIDTH = 0.02  # eV, Gaussian smearing of the DOS
+DOS_NPTS = 2000  # energy grid points of the DOS
+FERMI_WIDTH = 0.01  # eV, Fermi–Dirac width for the electron count
+EXACT_MAX_ORBITALS = 2000  # above: DOS by KPM, E_F by sparse counts, band structures SPARSE_BANDS near E_F
+SPARSE_BANDS = 16  # bands near E_F computed by default above EXACT_MAX_ORBITALS
+
+
+def periodic_directions(tb: "TightBinding") -> np.ndarray:
+    """(3,) bool: pbc and some hopping along that direction."""
+    return tb.pbc & np.any(tb.R_r != 0, axis=0)
+
+
+def default_mesh(tb: "TightBinding", density: float = MESH_DENSITY) -> tuple[int, int, int]:
+    """Mesh size with ≥ ``density`` points per 2π/Å of reciprocal length along periodic directions (graphene → 24)."""
+    b_norm_3 = np.linalg.norm(np.linalg.pinv(tb.cell).T, axis=1)  # |b|/2π, 1/Å
+    n_3 = np.maximum(1, np.ceil(2 * np.pi * b_norm_3 * density - 1e-6)).astype(int)
+    n_3[~periodic_directions(tb)] = 1
+    return tuple(int(n) for n in n_3)
+
+
+def dos_mesh(tb: "TightBinding") -> tuple[int, int, int]:
+    """Default DOS mesh: :func:`default_mesh`, with at least ``DOS_MIN_KPOINTS`` points along each periodic
+    direction (a moiré cell's density mesh is 2 × 2 or 3 × 3, which draws each band as isolated spikes)."""
+    periodic = periodic_directions(tb)
+    return tuple(max(n, DOS_MIN_KPOINTS) if p else n for n, p in zip(default_mesh(tb), periodic))
+
+
+def _mesh_size(tb: "TightBinding", kpts: Any) -> tuple[int, int, int] | None:
+    """Mesh size from ``kpts`` (None → default, (3,) ints → itself); None when kpts is an explicit list."""
+    if kpts is None:
+        return default_mesh(tb)
+    arr = np.asarray(kpts)
+    if arr.shape == (3,) and np.issubdtype(arr.dtype, np.integer):
+        if np.any(arr < 1):
+            raise ValueError(f"k-mesh sizes must be positive integers, got {arr.tolist()}")
+        return tuple(int(n) for n in arr)
+    return None
+
+
+def kpoint_mesh(
+    tb: "TightBinding", kpts: Any = None, symmetry: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-points (nk, 3) fractional and weights (nk,) summing to 1.
+
+    ``kpts``: None (default mesh), a mesh size (n1, n2, n3) → Γ-centred mesh, or explicit k-points (nk, 3) (equal
+    weights). With ``symmetry``, a mesh is reduced to irreducible points: by the space group of ``tb.atoms`` via
+    spglib when atoms are set (assumes H shares the crystal symmetry), else by time reversal k ↔ -k when H(R) is
+    real (exact).
+    """
+    size = _mesh_size(tb, kpts)
+    if size is None:
+        k_k3 = np.asarray(kpts, dtype=float)
+        if k_k3.ndim != 2 or k_k3.shape[1] != 3:
+            raise ValueError(f"kpts must be a mesh size (n1, n2, n3) or k-points (nk, 3), got shape {k_k3.shape}")
+        return k_k3, np.full(len(k_k3), 1.0 / len(k_k3))
+    grid_k3 = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), axis=-1).reshape(-1, 3)
+    if not symmetry:
+        rep_k = np.arange(len(grid_k3))
+    elif tb.atoms is not None:
+        rep_k = _spglib_mapping(tb, size)
+    elif not np.any(np.imag(tb.values)):
+        rep_k = _time_reversal_mapping(grid_k3, size)
+    else:
+        rep_k = np.arange(len(grid_k3))
+    reps, counts = np.unique(rep_k, return_counts=True)
+    k_k3 = grid_k3[reps] / np.array(size)
+    k_k3 -= np.round(k_k3)  # into [-1/2, 1/2]
+    return k_k3, counts / counts.sum()
+
+
+def _time_reversal_mapping(grid_k3: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Index of the representative of each mesh point under k ↔ -k (the smaller flat index)."""
+    n_3 = np.array(size)
+    minus_k3 = (-grid_k3) % n_3
+    flat = np.ravel_multi_index(grid_k3.T, n_3)
+    flat_minus = np.ravel_multi_index(minus_k3.T, n_3)
+    return np.minimum(flat, flat_minus)
+
+
+def _spglib_mapping(tb: "TightBinding", size: Sequence[int]) -> np.ndarray:
+    """spglib irreducible mapping of the Γ-centred mesh, in our (i, j, k) 'ij' flat order."""
+    import spglib
+
+    atoms = tb.atoms
+    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    with warnings.catch_warnings():  # spglib 2.x warns about its legacy error handling (failure → None)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        result = spglib.get_ir_reciprocal_mesh(
+            list(size), cell, is_shift=[0, 0, 0], is_time_reversal=not np.any(np.imag(tb.values))
+        )
+    if result is None:
+        return np.arange(int(np.prod(size)))
+    mapping, grid = result
+    n_3 = np.array(size)
+    ours = np.ravel_multi_index((grid % n_3).T, n_3)  # spglib's point i is our flat index ours[i]
+    rep = np.empty(len(mapping), dtype=np.int64)
+    rep[ours] = ours[mapping]
+    return rep
