@@ -155,7 +155,11 @@ def test_use_ws_distance_without_shifts_warns_with_expected_error(tmp_path):
         TightBinding.from_wannier90(tmp_path / "s_hr.dat", wsvec="compute")
 
 
-def _export_and_check(tb: TightBinding, tmp_path: Path, k_k3: np.ndarray) -> Path:
+def _export_and_check(tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Export the shift-corrected 4-atom model, check our own read-back; (k (nk, 3), Wannier90's bands (nk, nw))."""
+    atoms = read(G1 / "structure.extxyz")
+    tb = TightBinding.from_wannier90(G1 / "wannier90_hr.dat.gz", atoms=atoms)
+    k_k3, e_w90 = _w90_bands(G1)
     paths = tb.write_wannier90(tmp_path / "model_hr.dat", mp_grid=(8, 8, 1))
     assert [p.name for p in paths] == ["model_hr.dat", "model_centres.xyz", "model.win", "model_tb.dat"]
     back = TightBinding.from_wannier90(tmp_path / "model_hr.dat")          # cell from the .win, no shifts needed
@@ -164,7 +168,7 @@ def _export_and_check(tb: TightBinding, tmp_path: Path, k_k3: np.ndarray) -> Pat
     np.testing.assert_allclose(back.eigenvalues(k_k3), tb.eigenvalues(k_k3), atol=1e-5)
     win = read_win(tmp_path / "model.win")
     assert win["mp_grid"] == (8, 8, 1) and win["num_wann"] == tb.norb
-    return tmp_path
+    return k_k3, e_w90
 
 
 @pytest.mark.skipif(not G1.is_dir(), reason="test data missing")
@@ -173,10 +177,7 @@ def test_export_read_by_wannierberri_gives_the_same_bands(tmp_path):
     from wannierberri.evaluate_k import get_data_k_class_from_system
     from wannierberri.grid import Grid
 
-    atoms = read(G1 / "structure.extxyz")
-    tb = TightBinding.from_wannier90(G1 / "wannier90_hr.dat.gz", atoms=atoms)
-    k_k3, e_w90 = _w90_bands(G1)
-    _export_and_check(tb, tmp_path, k_k3)
+    k_k3, e_w90 = _export_and_check(tmp_path)
     system = wb.system.System_R.from_tb_dat(str(tmp_path / "model_tb.dat"))
     cls = get_data_k_class_from_system(system)
     for k_3, e_ref in list(zip(k_k3, e_w90))[::5]:
@@ -187,10 +188,7 @@ def test_export_read_by_wannierberri_gives_the_same_bands(tmp_path):
 @pytest.mark.skipif(not G1.is_dir(), reason="test data missing")
 def test_export_read_by_tbmodels_gives_the_same_bands(tmp_path):
     tbmodels = pytest.importorskip("tbmodels")
-    atoms = read(G1 / "structure.extxyz")
-    tb = TightBinding.from_wannier90(G1 / "wannier90_hr.dat.gz", atoms=atoms)
-    k_k3, e_w90 = _w90_bands(G1)
-    _export_and_check(tb, tmp_path, k_k3)
+    k_k3, e_w90 = _export_and_check(tmp_path)
     model = tbmodels.Model.from_wannier_files(hr_file=str(tmp_path / "model_hr.dat"),
                                               xyz_file=str(tmp_path / "model_centres.xyz"),
                                               win_file=str(tmp_path / "model.win"))

@@ -348,11 +348,12 @@ _WIN_TRUE = {"t", "true", ".true.", ".t.", "y", "yes"}
 _WIN_FALSE = {"f", "false", ".false.", ".f.", "n", "no"}
 
 
-def read_win(path: str | os.PathLike) -> dict:
+def read_win(path: str | os.PathLike, text: str | None = None) -> dict:
     """What the reader needs from a ``.win``: ``cell`` (3, 3) Å, ``mp_grid`` (3 ints), ``num_wann``,
-    ``use_ws_distance`` / ``translate_home_cell`` (bool) — each only if the file sets it."""
+    ``use_ws_distance`` / ``translate_home_cell`` (bool) — each only if the file sets it. ``text``: parse this
+    instead of reading ``path`` (which then only names the source in errors)."""
     path = Path(path)
-    text = _read_text(path)
+    text = _read_text(path) if text is None else text
     text = "\n".join(re.split(r"[!#]", ln, maxsplit=1)[0] for ln in text.splitlines())
     out: dict = {}
     match = re.search(r"begin\s+unit_cell_cart(.*?)end\s+unit_cell_cart", text, re.IGNORECASE | re.DOTALL)
