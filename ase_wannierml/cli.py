@@ -9,7 +9,9 @@
     wannierml evaluate model.pt dataset_dir
     wannierml dft    structures.extxyz --material NAME|file.yaml --dataset-dir DIR [--scf-only]   # QE frames
 
-Units: eV, Å, fs for time steps, K for temperatures.
+Every command but ``dft`` takes ``--threads N`` (default: all cores, or 1 when other jobs keep them busy). Plots
+show E − E_F, with E_F this structure's Fermi level from its electron count. Units: eV, Å, fs for time steps, K
+for temperatures.
 """
 from __future__ import annotations
 
@@ -23,6 +25,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("structure", help="any ASE-readable structure file (extxyz, POSCAR, cif, ...)")
     p.add_argument("--model", default="graphene-bilayer", help="pretrained name or model file (default: %(default)s)")
     p.add_argument("--index", default="-1", help="frame of a trajectory file to read (default: last)")
+    add_threads_option(p)
+
+
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    """``--threads N`` (torch + BLAS threads); without it, 1 thread when the machine is busy (``threads.py``)."""
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch/BLAS threads (default: all cores, or 1 when other jobs keep the cores busy)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (or the safe default) before any model runs."""
+    from ase_wannierml.threads import safe_default_threads, set_threads
+
+    if getattr(args, "threads", None) is not None:
+        set_threads(args.threads)
+    else:
+        safe_default_threads()
 
 
 def _load(args: argparse.Namespace):
@@ -90,10 +109,12 @@ def _bands(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     atoms = _load(args)
+    from ase_wannierml.plotting import plot_bands
+
     bs = atoms.calc.get_band_structure(path=args.path, npoints=args.npoints, num=args.num)
-    ax = bs.plot(emin=args.emin, emax=args.emax, show=False)
-    ax.figure.savefig(args.output, dpi=150)
-    print(f"E_F = {bs.reference:.4f} eV; wrote {args.output}")
+    plot_bands(bs, emin=args.emin, emax=args.emax, points=args.num is not None, filename=args.output)
+    print(f"E_F = {bs.reference:.4f} eV (this structure's, from its electron count; plotted E − E_F); "
+          f"wrote {args.output}")
     return 0
 
 
@@ -145,6 +166,8 @@ def _delegate(command: str, argv: Sequence[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``wannierml`` command."""
+    from ase_wannierml.tb.kmesh import DOS_WIDTH
+
     parser = argparse.ArgumentParser(prog="wannierml", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -176,18 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", default=None, help="special-point string, e.g. GKMG (default: the cell's)")
     p.add_argument("--npoints", type=int, default=200)
     p.add_argument("--num", type=int, default=None, help="only the NUM bands nearest E_F (sparse solver)")
-    p.add_argument("--emin", type=float, default=-2.0)
-    p.add_argument("--emax", type=float, default=2.0)
+    p.add_argument("--emin", type=float, default=-2.0, help="lower limit of E − E_F, eV")
+    p.add_argument("--emax", type=float, default=2.0, help="upper limit of E − E_F, eV")
     p.add_argument("-o", "--output", default="bands.png")
     p.set_defaults(func=_bands)
 
     p = sub.add_parser("dos", help="density of states plot (PNG)")
     _add_common(p)
     p.add_argument("--kpts", type=int, nargs=3, default=None)
-    p.add_argument("--width", type=float, default=0.02, help="smearing, eV")
+    p.add_argument("--width", type=float, default=DOS_WIDTH, help="smearing, eV (default: %(default)s)")
     p.add_argument("--method", choices=["auto", "exact", "kpm"], default="auto")
-    p.add_argument("--emin", type=float, default=-2.0)
-    p.add_argument("--emax", type=float, default=2.0)
+    p.add_argument("--emin", type=float, default=-2.0, help="lower limit of E − E_F, eV")
+    p.add_argument("--emax", type=float, default=2.0, help="upper limit of E − E_F, eV")
     p.add_argument("-o", "--output", default="dos.png")
     p.set_defaults(func=_dos)
 
@@ -209,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in ("train", "evaluate", "dft", "active"):
         return _delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
+    apply_threads(args)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
 

@@ -6,7 +6,7 @@ import resource
 import threading
 import time
 
-import numpy as np
+from ase_wannierml.plotting import plot_bands
 
 
 def peak_memory_gb() -> float:
@@ -63,15 +63,5 @@ def plot_band_points(ax, bs, color: str, label: str, window: float | None = None
                      markersize: float = 2.5) -> None:
     """Bands of an ASE ``BandStructure`` (relative to its reference, eV) as points: with only the ``num`` states
     nearest an energy the set of bands changes along the path, so joining them by index would draw false lines."""
-    x, label_x, labels = bs.get_labels()
-    e_kn = bs.energies[0] - bs.reference
-    ax.plot(np.repeat(x, e_kn.shape[1]), e_kn.ravel(), ".", ms=markersize, color=color, label=label)
-    for xi in label_x:
-        ax.axvline(xi, color="k", lw=0.5)
-    ax.axhline(0.0, color="k", lw=0.5, ls=":")
-    ax.set_xticks(label_x, [lab.replace("G", "Γ") for lab in labels])
-    ax.set_xlim(x[0], x[-1])
-    if window is not None:
-        ax.set_ylim(-window, window)
-    ax.set_ylabel(ylabel)
-    ax.legend(loc="upper right", markerscale=4)
+    plot_bands(bs, ax=ax, emin=None if window is None else -window, emax=None if window is None else window,
+               points=True, color=color, label=label, ylabel=ylabel, markersize=markersize)

@@ -1,13 +1,26 @@
 """Shared test fixtures: small hand-built tight-binding models and the path to ../shared reference data."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import numpy as np
-import pytest
-from ase import Atoms
+# One thread per process for the whole test run, set before numpy/torch load their thread pools: on a busy machine
+# idle OpenMP/BLAS threads spin-wait for the cores (a 63-minute test run instead of minutes), and the band tests'
+# results must not depend on the BLAS thread count. Subprocesses (torchrun, examples) inherit the variables.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
 
-from ase_wannierml.tb.tightbinding import OrbitalTable, TightBinding
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from ase import Atoms  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from ase_wannierml.tb.tightbinding import OrbitalTable, TightBinding  # noqa: E402
+
+torch.set_num_threads(1)
+threadpool_limits(1)   # BLAS pools already loaded by an earlier import
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ase_wannierml.cli import add_threads_option, apply_threads
+
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Train (or with --resume continue) the run described by a YAML config; returns the exit code."""
@@ -23,7 +25,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("config", help="YAML training config")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.output")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads_option(p)
     args = p.parse_args(argv)
+    apply_threads(args)
 
     from .config import load_config
     from .distributed import init_from_env, shutdown
@@ -51,7 +55,9 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("data", nargs="+", help="frame directories, folders of frames, extxyz files, or a .pt cache")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.add_argument("--batch-size", type=int, default=8)
+    add_threads_option(p)
     args = p.parse_args(argv)
+    apply_threads(args)
 
     import torch
 
