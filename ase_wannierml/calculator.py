@@ -22,7 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes, kpts2ndarray
+from ase.calculators.calculator import (Calculator, PropertyNotImplementedError, all_changes, compare_atoms,
+                                         kpts2ndarray)
 from ase.spectrum.band_structure import BandStructure
 
 from ase_wannierml.model import WannierMLModel, atoms_to_graph, load_model
@@ -55,6 +56,8 @@ def _committee_mean(out: dict, graph: dict, committee: CommitteeModel) -> tuple[
     Spread results: ``energy_std`` (eV), ``forces_std`` (n_atoms,) eV/Å (per atom, RMS over x, y, z of the member
     standard deviation), ``stress_std`` (Voigt-6, eV/Å³, if stress was computed), ``committee_energy`` (K,) eV and
     ``committee_forces`` (K, n_atoms, 3) eV/Å (learned part; the analytic dispersion is the same for every member).
+    ``forces_std`` is ``forces_std_raw`` (the members' spread) times the committee's calibration factor
+    ``metadata["calibration"]["forces_std_scale"]`` (1 if absent; fitted on validation frames, ``calibrate_forces``).
     Standard deviations use ddof = 1. Member energies are float64 sums of e0 + learned per-atom energies.
     """
     species = graph[K.SPECIES].cpu().numpy()
@@ -68,7 +71,9 @@ def _committee_mean(out: dict, graph: dict, committee: CommitteeModel) -> tuple[
     if K.FORCES in out:
         forces = out[K.FORCES].detach().cpu().double().numpy()
         mean[K.FORCES] = torch.as_tensor(forces.mean(0))
-        spread["forces_std"] = forces_std_per_atom(forces)
+        spread["forces_std_raw"] = forces_std_per_atom(forces)
+        scale = float(committee.metadata.get("calibration", {}).get("forces_std_scale", 1.0))
+        spread["forces_std"] = scale * spread["forces_std_raw"]
         spread["committee_forces"] = forces
     if K.STRESS in out:
         stress = out[K.STRESS].detach().cpu().double().numpy()                         # (K, 1, 3, 3)
@@ -79,6 +84,76 @@ def _committee_mean(out: dict, graph: dict, committee: CommitteeModel) -> tuple[
 
 def _has_volume(atoms: Atoms) -> bool:
     return bool(atoms.cell.rank == 3 and abs(atoms.cell.volume) > 1e-9)
+
+
+_DTYPE_NAMES = {"float32": torch.float32, "float": torch.float32, "single": torch.float32,
+                "float64": torch.float64, "double": torch.float64}
+_ASE_KWARGS = ("restart", "ignore_bad_restart_file", "label", "atoms", "directory")
+_OWN_KWARGS = ("model", "device", "dtype", "kpts", "hamiltonian_threshold")
+_ALIASES = {"default_dtype": "dtype", "model_path": "model", "model_paths": "model", "threshold": "hamiltonian_threshold"}
+
+
+def _check_ase_kwargs(kwargs: dict) -> None:
+    """Only ASE's own Calculator arguments pass through ``**kwargs``; anything else (e.g. MACE's ``default_dtype``)
+    is a TypeError naming it instead of being silently stored as a parameter."""
+    import difflib
+
+    unknown = [k for k in kwargs if k not in _ASE_KWARGS]
+    if unknown:
+        hints = []
+        for k in unknown:
+            guess = _ALIASES.get(k) or next(iter(difflib.get_close_matches(k, _OWN_KWARGS + _ASE_KWARGS, 1)), None)
+            hints.append(f"{k!r}" + (f" (did you mean {guess!r}?)" if guess else ""))
+        raise TypeError(f"WannierMLCalculator got unknown keyword argument(s) {', '.join(hints)}; it takes "
+                        f"{', '.join(_OWN_KWARGS)} (and ASE's {', '.join(_ASE_KWARGS)})")
+
+
+def _as_dtype(dtype: Any) -> torch.dtype | None:
+    """None, torch.float32 / torch.float64 or a name ("float32", "float64", "double", ...) → torch dtype or None."""
+    if dtype is None or dtype in (torch.float32, torch.float64):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPE_NAMES:
+        return _DTYPE_NAMES[dtype.lower().removeprefix("torch.")]
+    if dtype in (np.float32, np.float64):
+        return torch.float32 if dtype == np.float32 else torch.float64
+    raise ValueError(f"dtype must be torch.float32 / torch.float64 or one of {sorted(_DTYPE_NAMES)}, got {dtype!r}")
+
+
+def _as_device(device: Any) -> torch.device:
+    """A torch device that exists here; ValueError naming it (e.g. "cuda" on a machine without CUDA)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available (torch {torch.__version__}, "
+                         f"CUDA build: {torch.version.cuda or 'none'}); use device='cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but MPS is not available; use device='cpu'")
+    return dev
+
+
+def _inference_copy(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """The model in eval mode with ``dtype`` on ``device``, never changing the caller's model: shared if it already
+    matches, else a converted copy (a second calculator with another dtype leaves the first one's model alone)."""
+    p = next(model.parameters())
+    if p.dtype == dtype and p.device.type == device.type and not model.training:
+        return model
+    if type(model) is WannierMLModel:   # fresh model + converted weights (deepcopy of e3nn modules adds state)
+        copy = WannierMLModel(model.config, dtype=dtype, device=device)
+        copy.load_state_dict({k: v.to(dtype=dtype) if v.is_floating_point() else v
+                              for k, v in model.state_dict().items()})
+        copy.metadata = dict(getattr(model, "metadata", {}))
+        return copy.eval()
+    import copy as _copy
+
+    return _copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+
+
+def _state_differs(a: Atoms, b: Atoms) -> bool:
+    """True if two Atoms differ in anything the predictions depend on (ASE's state or the ``layer`` labels)."""
+    la, lb = a.arrays.get("layer"), b.arrays.get("layer")
+    return bool(compare_atoms(a, b)) or (la is None) != (lb is None) or (la is not None and not np.array_equal(la, lb))
 
 
 class WannierMLCalculator(Calculator):
@@ -115,17 +190,23 @@ class WannierMLCalculator(Calculator):
         hamiltonian_threshold: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        _check_ase_kwargs(kwargs)
         super().__init__(kpts=kpts, **kwargs)
         safe_default_threads()   # 1 torch thread on an oversubscribed machine unless the user chose (threads.py)
-        if hamiltonian_threshold < 0:
-            raise ValueError(f"hamiltonian_threshold must be >= 0 eV, got {hamiltonian_threshold}")
-        self.hamiltonian_threshold = float(hamiltonian_threshold)
+        try:
+            threshold = float(hamiltonian_threshold)
+        except (TypeError, ValueError):
+            raise TypeError(f"hamiltonian_threshold must be a number (eV), got {hamiltonian_threshold!r}") from None
+        if not np.isfinite(threshold) or threshold < 0:
+            raise ValueError(f"hamiltonian_threshold must be a finite number >= 0 eV, got {hamiltonian_threshold}")
+        self.hamiltonian_threshold = threshold
+        self.device = _as_device(device)
+        wanted = _as_dtype(dtype)
         if not isinstance(model, torch.nn.Module):
-            model = load_model(model)
+            model = load_model(model, dtype=wanted, device=self.device)
         self.is_committee = isinstance(model, CommitteeModel)
-        self.device = torch.device(device)
-        self.dtype = dtype if dtype is not None else next(model.parameters()).dtype
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.dtype = wanted if wanted is not None else next(model.parameters()).dtype
+        self.model = _inference_copy(model, self.dtype, self.device)   # never converts the caller's model
         self._tb: TightBinding | None = None
         self._member_tbs: list[TightBinding] | None = None
         from .dispersion import dispersion_from_config
@@ -189,19 +270,40 @@ class WannierMLCalculator(Calculator):
             self.results["forces"] = self.results["forces"] + disp["forces"]
             if "stress" in self.results and disp["stress"] is not None:
                 self.results["stress"] = self.results["stress"] + disp["stress"]
-            self.results.pop("energies", None)           # per-atom ML energies no longer sum to the total
+            if "energies" in self.results and disp.get("energies") is not None:   # each pair split half/half
+                self.results["energies"] = self.results["energies"] + disp["energies"]
+            else:
+                self.results.pop("energies", None)       # per-atom ML energies alone do not sum to the total
         if spread is not None:
             self.results.update(spread)
 
     def set_atoms(self, atoms: Atoms) -> None:
         """Called by ASE on ``atoms.calc = calc``: remember (weakly) which Atoms the calculator belongs to, so that
-        ``calc.get_hamiltonian()`` without arguments follows that object's current geometry."""
+        ``calc.get_hamiltonian()`` without arguments follows that object's current geometry. Several Atoms may
+        share one calculator (``b.calc = a.calc``); then calls without ``atoms=`` are refused while their states
+        differ (see :meth:`_update_geometry`)."""
+        alive = [ref for ref in getattr(self, "_attached_all", []) if ref() is not None and ref() is not atoms]
+        self._attached_all = alive + [weakref.ref(atoms)]
         self._attached = weakref.ref(atoms)
+
+    def check_state(self, atoms: Atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's state comparison plus the per-atom ``layer`` labels (they change the Hamiltonian's categories)."""
+        changes = list(super().check_state(atoms, tol=tol))
+        if self.atoms is not None and "layer" not in changes:
+            la, lb = self.atoms.arrays.get("layer"), atoms.arrays.get("layer")
+            if (la is None) != (lb is None) or (la is not None and not np.array_equal(la, lb)):
+                changes.append("layer")
+        return changes
 
     # ------------------------------------------------------------------ electronic structure
     def _update_geometry(self, atoms: Atoms | None) -> Atoms:
-        if atoms is None and self._attached is not None:
-            atoms = self._attached()
+        if atoms is None:
+            owners = [a for a in (ref() for ref in getattr(self, "_attached_all", [])) if a is not None and a.calc is self]
+            if any(_state_differs(owners[0], a) for a in owners[1:]):
+                raise ValueError(f"this calculator is attached to {len(owners)} Atoms objects with different "
+                                 "structures (e.g. b.calc = a.calc): say which one, calc.get_hamiltonian(atoms) "
+                                 "(same for bands/DOS/eigenvalues), or give each Atoms its own calculator")
+            atoms = owners[-1] if owners else None
         if atoms is not None and (self.atoms is None or self.check_state(atoms)):
             self.reset()
             self.atoms = atoms.copy()

@@ -97,9 +97,19 @@ def main(argv=None) -> int:
                                  "train_frames": m.metadata.get("training", {}).get("train_frames"),
                                  "test_frames": m.metadata.get("training", {}).get("frame_ids", {}).get("test")}
                                 for m in members]}
+    committee = CommitteeModel(members, meta)
+    val = sorted({f for m in members for f in m.metadata.get("training", {}).get("frame_ids", {}).get("val", [])})
+    frames_dir = REPO / "datasets" / args.name / "frames"
+    if val:      # forces_std scale from validation frames (never trained on by any member, not the test set)
+        from ase_wannierml.model.committee import calibrate_forces
+
+        cal = calibrate_forces(committee, [frames_dir / f for f in val if (frames_dir / f).is_dir()])
+        print(f"calibration on {len(cal['fit_frames'])} validation frames: raw within 1σ "
+              f"{cal['raw_within_1sigma']:.2f}, 2σ {cal['raw_within_2sigma']:.2f}; forces_std scale "
+              f"{cal['forces_std_scale']:.2f}")
     out = Path(args.out) if args.out else REPO / "ase_wannierml" / "pretrained" / "committee" / f"{args.name}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_committee(CommitteeModel(members, meta), out, base=args.name)
+    save_committee(committee, out, base=args.name)
     print(f"committee of {args.members} written to {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -164,3 +164,28 @@ def test_shipped_committees_load_and_spread(name):
     a = atoms.copy()
     a.calc = WannierMLCalculator(single)
     assert np.sqrt(np.mean((f - a.get_forces()) ** 2)) < 0.2
+
+
+def test_force_calibration_scale_puts_68_percent_within_one_sigma(tmp_path):
+    from ase.calculators.emt import EMT
+
+    from ase_wannierml.active import write_frame
+    from ase_wannierml.model.committee import calibrate_forces, force_errors_and_spreads
+
+    for k in range(3):
+        atoms = cell()
+        atoms.rattle(0.05, seed=10 + k)
+        a = atoms.copy()
+        a.calc = EMT()
+        write_frame(tmp_path / "frames" / f"f{k}", atoms, a.get_potential_energy(), a.get_forces())
+    committee = CommitteeModel([tiny(s) for s in (0, 1, 2)])
+    info = calibrate_forces(committee, [tmp_path / "frames"])
+    assert info["fit_components"] == 3 * 16 * 3 and info["forces_std_scale"] > 0
+    err, raw, _ = force_errors_and_spreads(committee, [tmp_path / "frames"])
+    frac = np.mean(err <= info["forces_std_scale"] * raw)
+    assert 0.66 <= frac <= 0.70
+    atoms = cell()
+    atoms.calc = WannierMLCalculator(committee)
+    atoms.get_forces()
+    r = atoms.calc.results
+    assert np.allclose(r["forces_std"], info["forces_std_scale"] * r["forces_std_raw"])
