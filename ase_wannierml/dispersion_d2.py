@@ -35,7 +35,7 @@ class D2:
     def compute(self, atoms: Atoms, i: np.ndarray, j: np.ndarray, S: np.ndarray, periodic: bool) -> dict:
         """Energy (eV), forces (N, 3) eV/Å, stress (6,) eV/Å³ or None, from the half pair list (i, j, shifts S)."""
         Z = atoms.numbers
-        cell = atoms.cell.array if periodic else np.zeros((3, 3))
+        cell = atoms.cell.array  # S = 0 along non-periodic axes (2D cells with c = 0 included)
         vec = (atoms.positions[j] + S @ cell - atoms.positions[i]) / AUTOANG  # bohr
         r = np.sqrt(np.einsum("ij,ij->i", vec, vec))
         c6 = self.c6ab[Z[i], Z[j]]
@@ -44,7 +44,8 @@ class D2:
         s, ds = _smooth(r, self.cutoff_bohr)
         r6 = r**6
         g = c6 * f / r6
-        energy = -self.s6 * float(np.sum(g * s))
+        pair_energy = -self.s6 * g * s
+        energy = float(np.sum(pair_energy))
         dg = c6 * (f * (1.0 - f) * scale / r6 - 6.0 * f / (r6 * r))
         de_dr = -self.s6 * (dg * s + g * ds)
-        return pair_forces_and_stress(atoms, i, j, vec, r, de_dr, energy, periodic)
+        return pair_forces_and_stress(atoms, i, j, vec, r, de_dr, energy, periodic, pair_energy)

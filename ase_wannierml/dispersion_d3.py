@@ -95,7 +95,7 @@ class D3BJ:
         (i, j, integer shifts S: r_ij = r_j + S·cell − r_i) within the pair cut-off."""
         Z = atoms.numbers
         n = len(atoms)
-        cell = atoms.cell.array if periodic else np.zeros((3, 3))
+        cell = atoms.cell.array  # S = 0 along non-periodic axes (2D cells with c = 0 included)
         vec = (atoms.positions[j] + S @ cell - atoms.positions[i]) / AUTOANG  # bohr
         r = np.sqrt(np.einsum("ij,ij->i", vec, vec))
         elements = np.unique(Z)
@@ -145,24 +145,30 @@ class D3BJ:
         g = self.s6 * d6 + 3.0 * self.s8 * q * d8
         dg = -(self.s6 * 6.0 * r**5 * d6**2 + 3.0 * self.s8 * q * 8.0 * r**7 * d8**2)
         s, ds = _smooth(r, self.cutoff_bohr)
-        energy = -float(np.sum(c6 * g * s))
+        pair_energy = -c6 * g * s
+        energy = float(np.sum(pair_energy))
         de_dr = -c6 * (dg * s + g * ds)
         de_dcn = np.bincount(i, -g * s * dc6_dcni, minlength=n) + np.bincount(j, -g * s * dc6_dcnj, minlength=n)
         de_dr[cn_pairs] += (de_dcn[ic] + de_dcn[jc]) * dcn_dr  # through the coordination numbers
 
-        return pair_forces_and_stress(atoms, i, j, vec, r, de_dr, energy, periodic)
+        return pair_forces_and_stress(atoms, i, j, vec, r, de_dr, energy, periodic, pair_energy)
 
 
 def pair_forces_and_stress(atoms: Atoms, i: np.ndarray, j: np.ndarray, vec: np.ndarray, r: np.ndarray,
-                           de_dr: np.ndarray, energy: float, periodic: bool) -> dict:
+                           de_dr: np.ndarray, energy: float, periodic: bool,
+                           pair_energy: np.ndarray | None = None) -> dict:
     """ASE results from a pair energy: ``energy`` (hartree) and dE/dr (hartree/bohr) of each pair (i, j) with
-    separation vectors ``vec`` (bohr) → {"energy": eV, "forces": (N, 3) eV/Å, "stress": (6,) eV/Å³ or None}.
+    separation vectors ``vec`` (bohr) → {"energy": eV, "forces": (N, 3) eV/Å, "stress": (6,) eV/Å³ or None}, and
+    with ``pair_energy`` (P,) hartree also "energies" (N,) eV: each pair's energy split equally between its atoms.
     F_i = Σ (dE/dr / r) r_ij, F_j = −…; stress = (1/V) Σ dE/dr r_a r_b / r."""
     n = len(atoms)
     fvec = vec * (de_dr / r)[:, None]
     slots = np.concatenate([3 * i[:, None] + np.arange(3), 3 * j[:, None] + np.arange(3)]).ravel()
     f = np.bincount(slots, np.concatenate([fvec, -fvec]).ravel(), minlength=3 * n).reshape(n, 3)
     out = {"energy": AUTOEV * energy, "forces": f * (AUTOEV / AUTOANG), "stress": None}
+    if pair_energy is not None:
+        half = 0.5 * AUTOEV * pair_energy
+        out["energies"] = np.bincount(i, half, minlength=n) + np.bincount(j, half, minlength=n)
     if periodic:
         sigma = (fvec.T @ vec) * AUTOEV / atoms.get_volume()
         out["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]

@@ -1,8 +1,11 @@
 """``ase.Atoms`` → graph dict (keys and shapes in ``keys.py``): neighbour lists, layers, Hamiltonian pair list.
 
 Neighbour lists come from vesin (cell lists, O(N)), with integer cell shifts, for periodic, mixed
-(``pbc=[True, True, False]`` with vacuum) and non-periodic cells; positions are used as given (not wrapped):
-shifts are relative to them. Layers are the connected components of the covalent-bond graph
+(``pbc=[True, True, False]`` with vacuum, also ASE's c = 0 2D cells) and non-periodic cells; shifts are relative to
+the positions as given (not wrapped). Structures are checked before the native search (``ase_wannierml.neighbours``:
+NaN positions, degenerate cells → ValueError). The graph's positions are the given ones moved by one lattice
+translation in float64 (and far-apart groups shifted rigidly along vacuum directions), which leaves every pair
+vector unchanged but keeps float32 precise. Layers are the connected components of the covalent-bond graph
 (``d < layer_bond_factor * (r_cov,a + r_cov,b)``, ASE covalent radii) unless ``atoms.arrays["layer"]`` is set,
 so bilayers, trilayers and molecules on surfaces are labelled without user input.
 
@@ -21,11 +24,13 @@ from typing import Dict, Sequence
 
 import numpy as np
 import torch
-import vesin
 from ase import Atoms
 from ase.data import covalent_radii
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from ase_wannierml.neighbours import model_positions
+from ase_wannierml.neighbours import neighbour_list as _checked_neighbour_list
 
 from . import keys as K
 from .config import ModelConfig
@@ -36,11 +41,12 @@ Graph = Dict[str, torch.Tensor]
 def neighbour_list(atoms: Atoms, cutoff: float, full: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pairs within ``cutoff`` (Å): i (n,), j (n,) int64, integer shifts S (n, 3) int64, distances d (n,) Å.
 
-    ``r_j + S @ cell - r_i`` has length d < cutoff. ``full=True`` lists both orientations of every pair.
+    ``r_j + S @ cell - r_i`` has length d < cutoff for the positions as given. ``full=True`` lists both
+    orientations of every pair. The structure is checked first (``neighbours.check_structure``: NaN positions,
+    degenerate cells, ... → ValueError naming the problem); 2D cells with c = 0 and atoms far out along vacuum
+    directions are fine (see ``ase_wannierml.neighbours``).
     """
-    nl = vesin.NeighborList(cutoff=float(cutoff), full_list=full, sorted=full)
-    i, j, s, d = nl.compute(atoms.positions, atoms.cell[:], np.asarray(atoms.pbc, dtype=bool), quantities="ijSd")
-    return i.astype(np.int64), j.astype(np.int64), s.astype(np.int64), d
+    return _checked_neighbour_list(atoms.positions, atoms.cell[:], atoms.pbc, cutoff, full)
 
 
 def species_indices(atoms: Atoms, species: Sequence[str]) -> np.ndarray:
@@ -83,6 +89,32 @@ def detect_layers(atoms: Atoms, bond_factor: float = 1.2) -> np.ndarray:
     rank = np.empty(n_comp, dtype=np.int64)
     rank[order] = np.arange(n_comp)
     return rank[comp]
+
+
+def check_layer_array(atoms: Atoms, i: np.ndarray, j: np.ndarray, d: np.ndarray, bond_factor: float = 1.2
+                      ) -> np.ndarray:
+    """``atoms.arrays["layer"]`` as (n_atoms,) int64, checked: integer labels, one per atom, and no covalent bond
+    (``d < bond_factor * (r_cov,a + r_cov,b)`` among the pairs i, j at distances d Å) between atoms of different
+    labels: a label that splits a bonded sheet would make its bonds "interlayer" hoppings (bands off by eV).
+    Different components may share a label. ValueError naming the first offending bond."""
+    raw = np.asarray(atoms.arrays["layer"])
+    if raw.shape != (len(atoms),):
+        raise ValueError(f'atoms.arrays["layer"] has shape {raw.shape}, expected ({len(atoms)},): one label per atom')
+    if raw.dtype.kind not in "iub":
+        if raw.dtype.kind != "f" or not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
+            raise ValueError(f'atoms.arrays["layer"] must hold integer layer labels, got {raw.dtype} values '
+                             f"{raw[:6].tolist()}")
+    layer = raw.astype(np.int64)
+    radii = covalent_radii[atoms.numbers]
+    split = (d < bond_factor * (radii[i] + radii[j])) & (layer[i] != layer[j])
+    if split.any():
+        k = int(np.flatnonzero(split)[0])
+        a, b = int(i[k]), int(j[k])
+        raise ValueError(f'atoms.arrays["layer"] puts bonded atoms {a} ({atoms.symbols[a]}) and {b} '
+                         f"({atoms.symbols[b]}), {d[k]:.3f} Å apart, in different layers {layer[a]} and {layer[b]}; "
+                         f"{int(split.sum()) // 2 or 1} bond(s) cross layers. Fix the labels or delete the array "
+                         'to detect layers (del atoms.arrays["layer"])')
+    return layer
 
 
 def canonical_pairs(i: np.ndarray, j: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,13 +162,17 @@ def atoms_to_graph(atoms: Atoms, config: ModelConfig, dtype: torch.dtype = torch
     i, j, s, d = neighbour_list(atoms, config.cutoff, full=True)
     check_min_distance(atoms, i, j, d, config.min_distance)
     if "layer" in atoms.arrays:
-        layer = np.asarray(atoms.arrays["layer"], dtype=np.int64)
+        layer = check_layer_array(atoms, i, j, d, config.layer_bond_factor)
     else:
         layer = detect_layers(atoms, config.layer_bond_factor)
     n = len(atoms)
     as_long = dict(dtype=torch.long, device=device)
+    # float64: one lattice translation of the whole structure (and rigid shifts of far-apart groups along vacuum
+    # directions) before the cast, so float32 keeps its precision after a rigid shift by 1e6 Å
+    reach = max(config.cutoff, config.ham_cutoff_max if with_hamiltonian else 0.0)
+    positions = model_positions(atoms.positions, atoms.cell[:], atoms.pbc, reach)
     graph: Graph = {
-        K.POSITIONS: torch.tensor(atoms.positions, dtype=dtype, device=device),
+        K.POSITIONS: torch.tensor(positions, dtype=dtype, device=device),
         K.SPECIES: torch.tensor(spec, **as_long),
         K.ATOMIC_NUMBERS: torch.tensor(atoms.numbers, **as_long),
         K.LAYER: torch.tensor(layer, **as_long),
