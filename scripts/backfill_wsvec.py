@@ -82,7 +82,11 @@ def backfill_frame(frame: Path, electrons: dict, dry_run: bool = False) -> dict 
     out: dict = {"frame": frame.name, "mp_grid": list(mp_grid), "n_shifted": int(np.count_nonzero(
         np.any(shifts.T != 0, axis=1))), "max_images": int(shifts.count.max())}
     if ws_path.is_file():
-        out["source"] = "Wannier90 file"
+        import gzip
+
+        with gzip.open(ws_path, "rt") as fh:
+            ours = "ase_wannierml" in fh.readline()
+        out["source"] = "recomputed (backfill)" if ours else "Wannier90 file"
         out["recomputed_equals_file"] = _entries(read_wsvec(ws_path)) == _entries(shifts)
     else:
         out["source"] = "recomputed (backfill)"

@@ -193,3 +193,33 @@ def test_export_read_by_tbmodels_gives_the_same_bands(tmp_path):
                                               xyz_file=str(tmp_path / "model_centres.xyz"),
                                               win_file=str(tmp_path / "model.win"))
     np.testing.assert_allclose(np.array([model.eigenval(k) for k in k_k3]), e_w90, atol=1e-4)
+
+
+@pytest.mark.skipif(not G1.is_dir(), reason="test data missing")
+def test_backfill_recreates_wannier90s_shift_file_for_a_frame_without_one(tmp_path):
+    """scripts/backfill_wsvec.py on a frame that lost its _wsvec.dat writes Wannier90's shifts again and records the
+    re-judged figures; with DFT eigenvalues stored the band errors are recomputed on the shifted H."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("backfill", Path(__file__).parents[1] / "scripts" / "backfill_wsvec.py")
+    backfill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(backfill)
+    frame = tmp_path / "frames" / "f"
+    frame.mkdir(parents=True)
+    for name in ("wannier90_hr.dat.gz", "wannier90_centres.xyz", "structure.extxyz", "dft_check_bands.json"):
+        shutil.copy(G1 / name, frame / name)
+    e_f = json.loads((G1 / "dft_check_bands.json").read_text())["fermi_level_eV"]
+    meta = {"inputs": {"wannier90.win": (G1 / "wannier90.win").read_text()}, "settings": {"kmesh_nscf": [8, 8, 1]},
+            "fermi_level_eV": e_f, "status": "ok", "reason": "", "quality": {"centre_max_distance_A": 0.03,
+            "onsite_rel_EF_eV": {}, "hermiticity_max_eV": 0.0}, "quality_criteria": {}}
+    (frame / "meta.json").write_text(json.dumps(meta))
+    out = backfill.backfill_frame(frame, {"C": 1.0})
+    assert out["source"] == "recomputed (backfill)"
+    assert _entries(read_wsvec(frame / "wannier90_wsvec.dat.gz")) == _entries(read_wsvec(G1 / "wannier90_wsvec.dat.gz"))
+    new = json.loads((frame / "meta.json").read_text())
+    assert new["wannier90_ws"]["check_kpts_shift_1eV_meV"] > 5.0            # 4-atom cell, 8x8 mesh: ~10 meV
+    assert new["quality_unshifted"]["band_max_1eV_meV"] != new["quality"]["band_max_1eV_meV"]
+    assert new["quality"]["ws_shifts"].startswith("file") and new["status"] == "ok"
+    again = backfill.backfill_frame(frame, {"C": 1.0})                       # re-running only re-measures
+    assert again["source"] == "recomputed (backfill)" and again["recomputed_equals_file"]
