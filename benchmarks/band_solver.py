@@ -1,8 +1,8 @@
 """Benchmark: the 8 eigenvalues nearest E_F per k-point for twisted bilayer graphene (Moon–Koshino pz model).
 
-Ours (``solvers.eigvalsh_near``: nested dissection + multifrontal shift-invert preconditioner + Davidson) against
+Ours (``solvers.eigvalsh_near``: Davidson preconditioned by an MKL PARDISO factorisation of H − σ) against
 the naive baseline ``scipy.sparse.linalg.eigsh(H, k=8, sigma=E_F)`` with scipy defaults, in the same run, on the
-same H(k). Prints a table and writes ``benchmarks/results/band_solver.json``. "cold" adds the one-off nested-dissection
+same H(k). Prints a table and writes ``benchmarks/results/band_solver.json``. "cold" adds the one-off METIS
 ordering of the structure (reused by every later k-point).
 
     python benchmarks/band_solver.py                 # 3.15° and 1.05° (≈ 5–15 min: the baseline is slow)
@@ -14,10 +14,12 @@ reuses the factorisation of an earlier k as preconditioner and refactorises only
 
 E_F is taken as the Dirac energy of monolayer graphene in the same model (the charge-neutrality point of TBG up to
 a few meV: the 8 states nearest it are the 4 flat bands and the 4 nearest remote states at 1.05°). BLAS runs
-single-threaded in both (OMP/OpenBLAS threads = 1, set before numpy loads); ours additionally factorises and solves
-independent subtrees of the nested-dissection tree on ``--workers`` threads (default: ``$ASE_WANNIERML_NUM_THREADS``
-or min(2, cpus); ``--workers 1`` is the purely serial, algorithmic comparison). The numeric factorisation alone is
-also timed with 1 and with ``--workers`` threads on the first k-point (median of 3, "factor_wall_s"). Wall and CPU
+single-threaded in both (OMP/OpenBLAS threads = 1, set before numpy loads); PARDISO runs ``--workers`` OpenMP
+threads (default: ``$ASE_WANNIERML_NUM_THREADS`` or min(2, cpus); ``--workers 1`` is the purely serial, algorithmic
+comparison). The single-precision numeric factorisation alone is also timed with 1 and with ``--workers`` threads on
+the first k-point (median of 3, "factor_wall_s"). ``--learned NPZ`` adds the shipped model's 1.05° Hamiltonian
+(cached TightBinding, see ``solver_libraries.py``), optionally preconditioned by its pruned copy
+(``--precondition-threshold``, eV). Wall and CPU
 (process) times are recorded, together with the machine's load average, since the machine is shared: with other
 jobs on the cores the threads may gain nothing.
 """
@@ -42,7 +44,7 @@ from ase import Atoms  # noqa: E402
 
 from ase_wannierml.slater_koster import moon_koshino_tb  # noqa: E402
 from ase_wannierml.structures import twisted_bilayer  # noqa: E402
-from ase_wannierml.tb import multifrontal, solvers  # noqa: E402
+from ase_wannierml.tb import pardiso_backend, solvers  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KPTS = [(0.1, 0.2, 0.0), (0.37, 0.21, 0.0), (0.3, 0.05, 0.0), (0.0, 0.0, 0.0)]  # Γ last: real H there
@@ -67,16 +69,24 @@ def timed(fn):
     return out, time.perf_counter() - w, time.process_time() - c
 
 
-def run_path(tb, e_f: float, points: int, first: dict, workers: int) -> dict:
+def _near(H, e_f: float, workers: int, P=None):
+    """The NUM states nearest e_f of one H (fresh factorisation; of the preconditioner P if given)."""
+    if P is None:
+        return solvers.solve_near_auto(H, NUM, e_f, method="sparse", workers=workers)
+    return solvers.NearSolver(NUM, e_f, method="sparse", workers=workers).solve(H, preconditioner=P)
+
+
+def run_path(tb, e_f: float, points: int, first: dict, workers: int, ptb=None) -> dict:
     """Per-k cost along a straight band path from KPTS[0] in steps of PATH_DK (fractional), one ``NearSolver``
     (factorisation reused while effective, eigenvectors carried over), as ``TightBinding.eigenvalues`` does.
     H(k) is built beforehand (as for the isolated timings); the ordering is cached (warm)."""
     k_k3 = np.array(KPTS[0]) + PATH_DK * np.arange(points)[:, None] * np.array(PATH_DIR)
     H_k = [tb.hamiltonian_sparse(k, allow_real=True) for k in k_k3]
-    solver = solvers.NearSolver(NUM, e_f, method="multifrontal", workers=workers)
-    (res_k, w, c) = timed(lambda: [solver.solve(H) for H in H_k])
+    P_k = [None if ptb is None else ptb.hamiltonian_sparse(k, allow_real=True) for k in k_k3]
+    solver = solvers.NearSolver(NUM, e_f, method="sparse", workers=workers)
+    (res_k, w, c) = timed(lambda: [solver.solve(H, preconditioner=P) for H, P in zip(H_k, P_k)])
     # isolated check at the far end
-    last = solvers.solve_near_auto(H_k[-1], NUM, e_f, method="multifrontal", workers=workers)
+    last = solvers.solve_near_auto(H_k[-1], NUM, e_f, method="sparse", workers=workers)
     diff = max(float(np.abs(res_k[0].values - np.array(first["eigenvalues_eV"])).max()),
                float(np.abs(res_k[-1].values - last.values).max()))
     return {"points": points, "dk": PATH_DK, "direction": list(PATH_DIR), "per_k_wall_s": w / points,
@@ -85,28 +95,32 @@ def run_path(tb, e_f: float, points: int, first: dict, workers: int) -> dict:
 
 
 def factor_times(H, e_f: float, workers: int) -> dict:
-    """Median wall time (s, of 3, warm ordering) of the single-precision numeric factorisation with 1 and with
-    ``workers`` threads, interleaved."""
-    A = multifrontal.shifted_csr(H, e_f)
-    sym = multifrontal.symbolic_for(A)
+    """Median wall time (s, of 3) of the single-precision numeric factorisation (PARDISO phase 22, ordering and
+    analysis done once before) with 1 and with ``workers`` threads, interleaved."""
+    A = solvers.shifted_csr(H, e_f)
     times: dict[int, list] = {w: [] for w in sorted({1, workers})}
+    factors = {w: pardiso_backend.PardisoFactor(A, workers=w, single=True) for w in times}
     for _ in range(REPEAT):
-        for w in times:
-            times[w].append(timed(lambda: multifrontal.MultifrontalFactor(sym, A, single=True, workers=w))[1])
+        for w, f in factors.items():
+            times[w].append(timed(lambda: f.refactor(A))[1])
     return {str(w): float(np.median(t)) for w, t in times.items()}
 
 
-def run_angle(angle: float, naive_kpts: int, e_f: float, path_points: int, workers: int) -> dict:
+def run_angle(angle: float, naive_kpts: int, e_f: float, path_points: int, workers: int, tb=None,
+              ptb=None) -> dict:
+    """One structure: ``tb`` (default: the Moon–Koshino model of ``angle``), preconditioned by ``ptb`` if given."""
     atoms = twisted_bilayer("graphene", angle=angle)
-    tb, t_build, _ = timed(lambda: moon_koshino_tb(atoms))
+    if tb is None:
+        tb, t_build, _ = timed(lambda: moon_koshino_tb(atoms))
+    else:
+        t_build = None
     rows = []
     for i, k in enumerate(KPTS):
         H = tb.hamiltonian_sparse(np.array(k), allow_real=True)
-        multifrontal._PLAN_CACHE.clear()  # first k: include the (once per structure) ordering in a "cold" time
-        (res_cold, w_cold, c_cold) = timed(lambda: solvers.solve_near_auto(H, NUM, e_f, method="multifrontal",
-                                                                           workers=workers))
-        reps = [timed(lambda: solvers.solve_near_auto(H, NUM, e_f, method="multifrontal", workers=workers))
-                for _ in range(REPEAT)]
+        P = None if ptb is None else ptb.hamiltonian_sparse(np.array(k), allow_real=True)
+        solvers._ORDERINGS.clear()  # first k: include the (once per structure) ordering in a "cold" time
+        (res_cold, w_cold, c_cold) = timed(lambda: _near(H, e_f, workers, P))
+        reps = [timed(lambda: _near(H, e_f, workers, P)) for _ in range(REPEAT)]
         res = reps[0][0]
         w, c = float(np.median([r[1] for r in reps])), float(np.median([r[2] for r in reps]))
         row = {"k": list(k), "real": bool(H.dtype.kind == "f"), "ours_wall_s": w, "ours_cpu_s": c,
@@ -116,13 +130,13 @@ def run_angle(angle: float, naive_kpts: int, e_f: float, path_points: int, worke
             e_naive, wn, cn = timed(lambda: np.sort(sla.eigsh(H, k=NUM, sigma=e_f, return_eigenvectors=False)))
             row.update(naive_wall_s=wn, naive_cpu_s=cn, max_abs_diff_eV=float(np.abs(e_naive - res.values).max()))
         if i == 0:
-            row["factor_wall_s"] = factor_times(H, e_f, workers)
+            row["factor_wall_s"] = factor_times(H if P is None else P, e_f, workers)
         rows.append(row)
         print(f"  {angle:5.2f}° k={k}: ours {w:6.2f} s (cpu {c:5.2f}, cold {w_cold:5.2f}, {res.solves} solves)"
               + (f", naive {row['naive_wall_s']:6.2f} s (cpu {row['naive_cpu_s']:6.2f}), "
                  f"max|Δe| {row['max_abs_diff_eV']:.1e} eV" if "naive_wall_s" in row else ""), flush=True)
     both = [r for r in rows if "naive_wall_s" in r]
-    path = run_path(tb, e_f, path_points, rows[0], workers)
+    path = run_path(tb, e_f, path_points, rows[0], workers, ptb)
     naive_w = float(np.median([r["naive_wall_s"] for r in both])) if both else None
     naive_c = float(np.median([r["naive_cpu_s"] for r in both])) if both else None
     if naive_w is not None:
@@ -151,9 +165,15 @@ def main() -> None:
     parser.add_argument("--path-points", type=int, default=10, help="k-points of the band-path timing")
     parser.add_argument("--workers", type=int, default=None,
                         help="factorisation threads (default $ASE_WANNIERML_NUM_THREADS or min(2, cpus))")
+    parser.add_argument("--learned", type=Path, default=None,
+                        help="npz of the learned 1.05° TightBinding (solver_libraries.py writes it): also benchmark it")
+    parser.add_argument("--learned-sigma", type=float, default=-4.263293960582194, help="eV, its E_D")
+    parser.add_argument("--learned-naive-kpts", type=int, default=1)
+    parser.add_argument("--precondition-threshold", type=float, default=0.0,
+                        help="eV: precondition the learned H with its copy pruned at this threshold (0: none)")
     parser.add_argument("--out", type=Path, default=RESULTS / "band_solver.json")
     args = parser.parse_args()
-    workers = multifrontal.resolve_workers(args.workers)
+    workers = solvers.resolve_workers(args.workers)
     e_f = dirac_energy()
     load0 = os.getloadavg()
     print(f"E_F (graphene Dirac energy, Moon–Koshino) = {e_f:.6f} eV; load average {load0}; workers {workers}")
@@ -162,13 +182,22 @@ def main() -> None:
         atoms_n = len(twisted_bilayer("graphene", angle=angle))
         naive_k = args.naive_kpts_large if atoms_n > 5000 else len(KPTS)
         results.append(run_angle(angle, naive_k, e_f, args.path_points, workers))
+    if args.learned is not None:
+        from solver_libraries import learned_tb
+
+        tb = learned_tb(args.learned)
+        ptb = tb.pruned(args.precondition_threshold) if args.precondition_threshold > 0 else None
+        r = run_angle(1.05, args.learned_naive_kpts, args.learned_sigma, args.path_points, workers, tb=tb, ptb=ptb)
+        r.update(model="learned graphene-bilayer (rigid)", precondition_threshold_eV=args.precondition_threshold,
+                 nnz_preconditioner=None if ptb is None else int(ptb.hamiltonian_sparse(np.zeros(3)).nnz))
+        results.append(r)
     print("\n| angle (°) | orbitals | workers | factorisation (s) 1 thread | with workers "
           "| ours median/k (s) wall | cpu | naive/k (s) wall | cpu | speed-up wall | cpu | max abs diff (eV) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         fmt = lambda x, f: "–" if x is None else format(x, f)  # noqa: E731
         fw = r["factor_wall_s"]
-        print(f"| {r['angle_deg']:.2f} | {r['norb']} | {r['workers']} | {fw['1']:.2f} | {fw[str(r['workers'])]:.2f} "
+        print(f"| {r.get('model', 'Moon–Koshino')} {r['angle_deg']:.2f} | {r['norb']} | {r['workers']} | {fw['1']:.2f} | {fw[str(r['workers'])]:.2f} "
               f"| {r['ours_median_wall_s']:.2f} | {r['ours_median_cpu_s']:.2f} "
               f"| {fmt(r['naive_median_wall_s'], '.2f')} | {fmt(r['naive_median_cpu_s'], '.2f')} "
               f"| {fmt(r['speedup_wall_same_k'], '.1f')}× | {fmt(r['speedup_cpu_same_k'], '.1f')}× "
@@ -178,7 +207,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         p = r["path"]
-        print(f"| {r['angle_deg']:.2f} | {p['points']} | {p['per_k_wall_s']:.2f} | {p['per_k_cpu_s']:.2f} "
+        print(f"| {r.get('model', 'Moon–Koshino')} {r['angle_deg']:.2f} | {p['points']} | {p['per_k_wall_s']:.2f} | {p['per_k_cpu_s']:.2f} "
               f"| {p['factorizations']} | {fmt(r['naive_median_wall_s'], '.2f')} "
               f"| {fmt(p.get('speedup_wall'), '.1f')}× | {fmt(p.get('speedup_cpu'), '.1f')}× "
               f"| {fmt(r['speedup_wall_same_k'], '.1f')}× |")

@@ -1,24 +1,25 @@
 """Hermitian eigen-solvers for tight-binding Hamiltonians: batched dense, and a few eigenvalues near an energy.
 
-Sparse route ("multifrontal", the default above ``DENSE_MAX_ORBITALS`` orbitals): Davidson iteration whose
-preconditioner is a single-precision multifrontal factorisation of H − σ (``multifrontal.py``: nested dissection,
-dense fronts, BLAS-3), i.e. shift-invert accuracy at half the factorisation cost. Rayleigh–Ritz and residuals use
-H in double precision, so the eigenpairs are exact to ``tol``; if single precision is too inaccurate for a shift,
-the factorisation is redone in double precision. Real arithmetic where H is real (time-reversal-invariant k).
+Sparse route ("sparse", the default above ``DENSE_MAX_ORBITALS`` orbitals): Davidson iteration whose
+preconditioner is an MKL PARDISO factorisation of H − σ (``pardiso_backend.py``: METIS ordering, supernodal
+Bunch–Kaufman LDLᴴ; complex Hermitian or real symmetric), i.e. shift-invert accuracy; single precision first (half
+the factorisation time), double precision if that is too inaccurate for a shift. Rayleigh–Ritz and residuals use H
+in double precision, so the eigenpairs are exact to ``tol``. Real arithmetic where H is real (time-reversal-invariant
+k). The library was chosen by measurement against our former multifrontal code, MUMPS and SLEPc
+(``benchmarks/solver_libraries.py``, ``docs/solvers.md``).
 
 Many k-points (a band path, a mesh): :class:`NearSolver` keeps the factorisation of an earlier H(k₀) − σ as the
-preconditioner and starts Davidson from the previous eigenvectors, refactorising only when the extra iterations
-would have paid for a new factorisation; ``TightBinding.eigenvalues``/``band_structure`` use it. Exactness is
-unchanged (residuals in double precision).
+preconditioner and starts Davidson from the previous eigenvectors, refactorising (numerical phase only: the METIS
+ordering is kept per sparsity pattern) when the extra iterations would have paid for a new factorisation;
+``TightBinding.eigenvalues``/``band_structure`` use it. Exactness is unchanged (residuals in double precision).
+``NearSolver.solve(H, preconditioner=P)`` factorises a cheaper matrix P ≈ H instead (e.g. H(k) of
+``TightBinding.pruned``: fewer long-range couplings, much less fill); the eigenpairs are still those of H.
 
-Against the naive ``scipy.sparse.linalg.eigsh(H, k=8, sigma=E_F)`` (SuperLU/COLAMD, one vector at a time) this is
-about 20× faster per isolated k-point and about 25× per k-point along a band path (Δk = 0.01) for 1.05° twisted
-bilayer graphene on 2 shared cores; see ``benchmarks/band_solver.py`` and its results file for the measured values.
-The factorisation and its solves run independent subtrees on ``workers`` threads (default
-``$ASE_WANNIERML_NUM_THREADS`` or ``min(2, os.cpu_count())``), with results bit-identical to ``workers=1`` when BLAS
-runs one thread (the workers always do, through threadpoolctl; a serial factorisation keeps BLAS's threads and agrees
-to rounding); on a
-machine whose cores are already busy the threads gain nothing (see the benchmark's ``factor_wall_s``).
+Exact band counts (:func:`count_eigenvalues_below`): Sylvester's law of inertia on the double-precision LDLᴴ
+(PARDISO's pivot signs; complex H through its real 2n embedding, whose eigenvalues are those of H twice).
+
+Threads: PARDISO's OpenMP threads = ``workers`` (default ``$ASE_WANNIERML_NUM_THREADS`` or ``min(2,
+os.cpu_count())``); results agree to rounding for any number.
 
 Energies in eV; matrices (norb, norb); eigenvalues returned sorted ascending.
 
@@ -38,11 +39,11 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from ..memory import MEMORY_ENV, available_memory_bytes  # noqa: F401  (re-exported)
-from .multifrontal import MultifrontalFactor, negative_eigenvalue_count, shifted_csr, symbolic_for
+from .pardiso_backend import PardisoFactor, upper_csr
 
 __all__ = ["DENSE_MAX_ORBITALS", "DenseMemoryError", "NearResult", "NearSolver", "available_memory_bytes",
            "check_dense_memory", "count_eigenvalues_below", "dense_memory_bytes", "eigvalsh_dense", "eigvalsh_near",
-           "solve_near_auto"]
+           "negative_eigenvalue_count", "resolve_workers", "shifted_csr", "solve_near_auto"]
 
 #: Up to this many orbitals, ``solve_near_auto`` diagonalises densely (measured crossover ≈ 500 for TBG).
 DENSE_MAX_ORBITALS = 500
@@ -145,18 +146,78 @@ def _check_hermitian_sparse(H: sp.csr_matrix) -> None:
         raise ValueError(f"H is not Hermitian: |H[{i},{j}] - conj(H[{j},{i}])| = {D.max():.3g} eV")
 
 
+#: Environment variable overriding the default number of PARDISO threads, ``min(2, os.cpu_count())``.
+WORKERS_ENV = "ASE_WANNIERML_NUM_THREADS"
+#: Method names: "sparse" (PARDISO-preconditioned Davidson); "multifrontal" is accepted as its former name.
+_SPARSE_NAMES = ("sparse", "multifrontal")
+
+
+def resolve_workers(workers: int | None = None) -> int:
+    """Threads of the sparse factorisations: ``workers`` if given, else ``$ASE_WANNIERML_NUM_THREADS``, else
+    ``min(2, os.cpu_count())``; ValueError if not a positive integer."""
+    import os
+
+    if workers is None:
+        env = os.environ.get(WORKERS_ENV, "").strip()
+        if env:
+            try:
+                workers = int(env)
+            except ValueError:
+                raise ValueError(f"{WORKERS_ENV} must be a positive integer, got {env!r}") from None
+        else:
+            workers = min(2, os.cpu_count() or 1)
+    workers = int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return workers
+
+
+def shifted_csr(H: sp.spmatrix, sigma: float) -> sp.csr_matrix:
+    """Canonical CSR of H − σ I (eV) with the full diagonal stored (the pattern is σ-independent)."""
+    n = H.shape[0]
+    A = sp.csr_matrix(H, copy=True)
+    A = (A + sp.identity(n, dtype=A.dtype, format="csr") * (1.0 - sigma)).tocsr()
+    A = A - sp.identity(n, dtype=A.dtype, format="csr")  # keeps explicit diagonal entries
+    A.sum_duplicates()
+    A.sort_indices()
+    return A
+
+
+_ORDERINGS: dict = {}  # METIS orderings by (pattern digest, arithmetic): the k-points of a TightBinding share one
+_ORDERINGS_SIZE = 8
+
+
+def _pardiso_factor(A: sp.csr_matrix, single: bool, workers: int | None, inertia: bool = False) -> PardisoFactor:
+    """PARDISO factor of the Hermitian ``A`` reusing a cached METIS ordering of its sparsity pattern."""
+    import hashlib
+
+    U = upper_csr(A)
+    embedded = bool(inertia and np.iscomplexobj(U.data))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.asarray(U.indptr, np.int64).tobytes())
+    h.update(np.asarray(U.indices, np.int64).tobytes())
+    key = (h.hexdigest(), U.shape[0], np.iscomplexobj(U.data), embedded)
+    perm = _ORDERINGS.get(key)
+    factor = PardisoFactor(A, workers=resolve_workers(workers), inertia=inertia, perm=perm, single=single)
+    if perm is None:
+        if len(_ORDERINGS) >= _ORDERINGS_SIZE:
+            _ORDERINGS.pop(next(iter(_ORDERINGS)))
+        _ORDERINGS[key] = factor.perm
+    return factor
+
+
 def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool,
-                 workers: int | None = None) -> tuple[MultifrontalFactor, float]:
+                 workers: int | None = None) -> tuple[PardisoFactor, float]:
     """Factorise H − σ with σ = near, nudged by 1e-7 × ``scale`` if H − near is singular to working precision
-    (an exactly zero pivot, or a solve growth ‖(H − σ)⁻¹ b‖/‖b‖ above 1/(``SINGULAR_SHIFT_RTOL`` × scale): the
-    rounding of a near-zero pivot then decides the result, e.g. with the number of BLAS threads); ``workers``
-    threads (None: ``multifrontal.resolve_workers`` default). A single-precision factor that solves too
-    inaccurately raises LinAlgError (the caller refactorises in double precision)."""
+    (PARDISO error, or a solve growth ‖(H − σ)⁻¹ b‖/‖b‖ above 1/(``SINGULAR_SHIFT_RTOL`` × scale): the rounding of
+    a near-zero pivot then decides the result); ``workers`` threads (None: :func:`resolve_workers`). A
+    single-precision factor that solves too inaccurately raises LinAlgError (the caller refactorises in double
+    precision)."""
     for nudge in (0.0, 1e-7, -3e-7):
         sigma = near + nudge * scale
         A = shifted_csr(H, sigma)
         try:
-            factor = MultifrontalFactor(symbolic_for(A), A, single=single, workers=workers)
+            factor = _pardiso_factor(A, single, workers)
         except np.linalg.LinAlgError:
             continue
         if _check_factor(factor, A, single, scale):
@@ -179,7 +240,7 @@ SINGULAR_SHIFT_RTOL = 1e-9
 SINGLE_FACTOR_MAX_RESIDUAL = 1e-2
 
 
-def _check_factor(factor: MultifrontalFactor, A: sp.csr_matrix, single: bool, scale: float) -> bool:
+def _check_factor(factor: PardisoFactor, A: sp.csr_matrix, single: bool, scale: float) -> bool:
     """One solve x = factor⁻¹ b (b random): False if the shift must be nudged (growth ‖x‖/‖b‖ above
     1/(SINGULAR_SHIFT_RTOL × ``scale``), or a double-precision overflow); LinAlgError if a single-precision
     factor overflows or leaves ‖A x − b‖/‖b‖ > SINGLE_FACTOR_MAX_RESIDUAL; otherwise True."""
@@ -208,7 +269,7 @@ def _orthonormalize(W: np.ndarray, Q: np.ndarray | None) -> np.ndarray:
     return Wq[:, keep]
 
 
-def _davidson_near(H: sp.csr_matrix, factor: MultifrontalFactor, sigma: float, num: int, block: int,
+def _davidson_near(H: sp.csr_matrix, factor: PardisoFactor, sigma: float, num: int, block: int,
                    tol: float, max_iter: int, seed: int, start: np.ndarray | None = None) -> NearResult:
     """:func:`_davidson_iterate` with one BLAS thread: its dense work is small (subspace eigh, block solves of
     ≤ 2 × BLOCK_SIZE vectors), and on a busy 2-core machine OpenBLAS's spinning threads made it 30–200× slower
@@ -219,7 +280,7 @@ def _davidson_near(H: sp.csr_matrix, factor: MultifrontalFactor, sigma: float, n
         return _davidson_iterate(H, factor, sigma, num, block, tol, max_iter, seed, start)
 
 
-def _davidson_iterate(H: sp.csr_matrix, factor: MultifrontalFactor, sigma: float, num: int, block: int,
+def _davidson_iterate(H: sp.csr_matrix, factor: PardisoFactor, sigma: float, num: int, block: int,
                       tol: float, max_iter: int, seed: int, start: np.ndarray | None = None) -> NearResult:
     """``num`` eigenpairs of H nearest σ: Davidson with the shift-invert preconditioner (H − σ)⁻¹ ≈ ``factor``.
 
@@ -274,10 +335,10 @@ def _davidson_iterate(H: sp.csr_matrix, factor: MultifrontalFactor, sigma: float
         raise np.linalg.LinAlgError(f"Davidson did not converge in {max_iter} iterations: residuals "
                                     f"{np.array2string(res, precision=2)} eV, tol {tol:.1e} eV")
     vals, Z = np.linalg.eigh(_herm(Y.conj().T @ HY))  # Rayleigh–Ritz on the converged vectors
-    return NearResult(vals, Y @ Z, "multifrontal", solves, float(np.max(res)))
+    return NearResult(vals, Y @ Z, "sparse", solves, float(np.max(res)))
 
 
-def _apply(factor: MultifrontalFactor, B: np.ndarray, dtype: type) -> np.ndarray:
+def _apply(factor: PardisoFactor, B: np.ndarray, dtype: type) -> np.ndarray:
     """factor⁻¹ B in double precision; LinAlgError on overflow (a near-singular single-precision front)."""
     X = factor.solve(B).astype(dtype)
     if not np.all(np.isfinite(X)):
@@ -289,11 +350,17 @@ def _herm(M: np.ndarray) -> np.ndarray:
     return (M + M.conj().T) / 2
 
 
-def _near_multifrontal(H: sp.csr_matrix, num: int, near: float, scale: float, block: int, tol: float, seed: int,
+def _near_sparse(H: sp.csr_matrix, num: int, near: float, scale: float, block: int, tol: float, seed: int,
                        single: bool, workers: int | None = None) -> NearResult:
     factor, sigma = _factor_near(H, near, scale, single=single, workers=workers)
     want = min(H.shape[0], num if sigma == near else num + 2)  # nudged shift: spares, then the nearest to `near`
     return _davidson_near(H, factor, sigma, want, block, tol, max_iter=MAX_ITER, seed=seed)
+
+
+def _check_method(method: str) -> str:
+    if method not in ("auto", "dense") + _SPARSE_NAMES:
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'sparse'")
+    return "sparse" if method in _SPARSE_NAMES else method
 
 
 def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_vectors: bool = False,
@@ -301,21 +368,19 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
                     workers: int | None = None) -> NearResult:
     """The ``num`` eigenpairs of Hermitian ``H`` (norb, norb) nearest ``near`` (eV), with the method reported.
 
-    ``method``: "auto" (dense up to ``DENSE_MAX_ORBITALS`` orbitals or when num > norb/4, else "multifrontal"),
-    "dense" or "multifrontal". ``tol`` (eV, default 1e-9 × max(1, max|H|)) bounds the residual ‖H y − λ y‖, or
+    ``method``: "auto" (dense up to ``DENSE_MAX_ORBITALS`` orbitals or when num > norb/4, else "sparse"),
+    "dense" or "sparse" ("multifrontal", the former name, means "sparse"). ``tol`` (eV, default 1e-9 × max(1, max|H|)) bounds the residual ‖H y − λ y‖, or
     its square over the gap to the unwanted spectrum, i.e. the eigenvalue error. ``workers``: threads of the
-    factorisation and its solves (default ``$ASE_WANNIERML_NUM_THREADS`` or ``min(2, os.cpu_count())``; the
-    result depends on it only by rounding).
+    factorisation and its solves (:func:`resolve_workers`; the result depends on it only by rounding).
     """
     if H.ndim != 2 or H.shape[0] != H.shape[1]:
         raise ValueError(f"H must be square (norb, norb), got shape {H.shape}")
     n = H.shape[0]
     if not 1 <= num <= n:
         raise ValueError(f"num must be in [1, {n}] (number of orbitals), got {num}")
-    if method not in ("auto", "dense", "multifrontal"):
-        raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'multifrontal'")
+    method = _check_method(method)
     if method == "auto":
-        method = "dense" if n <= DENSE_MAX_ORBITALS or 4 * num > n else "multifrontal"
+        method = "dense" if n <= DENSE_MAX_ORBITALS or 4 * num > n else "sparse"
     if method == "dense":
         check_dense_memory(n, 1, vectors=return_vectors, complex_=np.iscomplexobj(H.data if sp.issparse(H) else H))
         Hd = H.toarray() if sp.issparse(H) else np.asarray(H)
@@ -328,9 +393,9 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     tol = 1e-9 * scale if tol is None else float(tol)
     block = min(n, BLOCK_SIZE)
     try:
-        result = _near_multifrontal(Hs, num, near, scale, block, tol, seed, single=True, workers=workers)
+        result = _near_sparse(Hs, num, near, scale, block, tol, seed, single=True, workers=workers)
     except np.linalg.LinAlgError:  # single precision too inaccurate here: redo in double precision
-        result = _near_multifrontal(Hs, num, near, scale, block, tol, seed, single=False, workers=workers)
+        result = _near_sparse(Hs, num, near, scale, block, tol, seed, single=False, workers=workers)
     pick = np.sort(np.argsort(np.abs(result.values - near), kind="stable")[:num])
     result.values = result.values[pick]
     result.vectors = result.vectors[:, pick] if return_vectors else None
@@ -340,26 +405,28 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
 class NearSolver:
     """The ``num`` eigenvalues nearest ``near`` (eV) for a sequence of related matrices, e.g. H(k) along a band path.
 
-    Keeps the single-precision multifrontal factorisation of H(k₀) − σ and uses it as the Davidson preconditioner
+    Keeps the single-precision PARDISO factorisation of H(k₀) − σ and uses it as the Davidson preconditioner
     for the following matrices, starting from the previous eigenvectors. The answer stays exact (Rayleigh–Ritz and
     residuals of each H in double precision, same ``tol`` as :func:`solve_near_auto`); only the number of solves
     grows with the distance to k₀. The factorisation is renewed when the extra solves spent since it was made would
     already have paid for a new one (measured factorisation and solve times), or when Davidson fails with it.
     Dense (``method="auto"`` on small matrices, or "dense") solves each matrix independently.
 
-    ``solve(H)`` → :class:`NearResult` (vectors included unless dense); counters ``factorizations`` and ``solves`` record the work.
+    ``solve(H, preconditioner=None)`` → :class:`NearResult` (vectors included unless dense); counters
+    ``factorizations`` and ``solves`` record the work. ``preconditioner`` (norb, norb): a Hermitian matrix P ≈ H
+    with a cheaper factorisation (e.g. the same H(k) from ``TightBinding.pruned``) factorised instead of H; the
+    eigenpairs are still H's (residual-checked), only the number of solves changes.
     ``workers``: threads of the factorisations (see :func:`solve_near_auto`).
     """
 
     def __init__(self, num: int, near: float, method: str = "auto", tol: float | None = None, seed: int = 0,
                  reuse: bool = True, workers: int | None = None) -> None:
-        if method not in ("auto", "dense", "multifrontal"):
-            raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'multifrontal'")
+        method = _check_method(method)
         self.num, self.near, self.method, self.tol, self.seed, self.reuse = num, float(near), method, tol, seed, reuse
         self.workers = workers
         self.factorizations = 0
         self.solves = 0
-        self._factor: MultifrontalFactor | None = None
+        self._factor: PardisoFactor | None = None
         self._sigma = self.near
         self._complex = False
         self._single_ok = True  # False once a single-precision factor failed its accuracy check
@@ -374,6 +441,7 @@ class NearSolver:
         self._factor, self._vectors, self._extra = None, None, 0.0
 
     def _refactor(self, H: sp.csr_matrix, scale: float, single: bool) -> None:
+        """Factorise ``H`` − σ (``H``: the matrix or its preconditioner)."""
         import time
 
         t0 = time.perf_counter()
@@ -390,19 +458,20 @@ class NearSolver:
         self.factorizations += 1
         self._extra = 0.0
 
-    def solve(self, H: sp.spmatrix | np.ndarray) -> NearResult:
-        """Eigenpairs of Hermitian ``H`` (norb, norb) nearest ``near``: values (num,) ascending, vectors (norb, num)."""
+    def solve(self, H: sp.spmatrix | np.ndarray, preconditioner: sp.spmatrix | None = None) -> NearResult:
+        """Eigenpairs of Hermitian ``H`` (norb, norb) nearest ``near``: values (num,) ascending, vectors (norb, num);
+        ``preconditioner``: see the class docstring."""
         import time
 
         n = H.shape[0]
         method = self.method
         if method == "auto":
-            method = "dense" if n <= DENSE_MAX_ORBITALS or 4 * self.num > n else "multifrontal"
+            method = "dense" if n <= DENSE_MAX_ORBITALS or 4 * self.num > n else "sparse"
         if method == "dense" or not self.reuse:
             result = solve_near_auto(H, self.num, self.near, return_vectors=method != "dense", method=method,
                                      tol=self.tol, seed=self.seed, workers=self.workers)
             self.solves += result.solves
-            self.factorizations += result.method == "multifrontal"
+            self.factorizations += result.method == "sparse"
             return result
         if not 1 <= self.num <= n:
             raise ValueError(f"num must be in [1, {n}] (number of orbitals), got {self.num}")
@@ -412,11 +481,19 @@ class NearSolver:
         tol = 1e-9 * scale if self.tol is None else float(self.tol)
         if self._vectors is not None and self._vectors.shape[0] != n:
             self.reset()
-        if self._factor is not None and self._factor.symbolic.n != n:
+        if self._factor is not None and self._factor.n != n:
             self.reset()
+        if preconditioner is not None:
+            P = sp.csr_matrix(preconditioner)
+            if P.shape != Hs.shape:
+                raise ValueError(f"preconditioner has shape {P.shape}, H {Hs.shape}")
+            if np.iscomplexobj(Hs.data) and not np.iscomplexobj(P.data):
+                P = P.astype(complex)
+        else:
+            P = Hs
         fresh = self._factor is None
         if fresh:
-            self._refactor(Hs, scale, single=True)
+            self._refactor(P, scale, single=True)
         if self._complex or (self._vectors is not None and np.iscomplexobj(self._vectors)):
             Hs = Hs.astype(complex)  # keep one arithmetic along the path (a real Γ between complex k-points)
         want = min(n, self.num if self._sigma == self.near else self.num + 2)
@@ -431,7 +508,7 @@ class NearSolver:
             except np.linalg.LinAlgError:  # stale or too inaccurate a factor: fresh, then double precision
                 if fresh:  # a stale factor failed: keep the previous eigenvectors as the start
                     self._vectors = None
-                self._refactor(Hs, scale, single=attempt == 0)
+                self._refactor(P if attempt == 0 else Hs, scale, single=attempt == 0)
                 want = min(n, self.num if self._sigma == self.near else self.num + 2)
                 fresh = True
         if result is None:
@@ -454,10 +531,11 @@ class NearSolver:
 def count_eigenvalues_below(H: sp.spmatrix | np.ndarray, energy: float, workers: int | None = None) -> int:
     """Number of eigenvalues of Hermitian ``H`` (norb, norb) below ``energy`` (eV), exactly, without computing them.
 
-    Sylvester's law of inertia on an LDLᴴ factorisation of H − energy in double precision (dense up to
-    ``DENSE_MAX_ORBITALS`` orbitals, else the multifrontal factorisation: about one shift-invert factorisation,
-    0.4–0.6 s for 1.05° twisted bilayer graphene). An eigenvalue within rounding (~1e-10 × max|H|) of ``energy``
-    may be counted on either side; if H − energy is exactly singular the count is taken 1e-10 × max|H| lower.
+    Up to ``DENSE_MAX_ORBITALS`` orbitals from the dense eigenvalues (LAPACK); above, Sylvester's law of inertia
+    on PARDISO's LDLᴴ factorisation of H − energy in double precision (the signs of its pivots; a complex H through
+    its real 2n embedding, which has each eigenvalue of H twice; a factorisation with perturbed pivots is not
+    trusted: the shift moves), about one factorisation. An eigenvalue within rounding (~1e-10 × max|H|) of
+    ``energy`` may be counted on either side; if H − energy is exactly singular the count is taken 1e-10 × max|H| lower.
     With band indices from this count, the states returned by the near solver become absolute bands
     (``flatbands``) and an insulator's Fermi level can be put exactly in its gap.
 
@@ -480,19 +558,17 @@ def count_eigenvalues_below(H: sp.spmatrix | np.ndarray, energy: float, workers:
         Hd = np.asarray(H)
         _check_hermitian_dense(Hd, "H")
         scale = max(1.0, float(np.abs(Hd).max()))
-    dense = None
     if n <= DENSE_MAX_ORBITALS:
         dense = Hs.toarray() if sparse else Hd
-        dense = dense.astype(np.result_type(dense.dtype, np.float64))  # double precision, real or complex
+        e = np.linalg.eigvalsh(dense.astype(np.result_type(dense.dtype, np.float64)))
+        return int(np.count_nonzero(e < float(energy)))
     for shift in (0.0, -1e-10, -3e-10):
         sigma = float(energy) + shift * scale
         try:
-            if dense is not None:
-                M = dense.copy()
-                M[np.diag_indices(n)] -= sigma
-                return negative_eigenvalue_count(M)
-            A = shifted_csr(Hs, sigma)
-            return int(MultifrontalFactor(symbolic_for(A), A, workers=workers, inertia=True).negative_eigenvalues)
+            factor = _pardiso_factor(shifted_csr(Hs, sigma), single=False, workers=workers, inertia=True)
+            if factor.perturbed_pivots:
+                continue
+            return int(factor.negative_eigenvalues)
         except np.linalg.LinAlgError:
             continue
     raise np.linalg.LinAlgError(f"H - {energy} eV stays singular after shifting; is the matrix degenerate?")
@@ -503,7 +579,7 @@ def eigvalsh_near(H: sp.spmatrix | np.ndarray, num: int, near: float, return_vec
     """The ``num`` eigenvalues (eV, ascending, shape (num,)) of Hermitian ``H`` (norb, norb) nearest ``near``.
 
     With ``return_vectors=True`` returns (values (num,), vectors (norb, num)). Dense for small matrices, otherwise
-    Davidson with a multifrontal shift-invert preconditioner (see the module docstring, :func:`solve_near_auto`).
+    Davidson with a PARDISO shift-invert preconditioner (see the module docstring, :func:`solve_near_auto`).
     """
     result = solve_near_auto(H, num, near, return_vectors=return_vectors, method=method, workers=workers)
     return (result.values, result.vectors) if return_vectors else result.values
