@@ -52,6 +52,34 @@ def save_model(model: WannierMLModel, path: str | Path, metadata: Optional[Mappi
     torch.save(payload, Path(path))
 
 
+def checked_torch_load(path: str | Path, what: str = "file") -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU with corrupted files refused by a ``ValueError`` naming the file.
+
+    torch does not verify the CRC-32 of the zip records it reads, so flipped bytes inside the weights load silently
+    as wrong numbers; every record is checked here first (``zipfile.testzip``: ~10 ms for a 0.5 MB model).
+    Truncated or non-torch files give the same ValueError instead of torch's internal error.
+    """
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            raise ValueError(f"{path} is a corrupted {what} ({err}); copy or download it again") from None
+        if bad is not None:
+            raise ValueError(f"{path} is a corrupted {what}: the checksum of its record {bad!r} does not match "
+                             "(damaged bytes); copy or download it again")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, ValueError,
+            KeyError, IndexError, TypeError) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable {what} (truncated or corrupted?): {msg[:200]}") from None
+
+
 def available_models() -> list[str]:
     """Names of the pretrained models shipped in ``ase_wannierml/pretrained/`` (``<name>.pt``)."""
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
@@ -103,7 +131,7 @@ def load_model(name_or_path: str | Path = "graphene-bilayer", dtype: Optional[to
 
         return load_committee(resolve_committee_path(name_or_path), dtype=dtype, device=device)
     path = resolve_model_path(name_or_path)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = checked_torch_load(path, what="model file")
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise ValueError(f"{path} is not an ase_wannierml model file (no format_version)")
     version = payload["format_version"]

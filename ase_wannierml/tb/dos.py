@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .tightbinding import TightBinding
 
+KPM_MAX_MOMENTS = 1 << 20  # above: refuse (a width far below any resolvable scale)
 KPM_MAX_GROUPS = 64  # projected KPM costs one stochastic trace per group
 _PADDING = 10.0  # energy window margin in units of the width
 _KERNEL_ELEMENTS = 2**22  # kernel matrix entries per batch
@@ -65,8 +66,15 @@ def energy_grid(e_min: float, e_max: float, width: float, npts: int, emin: float
     """Energy grid (npts,) eV covering [e_min, e_max] padded by 10 widths unless emin/emax are given."""
     lo = e_min - _PADDING * width if emin is None else emin
     hi = e_max + _PADDING * width if emax is None else emax
+    if not np.isfinite(width) or width <= 0:
+        raise ValueError(f"smearing width must be a positive energy (eV), got {width}")
     if not hi > lo or npts < 2:
         raise ValueError(f"empty energy grid: emin = {lo}, emax = {hi}, npts = {npts}")
+    spacing = (hi - lo) / (npts - 1)
+    if spacing > width:   # peaks narrower than the grid fall between points: a DOS of near zeros, not the answer
+        raise ValueError(f"smearing width {width:g} eV is below the energy-grid spacing {spacing:.3g} eV "
+                         f"({npts} points over {lo:.3f}..{hi:.3f} eV): use width >= {spacing:.3g} eV, "
+                         f"npts >= {int(np.ceil((hi - lo) / width)) + 1} or a narrower emin/emax window")
     return np.linspace(lo, hi, npts)
 
 
@@ -179,7 +187,12 @@ def kpm_moments_kmesh(
     if num_moments is None:
         if width is None:
             raise ValueError("give num_moments or width")
+        if not np.isfinite(width) or width <= 0:
+            raise ValueError(f"KPM broadening width must be a positive energy (eV), got {width}")
         num_moments = max(16, int(np.ceil(kernel_factor * 0.5 * (hi - lo) / 0.99 / width)))
+        if num_moments > KPM_MAX_MOMENTS:
+            raise ValueError(f"KPM width {width:g} eV over a {hi - lo:.3g} eV spectrum needs {num_moments} "
+                             f"Chebyshev moments (> {KPM_MAX_MOMENTS}); use a larger width")
     mu_g = np.zeros((len(groups), num_moments))
     center = half = None
     for ik, (w, k_3) in enumerate(zip(w_k, k_k3)):

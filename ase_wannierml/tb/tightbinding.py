@@ -338,6 +338,8 @@ class TightBinding:
         """
         from . import solvers
 
+        if near is not None and not np.isfinite(near):
+            raise ValueError(f"near must be a finite energy (eV), got {near}")
         k_k3 = _as_kpts(kpts)
         if executor is not None:
             from .distributed import eigenvalues as distributed_eigenvalues
@@ -489,6 +491,8 @@ class TightBinding:
         ``threshold <= 0`` returns ``self``. The result records ``pruned_threshold`` and ``pruning_bound`` (eV).
         """
         threshold = float(threshold)
+        if not np.isfinite(threshold):
+            raise ValueError(f"pruning threshold must be a finite energy (eV), got {threshold}")
         if threshold <= 0:
             return self
         keep = self._prune_keep(threshold)

@@ -42,8 +42,13 @@ def checkpoint_dir(output: str | Path) -> Path:
     return Path(output) / "checkpoints"
 
 
-def save_checkpoint(state: dict[str, Any], output: str | Path, step: int, keep: int = 2) -> Path:
-    """Write ``state`` as step ``step`` (temp file + rename) and delete all but the newest ``keep`` checkpoints."""
+def save_checkpoint(state: dict[str, Any], output: str | Path, step: int, keep: int = 2,
+                    own: list[Path] | None = None) -> Path:
+    """Write ``state`` as step ``step`` (temp file + rename) and delete all but the newest ``keep`` checkpoints.
+
+    ``own``: the checkpoints of this run (the new one is appended); only those are pruned, so files of another run
+    in the same folder are never deleted in place of this run's (None: every checkpoint in the folder).
+    """
     folder = checkpoint_dir(output)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
@@ -54,8 +59,16 @@ def save_checkpoint(state: dict[str, Any], output: str | Path, step: int, keep: 
     finally:
         if tmp.exists():
             tmp.unlink()
-    for old in list_checkpoints(output)[:-max(keep, 1)]:
+    if own is None:
+        candidates = list_checkpoints(output)
+    else:
+        if path not in own:
+            own.append(path)
+        candidates = sorted(p for p in own if p.exists())
+    for old in candidates[:-max(keep, 1)]:
         old.unlink()
+        if own is not None:
+            own.remove(old)
     return path
 
 
@@ -68,6 +81,27 @@ def list_checkpoints(output: str | Path) -> list[Path]:
 
 
 def load_latest(output: str | Path) -> dict[str, Any] | None:
-    """The newest checkpoint of a run (None if there is none)."""
+    """The newest readable checkpoint of a run (None if there is none).
+
+    A newest checkpoint that is truncated or corrupted (e.g. the disk filled up) is reported and the previous one
+    is used; ValueError naming the files if none can be read.
+    """
+    from ase_wannierml.model.io import checked_torch_load
+
     found = list_checkpoints(output)
-    return torch.load(found[-1], weights_only=True) if found else None
+    problems = []
+    for path in reversed(found):
+        try:
+            state = checked_torch_load(path, what="training checkpoint")
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        if not isinstance(state, dict) or "step" not in state:
+            problems.append(f"{path} is not a training checkpoint (no 'step')")
+            continue
+        for msg in problems:
+            print(f"--resume: skipping unreadable checkpoint: {msg}; using {path.name}")
+        return state
+    if problems:
+        raise ValueError("no readable checkpoint in " + str(checkpoint_dir(output)) + ": " + "; ".join(problems))
+    return None

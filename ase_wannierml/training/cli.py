@@ -1,6 +1,6 @@
 """Command-line entry points ``wannierml train`` and ``wannierml evaluate`` (wired in ``ase_wannierml/cli.py``).
 
-    wannierml train config.yaml [--resume] [--no-progress]
+    wannierml train config.yaml [--resume | --overwrite] [--no-progress]
     wannierml evaluate model.pt FRAMES_OR_CACHE [...] [--json metrics.json] [--batch-size 8]
 
 Data-parallel training on CPU (gloo)::
@@ -24,6 +24,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                                 "(see examples/train_config.yaml)")
     p.add_argument("config", help="YAML training config")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in run.output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a run.output that holds a previous run (deletes its model, log, checkpoints)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_threads_option(p)
     args = p.parse_args(argv)
@@ -38,7 +40,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         cfg.run.progress = False
     info = init_from_env()
     try:
-        summary = Trainer(cfg, info, resume=args.resume).train()
+        summary = Trainer(cfg, info, resume=args.resume, overwrite=args.overwrite).train()
     finally:
         shutdown(info)
     if info.is_main:

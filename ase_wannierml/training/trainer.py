@@ -39,10 +39,15 @@ class Trainer:
     """One training run (see the module docstring); ``train()`` runs or resumes it and returns a summary."""
 
     def __init__(self, cfg: TrainConfig, dist_info: DistInfo = DistInfo(), resume: bool = False,
-                 dataset: Dataset | None = None) -> None:
+                 dataset: Dataset | None = None, overwrite: bool = False) -> None:
         self.cfg, self.dist, self.dtype = cfg, dist_info, _DTYPES[cfg.run.dtype]
         self.out = Path(cfg.run.output)
+        if resume and overwrite:
+            raise ValueError("--resume and --overwrite exclude each other: continue the run or start it again")
+        if not resume:
+            _claim_run_folder(self.out, overwrite, dist_info.is_main)
         state = ckpt.load_latest(self.out) if resume else None
+        self._own_checkpoints = ckpt.list_checkpoints(self.out) if state is not None else []
         if resume and state is None and dist_info.is_main:
             print(f"--resume: no checkpoint in {ckpt.checkpoint_dir(self.out)}; starting a new run")
         _seed_everything(cfg.run.seed)
@@ -275,7 +280,8 @@ class Trainer:
         """Write a checkpoint (main process) after all processes reached this step."""
         barrier(self.dist)
         if self.dist.is_main:
-            ckpt.save_checkpoint(self.state_dict(), self.out, self.step, self.cfg.run.keep_checkpoints)
+            ckpt.save_checkpoint(self.state_dict(), self.out, self.step, self.cfg.run.keep_checkpoints,
+                                 own=self._own_checkpoints)
 
     def _hold_out(self, held: set[str]) -> None:
         """Move the frames in ``held`` (ids) to the test split, whatever the split rule or checkpoint said."""
@@ -316,6 +322,28 @@ class Trainer:
         self.best_val, self.bad_evals, self.stopped = state["best_val"], state["bad_evals"], state["stopped"]
         if self.dist.is_main:
             _truncate_log(self.out / "metrics.jsonl", self.step)
+
+
+def _claim_run_folder(out: Path, overwrite: bool, is_main: bool) -> None:
+    """A new run needs an output folder without another run's results (model.pt, checkpoints): FileExistsError
+    naming them, unless ``overwrite`` (then the main process deletes them and the log first). A log alone (a run
+    stopped before its first checkpoint: nothing to resume) is kept as ``metrics.previous.jsonl``. The dataset cache
+    may live in the folder and is not touched."""
+    log = out / "metrics.jsonl"
+    found = [p for p in (out / "model.pt",) if p.exists()] + ckpt.list_checkpoints(out)
+    if not found:
+        if log.exists() and is_main:
+            log.replace(out / "metrics.previous.jsonl")
+        return
+    found += [log] if log.exists() else []
+    if not overwrite:
+        names = ", ".join(str(p.relative_to(out)) for p in found[:4]) + (" ..." if len(found) > 4 else "")
+        raise FileExistsError(f"run folder {out} already holds a run ({names}): pass --resume to continue it, "
+                              f"--overwrite to start again (deletes those files), or choose another run.output")
+    if is_main:
+        for path in found:
+            path.unlink()
+        print(f"--overwrite: deleted {len(found)} file(s) of the previous run in {out}")
 
 
 def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any]:
