@@ -84,7 +84,8 @@ def main(argv=None) -> dict:
 
     t0 = time.perf_counter()
     special = atoms.cell.bandpath().special_points
-    e_d, _ = neutrality_dirac_energy(tb, special["K"], float(tb.fermi_level() if tb.norb < 4000 else 0.0))
+    guess = tb.fermi_energy if tb.fermi_energy is not None else float(tb.fermi_level())  # model E_F (eV)
+    e_d, _ = neutrality_dirac_energy(tb, special["K"], guess)
     stage("E_D at moiré K", t0)
 
     t0 = time.perf_counter()
