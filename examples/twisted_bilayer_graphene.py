@@ -23,10 +23,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from ase_wannierml import WannierMLCalculator, load_model, twisted_bilayer
 from ase_wannierml.relaxation import relax
+from ase_wannierml.threads import set_threads
 from _report import Stage, peak_memory_gb, plot_band_points
 
 
@@ -49,14 +49,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num", type=int, default=8, help="bands nearest E_F from the sparse solver")
     p.add_argument("--outdir", default="tbg_output")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch threads (0: torch's default, one per core); use 1 when other jobs share the cores")
+                   help="torch threads (0: all cores, or 1 when other jobs keep them busy: ase_wannierml.threads)")
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     stages: dict = {}
@@ -75,7 +75,7 @@ def main() -> None:
     with Stage("bands (relaxed)", stages):
         bs = calc.get_band_structure(path=path, num=args.num)
     with Stage("DOS", stages):
-        dos = calc.get_dos(kpts=(3, 3, 1), width=0.005, npts=1500, method="kpm" if len(atoms) > 3000 else "auto")
+        dos = calc.get_dos()   # default mesh and smearing (ase_wannierml/tb/kmesh.py); KPM above 2,000 orbitals
     with Stage("plots", stages):
         fig, ax = plt.subplots(figsize=(5, 4))
         plot_band_points(ax, bs0, "tab:gray", "unrelaxed", window=0.3)
@@ -104,7 +104,8 @@ def main() -> None:
         "mean_interlayer_distance_A": float(z[layer == 1].mean() - z[layer == 0].mean()),
         "central_bands_width_meV": {"unrelaxed": 1e3 * central_band_width(bs0),
                                     "relaxed": 1e3 * central_band_width(bs)},
-        "fermi_level_eV": float(calc.get_fermi_level()),
+        "fermi_level_eV": float(calc.get_fermi_level()),          # this cell's, from its electron count
+        "model_reference_level_eV": calc.reference_level,         # the model's stored level (docs/energy_zero.md)
         "stages": stages,
         "total_wall_s": round(sum(s["wall_s"] for s in stages.values()), 1),
         "peak_memory_GB": round(peak_memory_gb(), 3),

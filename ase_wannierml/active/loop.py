@@ -615,6 +615,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("action", choices=["run", "status"], help="run: run/continue the rounds; status: print the log")
     p.add_argument("config", help="YAML of ActiveConfig settings")
     p.add_argument("--rounds", type=int, default=None, help="rounds to reach (default: the config's)")
+    p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (default: %(default)s)")
     args = p.parse_args(argv)
     cfg = load_active_config(args.config)
     if args.action == "status":
@@ -629,8 +630,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"{[s['frame_id'] for s in rec.get('selected', [])]}; force RMSE new frames "
                   f"{b.get('force_rmse')} → {a.get('force_rmse')} eV/Å")
         return 0
-    import torch
+    from ase_wannierml.threads import set_threads
 
-    torch.set_num_threads(1)
+    set_threads(args.threads)
     ActiveLoop(cfg).run(args.rounds)
     return 0
