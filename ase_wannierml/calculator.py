@@ -33,14 +33,17 @@ from ase_wannierml.tb.kmesh import DOS_NPTS, DOS_WIDTH, default_mesh
 from ase_wannierml.threads import safe_default_threads
 from ase_wannierml.tb.tightbinding import TightBinding
 
-# One table from model outputs to ASE results: (ase_key, model_key, unit_factor). The model works in eV and Å.
+# The one table from model outputs to ASE results: (ase_key, model_key, unit_factor); the model works in eV and Å.
+# ``implemented_properties`` is derived from it. ``calculate`` then only refines these same results: per-atom
+# energies summed in float64 (e0 + learned part) and the analytic dispersion term added to each.
 RESULTS_MAP: tuple[tuple[str, str, float], ...] = (
-    ("energy", "energy", 1.0),
-    ("free_energy", "energy", 1.0),
-    ("energies", "node_energy", 1.0),
-    ("forces", "forces", 1.0),
-    ("stress", "stress", 1.0),
+    ("energy", K.ENERGY, 1.0),
+    ("free_energy", K.ENERGY, 1.0),
+    ("energies", K.NODE_ENERGY, 1.0),
+    ("forces", K.FORCES, 1.0),
+    ("stress", K.STRESS, 1.0),
 )
+COMMITTEE_RESULTS = ("energy_std", "forces_std")   # committee models only: spread of the members (eV, eV/Å)
 
 
 
@@ -177,7 +180,7 @@ class WannierMLCalculator(Calculator):
             ``graphene-bilayer`` model at 1.05°: README, "Magic angle (1.05°)".
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "energy_std", "forces_std"]
+    implemented_properties = [*dict.fromkeys(ase_key for ase_key, _, _ in RESULTS_MAP), *COMMITTEE_RESULTS]
     default_parameters: dict[str, Any] = {"kpts": None}
     nolabel = True
 
