@@ -18,7 +18,7 @@ from ase.io import read
 
 from ase_wannierml import TightBinding
 from ase_wannierml.dft import quality
-from ase_wannierml.tb.wannier90 import read_centres_xyz, read_win
+from ase_wannierml.tb.wannier90 import read_centres_xyz, read_hr_data, read_win
 from ase_wannierml.tb.wsvec import WsShifts, apply_wsvec, compute_wsvec, read_wsvec, write_wsvec
 
 DATA = Path(__file__).parent / "data" / "wannier90"
@@ -223,3 +223,32 @@ def test_backfill_recreates_wannier90s_shift_file_for_a_frame_without_one(tmp_pa
     assert new["quality"]["ws_shifts"].startswith("file") and new["status"] == "ok"
     again = backfill.backfill_frame(frame, {"C": 1.0})                       # re-running only re-measures
     assert again["source"] == "recomputed (backfill)" and again["recomputed_equals_file"]
+
+
+def test_centre_listed_one_cell_along_the_vacuum_axis_adds_no_kz_dependence(tmp_path):
+    """A WF centre listed at z + c (a Wannier90 pitfall on slabs, k-mesh 1 along c): Wannier90's shift moves its
+    hoppings by −c; the reader keeps the in-plane part only, so R_z = 0 everywhere and the bands at k_z = 0 equal
+    Wannier90's shifted interpolation."""
+    cell = np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 10.0]])
+    centres = np.array([[0.0, 0, 5.0], [1.0, 0.2, 15.2]])          # WF 2 listed one c above its atom
+    R_list = [(i, j, 0) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+    rng = np.random.default_rng(3)
+    lines = ["written on test", "2", str(len(R_list)), " ".join("1" for _ in R_list)]
+    H = {}
+    for r in R_list:
+        for n in (1, 2):
+            for m in (1, 2):
+                neg = (tuple(-x for x in r), n, m)
+                H[(r, m, n)] = H[neg] if neg in H else round(float(rng.normal()), 6) if (r, m, n) != neg else 0.3 * m
+                lines.append(f"{r[0]} {r[1]} {r[2]} {m} {n} {H[(r, m, n)]:.6f} 0.0")
+    (tmp_path / "s_hr.dat").write_text("\n".join(lines) + "\n")
+    (tmp_path / "s_centres.xyz").write_text("2\nx\n" + "".join(f"X {x} {y} {z}\n" for x, y, z in centres))
+    tb = TightBinding.from_wannier90(tmp_path / "s_hr.dat", cell=cell, mp_grid=(3, 3, 1))
+    assert tb.ws_source.startswith("recomputed") and np.all(tb.R[:, 2] == 0)
+    sh = compute_wsvec(R_list, centres, cell, (3, 3, 1))
+    assert np.any(sh.T[:, 2] != 0)                                  # Wannier90 itself shifts along c here
+    hr = read_hr_data(tmp_path / "s_hr.dat")
+    R, rows, cols, v = apply_wsvec(hr.R, hr.rows, hr.cols, hr.values, sh)
+    k = np.column_stack([np.random.default_rng(4).random((6, 2)), np.zeros(6)])
+    full = TightBinding(cell, R, rows, cols, v, tb.orbitals, check_hermitian=False).hermitize()
+    np.testing.assert_allclose(tb.eigenvalues(k), full.eigenvalues(k), atol=1e-12)

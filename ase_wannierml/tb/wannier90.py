@@ -602,6 +602,11 @@ def read_hr(
     if shifts is not None:
         _, _, _, weight = apply_wsvec(hr.R, hr.rows, hr.cols, weight, shifts, source=str(path))
         R, rows, cols, values = apply_wsvec(hr.R, hr.rows, hr.cols, values, shifts, source=str(path))
+        # along an axis the Wannier functions do not repeat on (k-mesh of 1, e.g. a slab's vacuum axis: the file has
+        # only R = 0 there) a shift only moves a WF listed one cell away (pitfall: centres shifted along c) and would
+        # invent a k_z dependence; it is dropped there (the bands at k_z = 0, the only ones defined, are unchanged)
+        flat = ~np.any(hr.R != 0, axis=0) if len(hr.R) else np.zeros(3, bool)
+        R[:, flat] = 0
         degeneracy = {}  # ordinary elements now: a written file needs neither degeneracies nor shifts
     tb = TightBinding(
         cell, R, rows, cols, values, table, pbc=pbc, atoms=atoms, num_electrons=num_electrons,
