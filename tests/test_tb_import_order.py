@@ -81,7 +81,7 @@ def test_no_import_cycle_in_tb():
     graph = import_graph()
     assert {"tightbinding", "kmesh", "basis", "bandpath", "dos", "fermi", "wannier90"} <= set(graph)
     assert find_cycle(graph) is None, f"import cycle in ase_wannierml/tb: {' -> '.join(find_cycle(graph))}"
-    # the defaults module and the orbital table are the bottom: they import nothing else from tb
-    assert graph["kmesh"] == set() and graph["basis"] == set()
+    # the defaults, the orbital table and the progress bars are the bottom: they import nothing else from tb
+    assert graph["kmesh"] == set() and graph["basis"] == set() and graph["progress"] == set()
     for analysis in ("bandpath", "dos", "fermi", "wannier90", "flatbands"):
         assert "tightbinding" not in graph[analysis], f"{analysis} imports tightbinding (the facade on top)"

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import kmesh
 from .kmesh import DOS_NPTS, DOS_WIDTH, dos_mesh, kpoint_mesh
+from .progress import progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase.spectrum.doscollection import GridDOSCollection
@@ -104,7 +105,7 @@ def exact_spectrum(
     chunks = tb.k_chunks(k_k3)
     if chunks:  # fail early, naming the memory, rather than inside LAPACK
         solvers.check_dense_memory(tb.norb, len(chunks[0]), vectors=G_ig is not None, what="exact DOS")
-    for chunk in chunks:
+    for chunk in progress(chunks, len(chunks), "DOS (dense, k-point chunks)"):
         H_kij = tb.hamiltonian(chunk)
         if G_ig is None:
             e_kn.append(solvers.eigvalsh_dense(H_kij))
@@ -195,7 +196,7 @@ def kpm_moments_kmesh(
                              f"Chebyshev moments (> {KPM_MAX_MOMENTS}); use a larger width")
     mu_g = np.zeros((len(groups), num_moments))
     center = half = None
-    for ik, (w, k_3) in enumerate(zip(w_k, k_k3)):
+    for ik, (w, k_3) in enumerate(progress(zip(w_k, k_k3), len(k_k3), "DOS (KPM moments)")):
         H = tb.hamiltonian_sparse(k_3, allow_real=True)
         for g, wts in enumerate(groups):
             m = kpm.kpm_moments(H, num_moments, num_random=num_random, bounds=(lo, hi), weights=wts,

@@ -18,6 +18,7 @@ from scipy.special import erfc, expit
 
 from . import kmesh
 from .kmesh import FERMI_WIDTH, SPARSE_BANDS, kpoint_mesh
+from .progress import progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tightbinding import TightBinding
@@ -208,7 +209,7 @@ def fermi_level_windowed(tb: "TightBinding", k_k3: np.ndarray, w_k: np.ndarray, 
     nocc = int(round(target))
     if abs(target - nocc) < 1e-9 and 0 < nocc < tb.norb:
         edges = []
-        for k_3 in np.asarray(k_k3, dtype=float):
+        for k_3 in progress(np.asarray(k_k3, dtype=float), len(k_k3), "E_F: band edges"):
             edges.append(_band_edges(tb, k_3, nocc, near, num))
             near = 0.5 * sum(edges[-1])  # the next k starts at this k's gap centre
         vbm, cbm = max(v for v, _ in edges), min(c for _, c in edges)

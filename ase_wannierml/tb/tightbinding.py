@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from .basis import OrbitalTable, _lattice_vector_index, unique_lattice_vectors  # noqa: F401  (re-exported)
 from .kmesh import DOS_NPTS, DOS_WIDTH, FERMI_WIDTH
+from .progress import progress
 
 if TYPE_CHECKING:  # pragma: no cover
     import ase
@@ -348,7 +349,9 @@ class TightBinding:
         if num is None or num >= self.norb:
             if num is not None and num > self.norb:
                 raise ValueError(f"num={num} exceeds the number of orbitals {self.norb}")
-            e_kn = [solvers.eigvalsh_dense(self.hamiltonian(chunk)) for chunk in self.k_chunks(k_k3)]
+            chunks = self.k_chunks(k_k3)
+            e_kn = [solvers.eigvalsh_dense(self.hamiltonian(chunk))
+                    for chunk in progress(chunks, len(chunks), "bands (dense, k-point chunks)")]
             return np.concatenate(e_kn, axis=0) if e_kn else np.zeros((0, self.norb))
         if num < 1:
             raise ValueError(f"num must be a positive number of eigenvalues, got {num}")
@@ -357,7 +360,8 @@ class TightBinding:
                 raise ValueError("eigenvalues(num=...) needs near= (eV) or a known fermi_level")
             near = self.fermi_energy
         solver = solvers.NearSolver(num, near)  # reuses one factorisation over neighbouring k-points
-        e_kn = [solver.solve(self.hamiltonian_sparse(k_3, allow_real=True)).values for k_3 in k_k3]
+        e_kn = [solver.solve(self.hamiltonian_sparse(k_3, allow_real=True)).values
+                for k_3 in progress(k_k3, len(k_k3), f"{num} bands near {near:.3f} eV")]
         return np.array(e_kn).reshape(len(k_k3), num)
 
     def bands_below(self, kpts: Any, energy: float | np.ndarray) -> np.ndarray:
@@ -376,7 +380,7 @@ class TightBinding:
             return np.array([solvers.count_eigenvalues_below(H, e) for H, e in zip(self.hamiltonian(k_k3), energy_k)],
                             dtype=int)
         return np.array([solvers.count_eigenvalues_below(self.hamiltonian_sparse(k_3, allow_real=True), e)
-                         for k_3, e in zip(k_k3, energy_k)], dtype=int)
+                         for k_3, e in progress(zip(k_k3, energy_k), len(k_k3), "band counts")], dtype=int)
 
     def band_structure(
         self,
