@@ -459,15 +459,18 @@ class WannierMLCalculator(Calculator):
 
     def get_fermi_level(self, kpts: Any = None) -> float:
         """Fermi level (eV, the model's energy zero) of *this* structure: the predicted H's electrons (the model's
-        ``wannier_electrons`` per atom) counted on the k-mesh ``kpts`` (None: ``tb.kmesh.default_mesh``), mid-gap
-        for an insulator; dense eigenvalues up to ``kmesh.EXACT_MAX_ORBITALS`` orbitals, above that the exact
-        sparse count (``tb/fermi.py``). Cached per geometry and mesh. A model without an electron count gives its
+        ``wannier_electrons`` per atom) counted on the k-mesh ``kpts`` (None: the calculator's ``kpts`` if it is a
+        mesh size, else ``tb.kmesh.default_mesh``), mid-gap for an insulator; dense eigenvalues up to
+        ``kmesh.EXACT_MAX_ORBITALS`` orbitals, above that the exact sparse count (``tb/fermi.py``). Cached per geometry and mesh. A model without an electron count gives its
         :attr:`reference_level`."""
         tb = self.get_hamiltonian()
         if tb.num_electrons is None:
             if self.reference_level is None:
                 raise ValueError("the model declares neither wannier_electrons nor a reference level: no Fermi level")
             return self.reference_level
+        if kpts is None:      # the calculator's own Monkhorst–Pack size if it has one, else the engine's default
+            own = np.asarray(self.parameters.get("kpts") if self.parameters.get("kpts") is not None else [])
+            kpts = tuple(int(n) for n in own) if own.shape == (3,) and own.dtype.kind in "iu" else None
         mesh = default_mesh(tb) if kpts is None else kpts
         key = np.asarray(mesh).tolist()
         cache = getattr(self, "_fermi_cache", None)       # (tb, mesh, E_F): one geometry's H, one mesh
