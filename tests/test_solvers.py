@@ -118,6 +118,23 @@ def test_factor_solves_accurately(tbg):
         f.free()  # idempotent
 
 
+def test_default_preconditioner_drops_small_entries_once_per_pattern(tbg, monkeypatch):
+    """P = H without |H_ij| < 10 meV (diagonal kept), with the entries chosen at the first k of a pattern, so every
+    k shares P's pattern; nothing is dropped when too little would go; the answer is H's either way."""
+    solvers._MASKS.clear()
+    H1 = tbg.hamiltonian_sparse(np.array([0.1, 0.2, 0.0]))
+    P1 = solvers.default_preconditioner(H1)
+    D = (H1 - P1).tocoo()
+    assert P1.nnz < 0.7 * H1.nnz and np.abs(D.data).max() < solvers.PRECONDITIONER_DROP
+    assert np.all(D.row != D.col) and np.array_equal(P1.diagonal(), H1.diagonal())
+    P2 = solvers.default_preconditioner(tbg.hamiltonian_sparse(np.array([0.3, 0.1, 0.0])))
+    assert np.array_equal(P2.indptr, P1.indptr) and np.array_equal(P2.indices, P1.indices)
+    diag = sp.diags(np.arange(600.0), format="csr")
+    assert solvers.default_preconditioner(diag) is diag  # nothing to drop
+    monkeypatch.setattr(solvers, "PRECONDITIONER_DROP", 0.0)
+    assert solvers.default_preconditioner(H1) is H1
+
+
 def test_ordering_is_cached_per_pattern(tbg):
     """All k-points of a TightBinding share one sparsity pattern: METIS runs once per pattern and arithmetic."""
     solvers._ORDERINGS.clear()

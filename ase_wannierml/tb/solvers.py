@@ -12,8 +12,10 @@ Many k-points (a band path, a mesh): :class:`NearSolver` keeps the factorisation
 preconditioner and starts Davidson from the previous eigenvectors, refactorising (numerical phase only: the METIS
 ordering is kept per sparsity pattern) when the extra iterations would have paid for a new factorisation;
 ``TightBinding.eigenvalues``/``band_structure`` use it. Exactness is unchanged (residuals in double precision).
-``NearSolver.solve(H, preconditioner=P)`` factorises a cheaper matrix P ≈ H instead (e.g. H(k) of
-``TightBinding.pruned``: fewer long-range couplings, much less fill); the eigenpairs are still those of H.
+The single-precision preconditioner is not H − σ itself but P − σ, P = H without its entries below
+``PRECONDITIONER_DROP`` (10 meV; :func:`default_preconditioner`): the long-range hoppings cause most of the fill,
+so P factorises several times faster and Davidson needs a few more, cheap solves; the eigenpairs are still those of
+H. ``NearSolver.solve(H, preconditioner=P)`` takes another P (e.g. H(k) of ``TightBinding.pruned``).
 
 Exact band counts (:func:`count_eigenvalues_below`): Sylvester's law of inertia on the double-precision LDLᴴ
 (PARDISO's pivot signs; complex H through its real 2n embedding, whose eigenvalues are those of H twice).
@@ -189,14 +191,8 @@ _ORDERINGS_SIZE = 8
 
 def _pardiso_factor(A: sp.csr_matrix, single: bool, workers: int | None, inertia: bool = False) -> PardisoFactor:
     """PARDISO factor of the Hermitian ``A`` reusing a cached METIS ordering of its sparsity pattern."""
-    import hashlib
-
     U = upper_csr(A)
-    embedded = bool(inertia and np.iscomplexobj(U.data))
-    h = hashlib.blake2b(digest_size=16)
-    h.update(np.asarray(U.indptr, np.int64).tobytes())
-    h.update(np.asarray(U.indices, np.int64).tobytes())
-    key = (h.hexdigest(), U.shape[0], np.iscomplexobj(U.data), embedded)
+    key = _pattern_key(U, np.iscomplexobj(U.data), bool(inertia and np.iscomplexobj(U.data)))
     perm = _ORDERINGS.get(key)
     factor = PardisoFactor(A, workers=resolve_workers(workers), inertia=inertia, perm=perm, single=single)
     if perm is None:
@@ -350,9 +346,52 @@ def _herm(M: np.ndarray) -> np.ndarray:
     return (M + M.conj().T) / 2
 
 
+#: The preconditioner factorised by default is H without its entries |H_ij| < PRECONDITIONER_DROP (eV; the diagonal
+#: is kept), if that removes at least PRECONDITIONER_MIN_REMOVED of them: long-range hoppings cause most of the fill
+#: (1.05° TBG, learned model, 12 Å pairs: 3.3 M entries, L 17 M; dropped below 10 meV: 0.54 M, L 4.9 M) while
+#: barely moving the spectrum, so Davidson needs a few more, much cheaper solves (the eigenpairs stay those of H).
+#: The entries dropped are chosen once per sparsity pattern (at its first matrix), so every k-point of a
+#: TightBinding shares the preconditioner's pattern and METIS ordering. 0 disables.
+PRECONDITIONER_DROP = 1e-2
+PRECONDITIONER_MIN_REMOVED = 0.3
+_MASKS: dict = {}  # pattern digest → kept-entry mask (or None: factorise H itself)
+
+
+def _pattern_key(A: sp.csr_matrix, *extra) -> tuple:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.asarray(A.indptr, np.int64).tobytes())
+    h.update(np.asarray(A.indices, np.int64).tobytes())
+    return (h.hexdigest(), A.shape) + extra
+
+
+def default_preconditioner(H: sp.csr_matrix) -> sp.csr_matrix:
+    """The matrix factorised as the shift-invert preconditioner of ``H`` (norb, norb): H without the entries below
+    ``PRECONDITIONER_DROP`` eV chosen at the first matrix of this sparsity pattern (see there), or H itself."""
+    if PRECONDITIONER_DROP <= 0:
+        return H
+    key = _pattern_key(H, PRECONDITIONER_DROP)
+    if key not in _MASKS:
+        rows = np.repeat(np.arange(H.shape[0]), np.diff(H.indptr))
+        mask = (np.abs(H.data) >= PRECONDITIONER_DROP) | (rows == H.indices)
+        if len(_MASKS) >= _ORDERINGS_SIZE:
+            _MASKS.pop(next(iter(_MASKS)))
+        _MASKS[key] = mask if mask.size and 1.0 - mask.mean() >= PRECONDITIONER_MIN_REMOVED else None
+    mask = _MASKS[key]
+    if mask is None:
+        return H
+    counts = np.add.reduceat(mask.astype(np.int64), H.indptr[:-1]) if H.nnz else np.zeros(H.shape[0], np.int64)
+    counts[np.diff(H.indptr) == 0] = 0  # reduceat repeats the next value for empty rows
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return sp.csr_matrix((H.data[mask], H.indices[mask], indptr), shape=H.shape)
+
+
 def _near_sparse(H: sp.csr_matrix, num: int, near: float, scale: float, block: int, tol: float, seed: int,
-                       single: bool, workers: int | None = None) -> NearResult:
-    factor, sigma = _factor_near(H, near, scale, single=single, workers=workers)
+                 single: bool, workers: int | None = None) -> NearResult:
+    """Fresh factorisation (single precision: of the default preconditioner; double: of H) and Davidson."""
+    factor, sigma = _factor_near(default_preconditioner(H) if single else H, near, scale, single=single,
+                                 workers=workers)
     want = min(H.shape[0], num if sigma == near else num + 2)  # nudged shift: spares, then the nearest to `near`
     return _davidson_near(H, factor, sigma, want, block, tol, max_iter=MAX_ITER, seed=seed)
 
@@ -414,8 +453,10 @@ class NearSolver:
 
     ``solve(H, preconditioner=None)`` → :class:`NearResult` (vectors included unless dense); counters
     ``factorizations`` and ``solves`` record the work. ``preconditioner`` (norb, norb): a Hermitian matrix P ≈ H
-    with a cheaper factorisation (e.g. the same H(k) from ``TightBinding.pruned``) factorised instead of H; the
-    eigenpairs are still H's (residual-checked), only the number of solves changes.
+    with a cheaper factorisation (e.g. the same H(k) from ``TightBinding.pruned``) factorised instead of H
+    (default: :func:`default_preconditioner`; pass H itself to factorise H); the eigenpairs are still H's
+    (residual-checked), only the number of solves changes. If Davidson fails with it, H is factorised in double
+    precision.
     ``workers``: threads of the factorisations (see :func:`solve_near_auto`).
     """
 
@@ -490,7 +531,7 @@ class NearSolver:
             if np.iscomplexobj(Hs.data) and not np.iscomplexobj(P.data):
                 P = P.astype(complex)
         else:
-            P = Hs
+            P = default_preconditioner(Hs)
         fresh = self._factor is None
         if fresh:
             self._refactor(P, scale, single=True)
