@@ -168,3 +168,18 @@ def test_write_frame_round_trip_and_frame_errors(tmp_path):
     assert err["within_1sigma"] == pytest.approx(np.mean(np.abs(d.ravel()) <= s))
     with pytest.raises(ValueError, match="forces have shape"):
         write_frame(tmp_path / "frames" / "bad", atoms, 0.0, f[:3])
+
+
+def test_only_held_out_frames_are_reported_as_held_out(tmp_path):
+    from ase_wannierml.structures import bilayer
+
+    atoms = bilayer("graphene")
+    f = np.zeros((len(atoms), 3))
+    write_frame(tmp_path / "frames" / "md2x2-T300-test-s7-001", atoms, 0.0, f)
+    write_frame(tmp_path / "frames" / "md2x2-T300-train-s7-000", atoms, 0.0, f)
+    write_frame(tmp_path / "frames" / "user-abc", atoms, 0.0, f, meta={"sampling": {"notes": {"split": "test"}}})
+    write_frame(tmp_path / "frames" / "user-def", atoms, 0.0, f, meta={"sampling": {"notes": {"split": "train"}}})
+    cfg = ActiveConfig(material="graphene-bilayer", committee="x", workdir=str(tmp_path / "w"),
+                       dataset_dir=str(tmp_path), train_config="t", heldout=[str(tmp_path / "frames")])
+    names = sorted(p.name for p in ActiveLoop(cfg, label_fn=lambda *a: None, log=lambda s: None).heldout_paths())
+    assert names == ["md2x2-T300-test-s7-001", "user-abc"]

@@ -51,8 +51,8 @@ class ActiveConfig:
     dataset_dir: where new frames are written (``<dataset_dir>/frames/<id>``), e.g. ``datasets/<material>``.
     train_config: training YAML of the members (its ``data.frames`` are used plus ``<dataset_dir>/frames``; its
         model section must match the committee's members, as for any warm start).
-    heldout: frame directories (or folders of frames) to report errors on every round (never trained on: give
-        ``*-test-*`` frames, which the trainer always keeps in the test split).
+    heldout: frame directories or folders of frames to report errors on every round; only the frames the trainer
+        always keeps in the test split are used (ids matching ``*-test-*`` or ``meta.json`` split "test").
     supercells: n of the n×n supercells of the primitive bilayer; strains: biaxial in-plane strains (fractions);
     shears: in-plane shear strains ε_xy; interlayer_shifts: Å added to the interlayer distance (negative =
     compressed); twists: commensurate (m, r) twisted cells (graphene (1, 1) = 21.79°, (2, 1) = 13.17°;
@@ -437,6 +437,21 @@ class ActiveLoop:
             return self.cfg.committee
         return str(self.work / f"round_{r - 1:03d}" / "committee.pt")
 
+    def heldout_paths(self) -> list[Path]:
+        """The frames of ``cfg.heldout`` that the trainer always keeps in the test split (ids matching
+        ``*-test-*``, or ``meta.json`` split "test"): errors are reported on these only."""
+        from types import SimpleNamespace
+
+        from ase_wannierml.training.frames import find_frames
+        from ase_wannierml.training.trainer import heldout_frame_ids
+
+        if not self.cfg.heldout:
+            return []
+        paths = [p for p in find_frames(self.cfg.heldout) if p.is_dir()]
+        held = heldout_frame_ids(SimpleNamespace(test_patterns=["*-test-*"], frames=self.cfg.heldout),
+                                 [p.name for p in paths])
+        return [p for p in paths if p.name in held]
+
     def _load_committee(self, ref: str):
         from ase_wannierml.model import load_model
 
@@ -524,8 +539,9 @@ class ActiveLoop:
             def fn() -> None:
                 model = self._load_committee(ref)
                 new = [f["path"] for f in rec["labelled"] if f["status"] == "ok"]
+                held = self.heldout_paths()
                 rec[key] = {"new_frames": frame_errors(model, new) if new else {"n_frames": 0},
-                            "heldout": frame_errors(model, cfg.heldout) if cfg.heldout else None}
+                            "heldout": frame_errors(model, held) if held else None}
             return fn
 
         def train() -> None:
