@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     ax.set_xticks(xt, [s.replace("G", "Γ") for s in labels])
     ax.set_xlim(x[0], x[-1])
     ax.set_ylabel("frequency (cm⁻¹)")
-    ax.set_title(f"AB bilayer graphene, model phonons ({n}×{n}×1 supercell)")
+    ax.set_title(f"AB bilayer graphene, model ({n}×{n}×1 supercell)")
     fig.tight_layout()
     fig.savefig(out / "phonons.png", dpi=120)
 

@@ -2,7 +2,8 @@
 recording the flat-band width and the gaps to the remote bands every ``--every`` steps from the model's own
 Hamiltonian of each snapshot (sparse solver, bands by absolute index: ``tb.flatbands.summarize_flat_bands``).
 
-    python examples/md_electrons.py --m 11 --steps 200 --every 20       # 2.88°, 1,588 atoms (the committed run)
+    python examples/md_electrons.py --m 11 --steps 60 --every 10        # 2.88°, 1,588 atoms (the committed run)
+    python examples/md_electrons.py --m 11 --steps 2000 --every 50      # a longer run for a thermal distribution
 
 Setup: the rigid twisted cell at the model's AB-bilayer lattice constant and interlayer distance
 (``relaxation.equilibrium_bilayer``), positions relaxed (``--relax-steps``), Maxwell–Boltzmann velocities at
@@ -50,6 +51,12 @@ def snapshot_bands(calc, atoms, knames: list[str], num: int) -> dict:
     return info
 
 
+def write_result(out_dir: Path, result: dict) -> None:
+    tmp = out_dir / "md_electrons.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out_dir / "md_electrons.json")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--m", type=int, default=11, help="twist index (r = 1): 11 → 2.88°")
@@ -91,6 +98,16 @@ def main(argv=None) -> dict:
     theta = float(atoms.info.get("twist_angle", np.nan))
     print(f"θ = {theta:.3f}°, {len(atoms)} atoms; setup {time.perf_counter() - t_start:.1f} s", flush=True)
 
+    def partial(series: list, md_time: float) -> dict:
+        n_md = series[-1]["step"] if series else 0
+        snap_cost = [x["H_s"] + x["bands_s"] for x in series]
+        return {"m": args.m, "theta_deg": theta, "n_atoms": len(atoms), "temperature_K": args.temperature,
+                "steps_done": n_md, "every": args.every, "timestep_fs": 1.0, "friction_per_fs": 0.01,
+                "kpoints": knames, "num": args.num, "md_s_per_step": round(md_time / max(n_md, 1), 3),
+                "snapshot_s_median": float(np.median(snap_cost)),
+                "peak_rss_GB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
+                "total_s": round(time.perf_counter() - t_start, 1), "series": series}
+
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
     dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=args.temperature, friction=0.01 / units.fs, rng=rng)
@@ -107,19 +124,12 @@ def main(argv=None) -> dict:
                     layer_distance_A=float(z[layer == 1].mean() - z[layer == 0].mean()),
                     corrugation_A=float(max(np.ptp(z[layer == k]) for k in (0, 1))))
         series.append(info)
+        write_result(out_dir, partial(series, md_time))  # after every snapshot: a stopped run keeps its data
         print(f"step {step:5d}  T {info['temperature_K']:6.1f} K  width {info['flat_band_width_meV']:7.2f} meV  "
               f"gaps {info['gap_below_meV']} / {info['gap_above_meV']} meV  d {info['layer_distance_A']:.3f} Å  "
               f"H {info['H_s']} s, bands {info['bands_s']} s", flush=True)
-    n_md = args.steps
-    snap_cost = [s["H_s"] + s["bands_s"] for s in series]
-    result = {"m": args.m, "theta_deg": theta, "n_atoms": len(atoms), "temperature_K": args.temperature,
-              "steps": n_md, "every": args.every, "timestep_fs": 1.0, "kpoints": knames, "num": args.num,
-              "md_s_per_step": round(md_time / max(n_md, 1), 3), "snapshot_s_median": float(np.median(snap_cost)),
-              "peak_rss_GB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
-              "total_s": round(time.perf_counter() - t_start, 1), "series": series}
-    tmp = out_dir / "md_electrons.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out_dir / "md_electrons.json")
+    result = partial(series, md_time)
+    write_result(out_dir, result)
 
     t = np.array([s["time_fs"] for s in series])
     width = np.array([s["flat_band_width_meV"] for s in series])

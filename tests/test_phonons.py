@@ -130,3 +130,33 @@ def test_selection_rule_at_K(mono, calc):
     assert norms["0"] < 1e-10 * norms["q"] and norms["-q"] < 1e-10 * norms["q"], norms
     full = coupling.matrix_elements(calc, mono, K, e[nu:nu + 1], [k], P)["M"][0, 0]
     assert np.isclose(np.abs(full).max(), norms["q"], rtol=1e-10)
+
+
+def test_state_coupling_hellmann_feynman_and_degenerate(calc):
+    """``elph.flatband.state_coupling``: first-order shifts equal dE_n/dλ of the model's bands at a generic k, and
+    inside the degenerate pair at K the eigenvalues of the coupling block equal the one-sided slopes."""
+    from ase_wannierml.elph.flatband import rigid_layer_pattern, state_coupling
+
+    atoms = bilayer("graphene")
+    with pytest.raises(ValueError, match="unknown pattern"):
+        rigid_layer_pattern(atoms, "twist")
+    u = rigid_layer_pattern(atoms, "shear") + 0.3 * np.random.default_rng(7).normal(size=(len(atoms), 3))
+    tb = calc.get_hamiltonian(atoms)
+    dtb = calc.get_hamiltonian_derivative(u, atoms=atoms)
+    K = atoms.cell.bandpath().special_points["K"]
+    kpts = np.array([[0.11, 0.23, 0.0], K])
+    res = state_coupling(tb, dtb, kpts, num=4, near=float(tb.fermi_energy))
+
+    def bands(lam, k):
+        moved = atoms.copy()
+        moved.positions += lam * u
+        return np.linalg.eigvalsh(calc.model.predict_tightbinding(moved).hamiltonian(k[None])[0])
+
+    h = 1e-4
+    central = (bands(h, kpts[0]) - bands(-h, kpts[0])) / (2 * h)
+    np.testing.assert_allclose(res["shifts"][0], central, atol=1e-5 * np.abs(central).max())
+    e0 = bands(0.0, K)
+    assert abs(e0[2] - e0[1]) < 1e-4                             # the degenerate pair at K
+    one_sided = (bands(1e-5, K) - e0) / 1e-5
+    assert abs(one_sided[2] - one_sided[1]) > 0.05                # it splits linearly
+    np.testing.assert_allclose(res["shifts"][1][1:3], one_sided[1:3], atol=2e-3 * np.abs(one_sided).max())
