@@ -16,9 +16,14 @@ for temperatures.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
+
+#: Largest accepted MD time step (fs): beyond it atoms fly apart within a few steps (the usual range is 0.5-2 fs).
+MAX_TIMESTEP_FS = 10.0
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -44,6 +49,62 @@ def apply_threads(args: argparse.Namespace) -> None:
         safe_default_threads()
 
 
+class OutputError(ValueError):
+    """An output file that would destroy an input or be written in the wrong format (exit code 2)."""
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so formats are inferred alike); on success it replaces
+    ``path`` in one step (``os.replace``), on any exception or Ctrl-C it is deleted and ``path`` is untouched."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def check_outputs(inputs: Sequence[str | Path], outputs: dict[str, str | Path]) -> None:
+    """OutputError if an output (``{what: path}``) is an input file or two outputs are the same file."""
+    def key(p: str | Path) -> str:
+        return os.path.realpath(os.path.expanduser(str(p)))
+
+    ins = {key(p): str(p) for p in inputs}
+    seen: dict[str, str] = {}
+    for what, out in outputs.items():
+        k = key(out)
+        if k in ins:
+            raise OutputError(f"the {what} {out} is the input file {ins[k]}: it would be overwritten; "
+                              "choose another name")
+        if k in seen:
+            raise OutputError(f"the {what} and the {seen[k]} are the same file {out}; choose different names")
+        seen[k] = what
+
+
+def _structure_format(path: str | Path, frames: bool) -> str:
+    """ASE format of an output path from its name; OutputError for unknown names or, with ``frames``, formats
+    that hold one structure only."""
+    from ase.io.formats import filetype, ioformats
+
+    try:
+        fmt = filetype(str(path), read=False)
+    except Exception as err:   # ASE raises several kinds for unknown names
+        raise OutputError(f"cannot tell the file format of {path} from its name ({err}); use e.g. .extxyz or .traj") \
+            from None
+    if frames and ioformats[fmt].single:
+        raise OutputError(f"{path}: format {fmt!r} holds one structure; a trajectory needs .traj or .extxyz")
+    return fmt
+
+
 def _load(args: argparse.Namespace):
     from ase.io import read
 
@@ -59,11 +120,24 @@ def _relax(args: argparse.Namespace) -> int:
 
     from ase_wannierml.relaxation import relax
 
-    atoms = _load(args)
     traj = args.trajectory or str(Path(args.output).with_suffix(".traj"))
-    result = relax(atoms, fmax=args.fmax, cell=args.cell, smax=args.smax, optimizer=args.optimizer,
-                   steps=args.steps, trajectory=traj)
-    write(args.output, atoms)
+    if args.trajectory is None and Path(traj) == Path(args.output):
+        traj = str(Path(args.output).with_name(Path(args.output).stem + "_steps.traj"))
+    check_outputs([args.structure], {"output (-o)": args.output, "trajectory (--trajectory, default: -o with "
+                                     ".traj)": traj})
+    fmt = _structure_format(args.output, frames=False)
+    if Path(traj).suffix != ".traj":
+        raise OutputError(f"--trajectory {traj}: the optimiser writes ASE trajectories; use a .traj name")
+    atoms = _load(args)
+    traj_tmp = Path(traj).with_name(f".{Path(traj).name}.{os.getpid()}.tmp.traj")
+    try:
+        result = relax(atoms, fmax=args.fmax, cell=args.cell, smax=args.smax, optimizer=args.optimizer,
+                       steps=args.steps, trajectory=str(traj_tmp))
+    finally:                   # also on Ctrl-C: the steps so far (whole frames) under the final name
+        if traj_tmp.exists():
+            os.replace(traj_tmp, traj)
+    with atomic_output(args.output) as out_tmp:
+        write(out_tmp, atoms, format=fmt)
     print(f"{'converged' if result.converged else 'NOT converged'} in {result.steps} steps "
           f"({result.force_calls} force calls), {result.wall_s:.1f} s; E = {result.energy:.6f} eV; "
           f"max |F| = {result.fmax:.4f} eV/Å; wrote {args.output} and {traj}")
@@ -78,6 +152,19 @@ def _md(args: argparse.Namespace) -> int:
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from ase.md.verlet import VelocityVerlet
 
+    if not (np.isfinite(args.timestep) and 0 < args.timestep <= MAX_TIMESTEP_FS):
+        raise OutputError(f"--timestep {args.timestep} fs: must be > 0 and <= {MAX_TIMESTEP_FS} fs (atoms would fly "
+                          "apart; 0.5-2 fs is usual)")
+    if not (np.isfinite(args.temperature) and args.temperature >= 0):
+        raise OutputError(f"--temperature {args.temperature} K: must be a finite number >= 0")
+    if args.steps < 0 or args.interval < 1:
+        raise OutputError(f"--steps must be >= 0 and --interval >= 1, got {args.steps} and {args.interval}")
+    check_outputs([args.structure], {"output (-o)": args.output})
+    fmt = _structure_format(args.output, frames=True)
+    from ase.io.formats import ioformats
+
+    if fmt != "traj" and ioformats[fmt].isbinary:
+        raise OutputError(f"{args.output}: write MD frames as .traj (ASE trajectory) or a text format (.extxyz)")
     atoms = _load(args)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=np.random.default_rng(0))
     Stationary(atoms)
@@ -90,16 +177,41 @@ def _md(args: argparse.Namespace) -> int:
         from ase.md.nose_hoover_chain import NoseHooverChainNVT
 
         dyn = NoseHooverChainNVT(atoms, dt, temperature_K=args.temperature, tdamp=100 * dt)
-    traj = Trajectory(args.output, "w", atoms)
-    dyn.attach(traj.write, interval=args.interval)
 
     def report() -> None:
         epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
         print(f"step {dyn.nsteps:6d}  Epot {epot:.6f}  Etot {epot + ekin:.6f} eV  T {atoms.get_temperature():.1f} K",
               flush=True)
 
-    dyn.attach(report, interval=args.interval)
-    dyn.run(args.steps)
+    out = Path(args.output)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
+    try:
+        if fmt == "traj":
+            writer = Trajectory(str(tmp), "w", atoms)
+            dyn.attach(writer.write, interval=args.interval)
+        else:                    # text formats: each frame in one write call, so the file holds whole frames only
+            import io
+
+            from ase.io import write
+
+            writer = open(tmp, "w")
+
+            def write_frame() -> None:
+                buf = io.StringIO()
+                write(buf, atoms, format=fmt)
+                writer.write(buf.getvalue())
+                writer.flush()
+
+            dyn.attach(write_frame, interval=args.interval)
+        dyn.attach(report, interval=args.interval)
+        try:
+            dyn.run(args.steps)
+        finally:                 # also on Ctrl-C: keep the frames written so far, under the final name
+            writer.close()
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     print(f"wrote {args.output}")
     return 0
 
@@ -108,11 +220,13 @@ def _bands(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    check_outputs([args.structure], {"output (-o)": args.output})
     atoms = _load(args)
     from ase_wannierml.plotting import plot_bands
 
     bs = atoms.calc.get_band_structure(path=args.path, npoints=args.npoints, num=args.num)
-    plot_bands(bs, emin=args.emin, emax=args.emax, points=args.num is not None, filename=args.output)
+    with atomic_output(args.output) as tmp:
+        plot_bands(bs, emin=args.emin, emax=args.emax, points=args.num is not None, filename=str(tmp))
     print(f"E_F = {bs.reference:.4f} eV (this structure's, from its electron count; plotted E − E_F); "
           f"wrote {args.output}")
     return 0
@@ -124,6 +238,7 @@ def _dos(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    check_outputs([args.structure], {"output (-o)": args.output})
     atoms = _load(args)
     dos = atoms.calc.get_dos(kpts=tuple(args.kpts) if args.kpts else None, width=args.width, method=args.method)
     ef = atoms.calc.get_fermi_level()
@@ -133,7 +248,8 @@ def _dos(args: argparse.Namespace) -> int:
     ax.set_xlabel("E − E_F (eV)")
     ax.set_ylabel("DOS (states/eV/cell)")
     fig.tight_layout()
-    fig.savefig(args.output, dpi=150)
+    with atomic_output(args.output) as tmp:
+        fig.savefig(tmp, dpi=150)
     print(f"E_F = {ef:.4f} eV; wrote {args.output}")
     return 0
 
@@ -142,7 +258,8 @@ def _export(args: argparse.Namespace) -> int:
     atoms = _load(args)
     tb = atoms.calc.get_hamiltonian()
     hr, centres = f"{args.output}_hr.dat", f"{args.output}_centres.xyz"
-    tb.write_wannier90(hr)
+    check_outputs([args.structure], {"Hamiltonian file": hr, "centres file": centres})
+    tb.write_wannier90(hr)         # atomic, with its companions (<prefix>_centres.xyz, .win, _tb.dat)
     tb.write_centres(centres)
     print(f"wrote {hr} and {centres} ({tb.num_orbitals} orbitals, {tb.nnz} elements, eV)")
     return 0
@@ -234,7 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_threads(args)
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    try:
+        return func(args)
+    except OutputError as err:
+        print(f"wannierml {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

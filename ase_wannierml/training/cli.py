@@ -69,11 +69,17 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
     model = load_model(args.model)
     examples = _examples_for(model.config, args.data, model.metadata)
+    if not examples:
+        print(f"wannierml evaluate: no usable frames in {' '.join(args.data)} (frame folders need "
+              "structure.extxyz; see the 'left out' lines above)", file=sys.stderr)
+        return 1
     ev = evaluate(model, examples, dtype=model.dtype if model.dtype in (torch.float32, torch.float64)
                   else torch.float64, batch_size=args.batch_size)
     print(ev.table())
     if args.json:
-        Path(args.json).write_text(json.dumps({"metrics": ev.metrics(), "counts": ev.counts()}, indent=1))
+        from ase_wannierml.cli import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"metrics": ev.metrics(), "counts": ev.counts()}, indent=1))
     return 0
 
 

@@ -126,7 +126,10 @@ def hash_unit(seed: int, frame_id: str) -> float:
 def build_example(frame: Frame, graph_fn: GraphFn, pairs_fn: PairsFn, opts: BuildOptions) -> tuple[dict, dict]:
     """(example tensors, quality report) for one frame; raises ``FrameError`` if the frame is unusable."""
     atoms = frame.atoms
-    graph = {k: v.detach().clone() for k, v in graph_fn(atoms).items()}
+    try:
+        graph = {k: v.detach().clone() for k, v in graph_fn(atoms).items()}
+    except ValueError as err:                  # bad geometry / layer labels: name the frame
+        raise FrameError(f"frame {frame.frame_id}: {err}") from None
     n = len(atoms)
     ex: dict[str, torch.Tensor] = dict(graph)
     f64 = torch.float64
@@ -277,11 +280,11 @@ def build_dataset(paths: Sequence[str | Path], graph_fn: GraphFn, pairs_fn: Pair
     ids: list[str] = []
     examples, reports, rejected = [], [], {}
     for source in tqdm(find_frames(paths), desc="frames", disable=not progress):
-        status, reason = frame_status(source)
-        if status != "ok":
-            rejected[source.name] = f"meta.json status {status!r}: {reason}"
-            continue
         try:
+            status, reason = frame_status(source)
+            if status != "ok":
+                rejected[source.name] = f"meta.json status {status!r}: {reason}"
+                continue
             for frame in iter_frames(source):
                 ex, rep = build_example(frame, graph_fn, pairs_fn, opts)
                 ids.append(frame.frame_id)

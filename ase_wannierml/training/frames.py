@@ -9,6 +9,7 @@ a Hamiltonian train forces only, frames without forces train the Hamiltonian onl
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -23,6 +24,7 @@ from .assign import FrameError
 
 STRUCTURE_FILE = "structure.extxyz"
 HR_NAMES = ("wannier90_hr.dat.gz", "wannier90_hr.dat")
+FRAME_MARKERS = (STRUCTURE_FILE, "meta.json", "wannier90_centres.xyz") + HR_NAMES
 
 
 @dataclass
@@ -51,21 +53,38 @@ def find_frames(paths: Sequence[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_file():
             out.append(p)
-        elif (p / STRUCTURE_FILE).is_file():
+        elif _is_frame_dir(p):
             out.append(p)
         elif p.is_dir():
-            out += sorted(d for d in p.iterdir() if (d / STRUCTURE_FILE).is_file())
+            out += sorted(d for d in p.iterdir() if _is_frame_dir(d))
         else:
             raise FileNotFoundError(f"data path {p} is neither a frame directory, a folder of frames nor a file")
     return out
 
 
+def _is_frame_dir(path: Path) -> bool:
+    """A directory with a structure or any other frame file (one without the structure is then reported, not
+    silently skipped)."""
+    return path.is_dir() and any((path / name).is_file() for name in FRAME_MARKERS)
+
+
+def _read_meta(frame_id: str, meta_path: Path) -> dict:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, OSError) as err:       # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise FrameError(f"frame {frame_id}: {meta_path.name} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise FrameError(f"frame {frame_id}: {meta_path.name} must hold a JSON object, got {type(meta).__name__}")
+    return meta
+
+
 def frame_status(path: Path) -> tuple[str, str]:
-    """(status, reason) from a frame directory's meta.json; ("ok", "") if there is none."""
+    """(status, reason) from a frame directory's meta.json; ("ok", "") if there is none. FrameError naming the
+    frame for an unreadable meta.json."""
     meta_path = path / "meta.json"
     if not path.is_dir() or not meta_path.is_file():
         return "ok", ""
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(path.name, meta_path)
     return str(meta.get("status", "ok")), str(meta.get("reason", ""))
 
 
@@ -82,6 +101,9 @@ def load_frame_dir(path: Path) -> Frame:
     """Read one frame directory; malformed files raise ``FrameError`` naming the frame and the file."""
     frame_id = path.name
     struct = path / STRUCTURE_FILE
+    if not struct.is_file():
+        present = sorted(p.name for p in path.iterdir())[:6] if path.is_dir() else []
+        raise FrameError(f"frame {frame_id}: no {STRUCTURE_FILE} in {path} (it holds {present})")
     try:
         atoms = read(struct)
     except Exception as err:  # ase raises many kinds
@@ -89,7 +111,7 @@ def load_frame_dir(path: Path) -> Frame:
     frame = _labelled(frame_id, atoms, [str(struct)])
     meta_path = path / "meta.json"
     if meta_path.is_file():
-        frame.meta = json.loads(meta_path.read_text())
+        frame.meta = _read_meta(frame_id, meta_path)
         frame.sources.append(str(meta_path))
     hr = next((path / n for n in HR_NAMES if (path / n).is_file()), None)
     if hr is not None:
@@ -101,6 +123,8 @@ def load_frame_dir(path: Path) -> Frame:
             frame.tb = TightBinding.from_wannier90(hr, atoms=atoms)
         except ValueError as err:
             raise FrameError(f"frame {frame_id}: {err}") from None
+        except (OSError, EOFError, zlib.error) as err:   # BadGzipFile, truncated .gz
+            raise FrameError(f"frame {frame_id}: cannot read {hr.name}: {type(err).__name__}: {err}") from None
         frame.sources += [str(hr), str(centres)]
         if frame.fermi_level is None:
             raise FrameError(f"frame {frame_id}: has a Hamiltonian but {struct.name} has no info['fermi_level'] "
