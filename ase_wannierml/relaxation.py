@@ -107,8 +107,8 @@ def relax(atoms: Atoms, fmax: float = 0.01, cell: bool = False, smax: float = 1e
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
     if atoms.calc is None:
         raise ValueError("relax needs a calculator attached to the atoms (atoms.calc = WannierMLCalculator(...))")
-    if fmax <= 0 or smax <= 0:
-        raise ValueError(f"fmax and smax must be > 0, got {fmax} eV/Å, {smax} eV/Å³")
+    if not (np.isfinite(fmax) and fmax > 0 and np.isfinite(smax) and smax > 0):
+        raise ValueError(f"fmax and smax must be finite and > 0, got {fmax} eV/Å, {smax} eV/Å³")
     if cell and atoms.cell.rank < 3:
         raise ValueError("cell relaxation needs a 3D periodic cell (set atoms.cell and atoms.pbc)")
     cell_mask = _cell_mask(atoms, mask) if cell else None
@@ -176,8 +176,8 @@ def relax_cell_alternating(atoms: Atoms, fmax: float = 0.01, smax: float = 1e-5,
     """
     if atoms.calc is None:
         raise ValueError("relax needs a calculator attached to the atoms (atoms.calc = WannierMLCalculator(...))")
-    if fmax <= 0 or smax <= 0:
-        raise ValueError(f"fmax and smax must be > 0, got {fmax} eV/Å, {smax} eV/Å³")
+    if not (np.isfinite(fmax) and fmax > 0 and np.isfinite(smax) and smax > 0):
+        raise ValueError(f"fmax and smax must be finite and > 0, got {fmax} eV/Å, {smax} eV/Å³")
     if atoms.cell.rank < 3:
         raise ValueError("cell relaxation needs a 3D periodic cell (set atoms.cell and atoms.pbc)")
     comps = np.flatnonzero(_cell_mask(atoms, mask))

@@ -354,6 +354,18 @@ def test_non_finite_near_is_refused(near):
         tb.eigenvalues([[0, 0, 0]], num=1, near=near)
 
 
+@pytest.mark.parametrize("kwargs", [{"fmax": float("nan")}, {"fmax": 0.0}, {"smax": float("inf"), "cell": True}],
+                         ids=["fmax-nan", "fmax-0", "smax-inf"])
+def test_relax_thresholds_must_be_finite_and_positive(calc, kwargs):
+    """fmax=nan never converged (every comparison with NaN is False)."""
+    from ase_wannierml.relaxation import relax
+
+    atoms = bilayer("graphene")
+    atoms.calc = calc
+    with pytest.raises(ValueError, match=r"fmax and smax must be finite and > 0"):
+        relax(atoms, logfile=None, **kwargs)
+
+
 # ------------------------------------------------------------------------------------------------ model files
 @pytest.mark.parametrize("damage, match", [
     ("flip", r"is a corrupted model file: the checksum of its record"),
