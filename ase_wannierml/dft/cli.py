@@ -80,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{'' if args.scf_only else f'  NSCF k {n_nscf}x{n_nscf}x1'}  "
                   f"{params.notes['source_file']}[{params.notes['source_index']}]  {status or 'to run'}")
         return 0
+    import signal
+
+    def _terminate(signum, frame):  # noqa: ARG001 - SIGTERM unwinds: running codes stopped, cluster closed
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, _terminate)
     summary = compute_frames(structures, material, args.dataset_dir, scf_only=args.scf_only, settings=settings,
                              scratch=args.scratch, prefix=args.prefix, rerun_failed=not args.skip_failed)
     return 1 if summary.failed else 0

@@ -221,6 +221,10 @@ def _frame_task(material: MaterialSpec, params: FrameParams, atoms: Atoms | None
     from .workflow import run_frame
 
     t0 = time.perf_counter()
+    done, reason = frame_status(dataset_dir, params.frame_id)
+    if done in ("ok", "rejected"):                   # written meanwhile (another driver): do not run it twice
+        return {"frame_id": params.frame_id, "status": done, "reason": f"already done: {reason}", "wall_s": 0.0,
+                "timings_s": {}, "n_atoms": None, "host": os.uname().nodename, "quality": {}}
     fn = frame_fn or run_frame
     meta = fn(material, params, Path(dataset_dir), Path(scratch), settings.runner(), atoms=atoms)
     status, reason = str(meta.get("status")), str(meta.get("reason", ""))
