@@ -49,7 +49,14 @@ def test_dos_mesh_resolves_moire_cells():
 
     tb = moon_koshino_tb(twisted_bilayer("graphene", m=6, r=1))      # 5.09°, 508 orbitals
     assert kmesh.default_mesh(tb)[:2] == (3, 3)
-    assert kmesh.dos_mesh(tb) == (kmesh.DOS_MIN_KPOINTS, kmesh.DOS_MIN_KPOINTS, 1)
+    n = kmesh.dos_mesh(tb, width=0.02)
+    assert n[2] == 1 and n[0] == n[1] == 29                         # |b| = 0.26 1/Å: 6.6 · 0.26 / 0.06
+    assert kmesh.dos_mesh(tb, width=0.2)[0] == 3                     # never coarser than the density mesh
+    # the DOS it gives is smooth: no empty gaps inside the band continuum near E_D (a 3 × 3 mesh has them)
+    e_d = float(np.median(tb.eigenvalues([[1 / 3, 1 / 3, 0]])[0][253:255]))
+    for kpts, smooth in ((None, True), ((3, 3, 1), False)):
+        d = tb.dos(kpts=kpts, width=0.02, emin=e_d + 0.1, emax=e_d + 0.4, npts=301)
+        assert (d.get_weights().min() > 0.05 * d.get_weights().mean()) == smooth
 
 
 def test_thread_helpers(monkeypatch, capsys):

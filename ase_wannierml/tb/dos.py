@@ -131,7 +131,8 @@ def dos(
 ) -> "GridDOSData | GridDOSCollection":
     """Smeared DOS (states/eV/cell, one spin; see the module docstring) on a k-mesh.
 
-    ``kpts``: mesh size (n1, n2, n3) (Γ-centred, symmetry-reduced), explicit (nk, 3), or None (``kmesh.dos_mesh``).
+    ``kpts``: mesh size (n1, n2, n3) (Γ-centred, symmetry-reduced), explicit (nk, 3), or None
+    (``kmesh.dos_mesh`` for this ``width``).
     Defaults (``width`` eV, ``npts``) come from ``kmesh``.
     ``projected``: None → ``GridDOSData``; "atom", "element", "orbital" or "layer" → ``GridDOSCollection`` (a
     ``DOSCollection``) of ``GridDOSData`` whose ``info`` names the group. Projected DOS use only the exact symmetry
@@ -142,7 +143,9 @@ def dos(
 
     if method not in ("auto", "exact", "kpm"):
         raise ValueError(f"unknown DOS method {method!r}; use 'auto', 'exact' or 'kpm'")
-    k_k3, w_k = kpoint_mesh(tb, dos_mesh(tb) if kpts is None else kpts, symmetry=symmetry and projected is None)
+    if kpts is None:
+        kpts = dos_mesh(tb, width)
+    k_k3, w_k = kpoint_mesh(tb, kpts, symmetry=symmetry and projected is None)
     if method == "kpm" or (method == "auto" and tb.norb > kmesh.EXACT_MAX_ORBITALS):
         return _dos_kpm(tb, k_k3, w_k, width, npts, projected, smearing, emin, emax)
     G_ig = None

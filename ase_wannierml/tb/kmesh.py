@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .tightbinding import TightBinding
 
 MESH_DENSITY = 8.0  # k-points per 2π/Å of reciprocal length along periodic directions (graphene: 24 × 24)
-DOS_MIN_KPOINTS = 6  # the DOS mesh has at least this many points along each periodic direction (moiré cells)
+DOS_BAND_SLOPE = 6.6  # eV·Å, graphene's ħv_F: the steepest band slope the default DOS mesh is made for
+DOS_STEP_WIDTHS = 3.0  # such a band moves by at most this many smearing widths between neighbouring mesh points
+DOS_MAX_KPOINTS = 96  # cap of the default DOS mesh per periodic direction
 DOS_WIDTH = 0.02  # eV, Gaussian smearing of the DOS
 DOS_NPTS = 2000  # energy grid points of the DOS
 FERMI_WIDTH = 0.01  # eV, Fermi–Dirac width for the electron count
@@ -42,11 +44,18 @@ def default_mesh(tb: "TightBinding", density: float = MESH_DENSITY) -> tuple[int
     return tuple(int(n) for n in n_3)
 
 
-def dos_mesh(tb: "TightBinding") -> tuple[int, int, int]:
-    """Default DOS mesh: :func:`default_mesh`, with at least ``DOS_MIN_KPOINTS`` points along each periodic
-    direction (a moiré cell's density mesh is 2 × 2 or 3 × 3, which draws each band as isolated spikes)."""
+def dos_mesh(tb: "TightBinding", width: float = DOS_WIDTH) -> tuple[int, int, int]:
+    """Default DOS mesh for Gaussian smearing ``width`` (eV): fine enough that a band of slope ``DOS_BAND_SLOPE``
+    moves by at most ``DOS_STEP_WIDTHS`` widths between neighbouring k-points (n ≥ slope·|b| / (steps·width)),
+    at least :func:`default_mesh`, at most ``DOS_MAX_KPOINTS`` per direction. A coarser mesh draws each band as
+    isolated spikes: the density mesh of a 5° moiré cell is 3 × 3; this rule gives it 29 × 29 at 20 meV."""
+    if not width > 0:
+        raise ValueError(f"DOS smearing width must be positive (eV), got {width}")
+    b_3 = 2 * np.pi * np.linalg.norm(np.linalg.pinv(tb.cell).T, axis=1)     # |b_i|, 1/Å
+    need_3 = np.ceil(DOS_BAND_SLOPE * b_3 / (DOS_STEP_WIDTHS * width) - 1e-9).astype(int)
     periodic = periodic_directions(tb)
-    return tuple(max(n, DOS_MIN_KPOINTS) if p else n for n, p in zip(default_mesh(tb), periodic))
+    return tuple(int(min(max(n, need), DOS_MAX_KPOINTS)) if p else int(n)
+                 for n, need, p in zip(default_mesh(tb), need_3, periodic))
 
 
 def _mesh_size(tb: "TightBinding", kpts: Any) -> tuple[int, int, int] | None:
