@@ -303,3 +303,31 @@ def test_two_cheap_scf_frames_on_two_workers(tmp_path):
     s2 = compute_frames(tmp_path / "two.extxyz", spec, tmp_path / "ds", scf_only=True, settings=settings,
                         scratch=tmp_path / "scr", progress=None)
     assert sorted(s2.skipped) == sorted(s.ok) and not s2.ok
+
+
+def test_slurm_cluster_file_gives_the_job_script(tmp_path):
+    """The documented Slurm file (docs/dft.md, minus the site-specific network interface) is accepted by
+    dask-jobqueue and gives a job script with the partition, the prologue and tasks_per_node worker processes."""
+    pytest.importorskip("dask_jobqueue")
+    from ase_wannierml.dft.engine import load_cluster_config, make_jobqueue_cluster
+
+    doc = (REPO / "docs" / "dft.md").read_text()
+    block = doc.split("```yaml\ntype: slurm")[1].split("```")[0]
+    text = "type: slurm" + "\n".join(line for line in block.splitlines() if not line.startswith("interface:"))
+    path = tmp_path / "slurm.yaml"
+    path.write_text(text)
+    cfg = load_cluster_config(path)
+    assert cfg["processes"] == 4 and cfg["cores"] == 32
+    cluster = make_jobqueue_cluster(cfg, tasks_per_node=2)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH -p compute" in script and "#SBATCH -A my-project" in script and "--exclusive" in script
+    assert "module load quantum-espresso/6.7" in script and "--nworkers 2" in script
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("queue: x\n")
+    with pytest.raises(ValueError, match="needs 'type: slurm'"):
+        load_cluster_config(bad)
+    with pytest.raises(ValueError, match="unknown cluster type 'kubernetes'"):
+        make_jobqueue_cluster({"type": "kubernetes"})
