@@ -57,6 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", type=float, default=0.05, help="relative weight perturbation before fine-tuning")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--freeze", nargs="*", default=[])
+    ap.add_argument("--heldout-pattern", nargs="*", default=[],
+                    help="extra frame-id globs kept out of every member's training (added to data.test_patterns)")
     ap.add_argument("--out", default=None, help="committee file (default pretrained/committee/<name>.pt)")
     args = ap.parse_args(argv)
 
@@ -70,6 +72,7 @@ def main(argv=None) -> int:
     timings = {}
     for k in range(args.members):
         cfg = member_config(base_cfg, args.name, k, args.steps, args.noise, args.freeze, args.lr, out_root)
+        cfg["data"]["test_patterns"] = ["*-test-*", *args.heldout_pattern]
         run_dir = Path(cfg["run"]["output"])
         if (run_dir / "model.pt").exists() and (run_dir / "DONE").exists():
             continue
