@@ -186,14 +186,25 @@ def fake_frame(material, params, dataset_dir, scratch, runner, atoms=None):
     return {"status": status, "reason": reason}
 
 
-def test_engine_retries_reports_and_skips(tmp_path):
+@pytest.fixture(scope="module")
+def client():
+    """A two-worker Dask LocalCluster shared by the fake-frame engine tests (as compute_frames builds by default)."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def test_engine_retries_reports_and_skips(tmp_path, client):
     images = [ab_bilayer(g) for g in (3.2, 3.4, 3.6, 3.8)]
     for i, a in enumerate(images):
         a.info["source_index"] = i
     settings = EngineSettings(workers=2, ranks_per_task=3, retries=2)
     lines: list[str] = []
     s = compute_frames(images, GRAPHENE_BILAYER, tmp_path / "ds", scf_only=True, settings=settings,
-                       scratch=tmp_path / "scr", frame_fn=fake_frame, progress=lines.append)
+                       scratch=tmp_path / "scr", frame_fn=fake_frame, client=client, progress=lines.append)
     ids = [p.frame_id for p, _ in plan_frames(images, GRAPHENE_BILAYER, scf_only=True)]
     assert sorted(s.ok) == sorted([ids[0], ids[1], ids[3]])
     assert list(s.failed) == [ids[2]] and "pw.x crashed (fake)" in s.failed[ids[2]]
@@ -205,7 +216,7 @@ def test_engine_retries_reports_and_skips(tmp_path):
     assert len(runs) == 1 and json.loads(runs[0].read_text())["failed"] == s.failed
     # second run: finished frames are skipped; the failed one is tried again (and fails again)
     s2 = compute_frames(images, GRAPHENE_BILAYER, tmp_path / "ds", scf_only=True, settings=settings,
-                        scratch=tmp_path / "scr", frame_fn=fake_frame, progress=None)
+                        scratch=tmp_path / "scr", frame_fn=fake_frame, client=client, progress=None)
     assert sorted(s2.skipped) == sorted([ids[0], ids[1], ids[3]]) and list(s2.failed) == [ids[2]]
     assert (tmp_path / "scr" / f"{ids[0]}.attempts").read_text() == "1"
     # a frame recorded with an error is rerun unless rerun_failed=False
@@ -213,10 +224,10 @@ def test_engine_retries_reports_and_skips(tmp_path):
         {"status": "rejected", "reason": "error: RuntimeError: killed"}))
     assert frame_status(tmp_path / "ds", ids[3])[0] == "error"
     s3 = compute_frames(images[3:], GRAPHENE_BILAYER, tmp_path / "ds", scf_only=True, settings=settings,
-                        scratch=tmp_path / "scr", frame_fn=fake_frame, progress=None, rerun_failed=False)
+                        scratch=tmp_path / "scr", frame_fn=fake_frame, client=client, progress=None, rerun_failed=False)
     assert s3.skipped == [ids[3]]
     s4 = compute_frames(images[3:], GRAPHENE_BILAYER, tmp_path / "ds", scf_only=True, settings=settings,
-                        scratch=tmp_path / "scr", frame_fn=fake_frame, progress=None)
+                        scratch=tmp_path / "scr", frame_fn=fake_frame, client=client, progress=None)
     assert s4.ok == [ids[3]] and (tmp_path / "scr" / f"{ids[3]}.attempts").read_text() == "2"
 
 

@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None, frame_fn=None) -> int:
     (dataset / "frames").mkdir(parents=True, exist_ok=True)
     plan_name = f"plan_{series}.json" if series else "plan.json"
     (dataset / plan_name).write_text(json.dumps([p.to_dict() for p in plan], indent=1))
-    settings = EngineSettings(workers=args.workers, ranks_per_task=args.np, pools=args.nk, retries=args.retries,
-                              scheduler=args.scheduler, cluster=args.cluster, tasks_per_node=args.tasks_per_node,
-                              max_failures=args.max_failures)
+    settings = EngineSettings(workers=args.workers, ranks_per_task=args.np, pools=min(args.nk, args.np),
+                              retries=args.retries, scheduler=args.scheduler, cluster=args.cluster,
+                              tasks_per_node=args.tasks_per_node, max_failures=args.max_failures)
     order = list(range(len(plan)))
     if args.stacking_grid:   # reference stacking first, then AA-type, then the rest: useful early if interrupted
         rank = {1.0: 0, 0.0: 1, 0.5: 2}
