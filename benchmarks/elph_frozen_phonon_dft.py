@@ -1,7 +1,7 @@
 """DFT frozen-phonon check of the model's dH/dR: E2g-pattern displacements of the 4-atom AB bilayer graphene cell.
 
     nice -n 10 python benchmarks/elph_frozen_phonon_dft.py run        # 3 DFT+Wannier frames (~2-4 min CPU each)
-    python benchmarks/elph_frozen_phonon_dft.py compare               # table + benchmarks/results/elph_frozen_phonon_dft.json
+    python benchmarks/elph_frozen_phonon_dft.py compare      # table + benchmarks/results/elph_frozen_phonon_dft.json
 
 ``run`` displaces the atoms of the DFT reference AB cell (a = 2.46 Å, interlayer 3.35 Å, the workflow's
 ``0000-refAB`` geometry) by λ·e with e the in-phase E2g pattern (sublattice A +x̂, B −x̂ in both layers, |e_a| = 1)
@@ -134,7 +134,8 @@ def compare() -> int:
     d2 = {"dft_frozen_phonon": float(np.linalg.norm(dh_dft / 2) ** 2 / 4),
           "model_autograd": float(np.linalg.norm(dhk / 2) ** 2 / 4)}
     g2 = {name: {w: v / mass * float(zero_point_length(f)) ** 2 for w, f in freq_cm.items()} for name, v in d2.items()}
-    result = {"states_K_u0_minus_mean_meV": {"dft": ((e_dft["e2g-u0"] - e_dft["e2g-u0"].mean()) * 1e3).round(2).tolist(),
+    centred_u0 = (e_dft["e2g-u0"] - e_dft["e2g-u0"].mean()) * 1e3
+    result = {"states_K_u0_minus_mean_meV": {"dft": centred_u0.round(2).tolist(),
                                              "model": ((e0_model - e0_model.mean()) * 1e3).round(2).tolist()},
               "pattern": "in-phase E2g: atoms 0, 2 +x, atoms 1, 3 -x (Å per unit λ)", "u_A": U, "k_K": k[0].tolist(),
               "eigen_K": rows, "D2_per_layer_eV2_A2": d2, "g2_per_layer_eV2": g2,
@@ -147,12 +148,13 @@ def compare() -> int:
             continue
         c = r["centred_change_meV"]
         print(f"  λ = {r['lambda_A']:+.3f} Å  DFT {r['dft_change_meV']} (vs its own E_F)")
-        print(f"                model H0+λdH {r['model_linear_change_meV']}  model H(r+λu) {r['model_full_change_meV']}")
+        print(f"                model H0+λdH {r['model_linear_change_meV']}  "
+              f"model H(r+λu) {r['model_full_change_meV']}")
         sp = r["central_pair_splitting_meV"]
         print(f"    splitting of the 2 central states at K: DFT {sp['dft']}, model H0+λdH {sp['lin']}, "
               f"model H(r+λu) {sp['full']} meV")
         print(f"    minus the mean shift: DFT {c['dft']}  model H0+λdH {c['lin']}  model H(r+λu) {c['full']}")
-    print(f"states at K, λ = 0, minus their mean (meV): DFT {((e_dft['e2g-u0'] - e_dft['e2g-u0'].mean()) * 1e3).round(1)}"
+    print(f"states at K, λ = 0, minus their mean (meV): DFT {centred_u0.round(1)}"
           f"  model {((e0_model - e0_model.mean()) * 1e3).round(1)}")
     print(f"|dH(K)| DFT (eV/Å):\n{np.abs(dh_dft).round(3)}\nmodel:\n{np.abs(dhk).round(3)}")
     print(f"per-layer <D²>_Γ (eV²/Å²): DFT {d2['dft_frozen_phonon']:.2f}, model {d2['model_autograd']:.2f}, "

@@ -1,6 +1,6 @@
 """Phonons and electron–phonon coupling of the shipped models against experiment and Piscanec et al. (2004).
 
-    python benchmarks/elph_phonons_g2.py            # ≈ 1–2 min on one core; table + benchmarks/results/elph_phonons_g2.json
+    python benchmarks/elph_phonons_g2.py     # ≈ 2 min on one core; table + benchmarks/results/elph_phonons_g2.json
 
 1. Each shipped model's bilayer (graphene AB, MoS2 2H) is relaxed with its own calculator (float64, positions and
    in-plane cell, fmax 1e-3 eV/Å, smax 1e-5 eV/Å³), then Γ phonons from ASE ``Phonons`` force constants
