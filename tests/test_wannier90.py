@@ -312,3 +312,19 @@ def test_a_file_the_reader_accepts_never_fails_the_solver(tmp_path, scale):
     assert np.isfinite(tb.eigenvalues([[0.1, 0.2, 0.3]], num=1, near=0.0)).all()
     with pytest.raises(ValueError, match="not Hermitian"):
         TightBinding.from_wannier90(write(20 * HERMITIAN_TOL), cell=np.eye(3), wsvec=None)
+
+
+def test_export_too_large_for_a_dense_listing_falls_back_to_sparse_with_a_warning(tmp_path, monkeypatch):
+    import ase_wannierml.tb.wannier90 as w90
+
+    tb = random_hermitian_model(norb=3, seed=4)
+    monkeypatch.setattr(w90, "DENSE_MAX_ROWS", w90.dense_rows(tb) - 1)
+    with pytest.warns(UserWarning, match="writing the sparse listing"):
+        paths = tb.write_wannier90(tmp_path / "big_hr.dat")
+    assert [p.name for p in paths] == ["big_hr.dat", "big_centres.xyz", "big.win"]
+    hr = read_hr_data(paths[0])
+    assert "sparse" in hr.header and len(hr.R) == tb.nnz
+    k = np.random.default_rng(1).random((4, 3))
+    np.testing.assert_allclose(TightBinding.from_wannier90(paths[0]).eigenvalues(k), tb.eigenvalues(k), atol=1e-5)
+    with pytest.raises(ValueError, match="use dense=False"):
+        tb.write_wannier90(tmp_path / "forced_hr.dat", dense=True)

@@ -461,12 +461,13 @@ class TightBinding:
         return read_hr(path, atoms, orbitals, cell, num_electrons, fermi_level, check_hermitian, wsvec, mp_grid,
                        tb_class=cls)
 
-    def write_wannier90(self, path: Any, header: str | None = None, decimals: int = 6, dense: bool = True,
+    def write_wannier90(self, path: Any, header: str | None = None, decimals: int = 6, dense: bool | None = None,
                         companions: bool = True, mp_grid: Any = None) -> list:
-        """Write ``<seed>_hr.dat`` (``.gz`` by suffix; dense Wannier90 layout, or ``dense=False`` for only the stored
-        elements) and with ``companions`` also ``<seed>_centres.xyz``, a minimal ``<seed>.win`` (cell, atoms,
-        num_wann, ``mp_grid`` where known) and ``<seed>_tb.dat``, each atomically; tbmodels and WannierBerri read
-        them. Reading back gives the same elements to ``decimals``. Returns the paths written."""
+        """Write ``<seed>_hr.dat`` (``.gz`` by suffix; Wannier90's dense layout, or ``dense=False`` for only the
+        stored elements; default: dense up to 2e7 rows) and with ``companions`` also ``<seed>_centres.xyz``, a
+        minimal ``<seed>.win`` (cell, atoms, num_wann, ``mp_grid`` where known) and ``<seed>_tb.dat`` (dense only),
+        each atomically; tbmodels and WannierBerri read them. Reading back gives the same elements to
+        ``decimals``. Returns the paths written."""
         from .wannier90 import write_wannier90_files
 
         return write_wannier90_files(self, path, header=header, decimals=decimals, dense=dense,

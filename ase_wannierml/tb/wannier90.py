@@ -224,7 +224,7 @@ def _atomic_write(path: Path, write: Any) -> None:
             tmp.unlink()
 
 
-DENSE_MAX_ROWS = 50_000_000  # rows of a dense listing (~2.5 GB of text): larger models need dense=False
+DENSE_MAX_ROWS = 20_000_000  # rows of a dense listing (~1 GB of text): larger models are written sparse
 
 
 def _dense_R(tb: TightBinding) -> list[tuple[int, int, int]]:
@@ -689,22 +689,35 @@ def write_tb(tb: TightBinding, path: str | os.PathLike, header: str | None = Non
     _atomic_write(Path(path), write)
 
 
+def dense_rows(tb: TightBinding) -> int:
+    """Rows of the dense listing of ``tb`` (distinct ±R times norb²)."""
+    return len(_dense_R(tb)) * tb.norb**2
+
+
 def write_wannier90_files(tb: TightBinding, path: str | os.PathLike, header: str | None = None, decimals: int = 6,
-                          dense: bool = True, companions: bool = True, mp_grid: Any = None) -> list[Path]:
-    """Write ``<seed>_hr.dat`` (``path``; dense by default) and, with ``companions``, ``<seed>_centres.xyz``,
-    ``<seed>.win`` and ``<seed>_tb.dat`` (``.gz`` like ``path``) beside it; every file atomically. ``mp_grid``
-    (default: ``tb.mp_grid`` if the model was read from Wannier90 files) goes into the ``.win``. Returns the
-    paths written."""
+                          dense: bool | None = None, companions: bool = True, mp_grid: Any = None) -> list[Path]:
+    """Write ``<seed>_hr.dat`` (``path``) and, with ``companions``, ``<seed>_centres.xyz``, ``<seed>.win`` and
+    ``<seed>_tb.dat`` (``.gz`` like ``path``) beside it; every file atomically. ``dense=None`` (default): Wannier90's
+    dense layout when it has at most ``DENSE_MAX_ROWS`` rows, else the sparse listing without a ``_tb.dat`` (with a
+    warning: other tools read dense files only). ``mp_grid`` (default: ``tb.mp_grid`` if the model was read from
+    Wannier90 files) goes into the ``.win``. Returns the paths written."""
     path = Path(path)
+    if dense is None:
+        dense = dense_rows(tb) <= DENSE_MAX_ROWS
+        if not dense:
+            warnings.warn(f"{path}: a dense listing would have {dense_rows(tb):.3g} rows (> {DENSE_MAX_ROWS:.0e}); "
+                          "writing the sparse listing (this package reads it; tbmodels/WannierBerri need dense files) "
+                          "and no _tb.dat", stacklevel=3)
     write_hr(tb, path, header=header, decimals=decimals, dense=dense)
     written = [path]
     if companions:
         seed = _seed(path)
         gz = ".gz" if path.suffix == ".gz" else ""
-        extra = [path.with_name(seed + "_centres.xyz"), path.with_name(seed + ".win"),
-                 path.with_name(seed + "_tb.dat" + gz)]
+        extra = [path.with_name(seed + "_centres.xyz"), path.with_name(seed + ".win")]
         write_centres_xyz(tb, extra[0])
         write_win(tb, extra[1], mp_grid if mp_grid is not None else getattr(tb, "mp_grid", None))
-        write_tb(tb, extra[2], header=header)
+        if dense:
+            extra.append(path.with_name(seed + "_tb.dat" + gz))
+            write_tb(tb, extra[2], header=header)
         written += extra
     return written
