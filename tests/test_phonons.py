@@ -160,3 +160,15 @@ def test_state_coupling_hellmann_feynman_and_degenerate(calc):
     one_sided = (bands(1e-5, K) - e0) / 1e-5
     assert abs(one_sided[2] - one_sided[1]) > 0.05                # it splits linearly
     np.testing.assert_allclose(res["shifts"][1][1:3], one_sided[1:3], atol=2e-3 * np.abs(one_sided).max())
+
+
+def test_phonon_bands_gamma_matches_modes(mono, calc):
+    """The ASE band path (2×2×1 supercell) starts at Γ with the frequencies of ``modes_at_q`` (both exact at Γ)."""
+    from ase_wannierml.elph.phonons import phonon_bands
+
+    bs = phonon_bands(mono, calc, path="GMK", npoints=5, supercell=(2, 2, 1))
+    gamma = np.sort(bs.energies[0, 0]) * EV_TO_CM
+    freq, _ = modes_at_q(mono, calc)
+    optical = np.sort(freq) > 100
+    np.testing.assert_allclose(gamma[optical], np.sort(freq)[optical], atol=1.0)   # cm⁻¹
+    assert gamma.max() > 1000 and np.abs(gamma[~optical]).max() < 10   # ASE's sum rule on 2×2 leaves a few cm⁻¹
