@@ -271,7 +271,7 @@ def test_cli_dry_run_and_print_material(tmp_path, capsys):
                  "--scf-only", "--dry-run"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("user-scf-") and "16 atoms C16  layers [8, 8] (z clustering" in line
-    assert "SCF k 2x2x1" in line and line.endswith("to run")        # 4 / sqrt(4 primitive areas) = 2
+    assert "SCF k 3x3x1" in line and line.endswith("to run")        # 6 / sqrt(4 primitive areas) = 3
 
 
 # ------------------------------------------------------------------------------------------------------ real QE
@@ -299,7 +299,7 @@ def test_two_cheap_scf_frames_on_two_workers(tmp_path):
         assert sorted(x.name for x in frame.iterdir()) == ["meta.json", "structure.extxyz"]
         meta = json.loads((frame / "meta.json").read_text())
         assert meta["status"] == "ok" and meta["sampling"]["kind"] == "user-scf"
-        assert meta["settings"]["kmesh_scf"] == [4, 4, 1] and meta["settings"]["scf_only"] is True
+        assert meta["settings"]["kmesh_scf"] == [6, 6, 1] and meta["settings"]["scf_only"] is True
         notes = meta["sampling"]["notes"]
         assert notes["source_file"] == str((tmp_path / "two.extxyz").resolve())
         at = read(frame / "structure.extxyz")
@@ -342,3 +342,33 @@ def test_slurm_cluster_file_gives_the_job_script(tmp_path):
         load_cluster_config(bad)
     with pytest.raises(ValueError, match="unknown cluster type 'kubernetes'"):
         make_jobqueue_cluster({"type": "kubernetes"})
+
+
+@pytest.mark.dft
+@pytest.mark.slow
+def test_full_frame_of_a_given_structure(tmp_path):
+    """A full frame (SCF + Wannier90) of a user's 4-atom AB bilayer through compute_frames: the frame loads as a
+    training frame with its Hamiltonian, and the Wannier bands at K show bilayer graphene's physics (two states at
+    E_F from the non-dimer sites, two split by ±γ1 ≈ 0.3-0.5 eV from the dimer sites)."""
+    missing = [c for c in ("pw.x", "wannier90.x", "pw2wannier90.x", "pp.x") if shutil.which(c) is None]
+    if missing:
+        pytest.skip(f"{missing} not installed (apt-get install quantum-espresso quantum-espresso-data wannier90)")
+    from ase_wannierml.training.frames import load_frame_dir
+
+    spec = mf.load_material(TINY)                                     # 6x6 meshes: K on both
+    a = ab_bilayer(3.35)
+    del a.arrays["layer"]
+    s = compute_frames(a, spec, tmp_path / "ds", settings=EngineSettings(workers=1, ranks_per_task=1, retries=0),
+                       scratch=tmp_path / "scr", progress=None)
+    assert len(s.ok) == 1, s.to_dict()
+    frame_dir = tmp_path / "ds" / "frames" / s.ok[0]
+    assert s.ok[0].startswith("user-") and "-scf-" not in s.ok[0]
+    assert {"wannier90_hr.dat.gz", "wannier90_centres.xyz", "meta.json", "structure.extxyz"} <= \
+        {p.name for p in frame_dir.iterdir()}
+    meta = json.loads((frame_dir / "meta.json").read_text())
+    assert meta["sampling"]["kind"] == "user" and meta["settings"]["kmesh_nscf"] == [6, 6, 1]
+    frame = load_frame_dir(frame_dir)
+    assert frame.tb is not None and frame.tb.norb == 4 and frame.forces.shape == (4, 3)
+    e_k = np.sort(frame.tb.eigenvalues([[1 / 3, 1 / 3, 0.0]])[0]) - frame.fermi_level
+    assert np.all(np.abs(e_k[1:3]) < 0.1)                             # non-dimer pair at E_F
+    assert 0.3 < e_k[3] - e_k[1:3].mean() < 0.5 and 0.3 < e_k[1:3].mean() - e_k[0] < 0.5   # ±γ1

@@ -230,9 +230,10 @@ def _frame_task(material: MaterialSpec, params: FrameParams, atoms: Atoms | None
     status, reason = str(meta.get("status")), str(meta.get("reason", ""))
     if status == "rejected" and reason.startswith("error"):
         status = "error"
+    n_atoms = len(atoms) if atoms is not None else meta.get("n_atoms")
     return {"frame_id": params.frame_id, "status": status, "reason": reason, "wall_s": time.perf_counter() - t0,
-            "timings_s": meta.get("timings_s", {}), "n_atoms": len(atoms) if atoms is not None else meta.get("n_atoms"),
-            "host": os.uname().nodename, "quality": meta.get("quality") or {}}
+            "timings_s": meta.get("timings_s", {}), "n_atoms": n_atoms, "host": os.uname().nodename,
+            "quality": meta.get("quality") or {}}
 
 
 def plan_frames(structures: Iterable[Atoms], material: MaterialSpec, scf_only: bool = False,
@@ -290,7 +291,8 @@ def compute_frames(structures: Atoms | Sequence[Atoms] | str | Path, material: M
     scf_only: energy, forces, stress and eigenvalues only (no Wannier90 step, no Hamiltonian in the frame).
     client: a Dask ``Client`` to use (else ``settings`` decide: local cluster, scheduler or jobqueue cluster).
     settings: :class:`~.engine.EngineSettings` (workers, MPI ranks per task, pools, retries, cluster).
-    scratch: where frames run (default ``dataset_dir/../scratch_dft`` → ``$WANNIERML_SCRATCH`` if set).
+    scratch: where frames run (default ``$WANNIERML_SCRATCH``, else ``dataset_dir/scratch_dft``); each frame's
+        work directory is deleted when the frame is written.
     prefix: frame id prefix (``<prefix>[-scf]-<hash12>``).
     rerun_failed: rerun frames written earlier with an error (default); frames "ok" or rejected by the quality
         gate are always skipped.
