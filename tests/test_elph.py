@@ -126,3 +126,23 @@ def test_pruned_support_follows_hamiltonian():
     d = calc.get_hamiltonian_derivative(_pattern(len(atoms), 4), atoms=atoms)
     assert h0.nnz < WannierMLCalculator("graphene-bilayer", dtype=torch.float64).get_hamiltonian(atoms).nnz
     assert np.array_equal(d.rows, h0.rows) and np.array_equal(d.R, h0.R) and d.fermi_energy is None
+
+
+def test_committee_derivative_is_that_of_the_mean():
+    """For a committee the derivative is that of the committee-mean H (what ``get_hamiltonian`` returns)."""
+    model = load_model("graphene-bilayer", committee=True)
+    calc = WannierMLCalculator(model, dtype=torch.float64)
+    atoms = bilayer("graphene")
+    atoms.rattle(0.03, seed=1)
+    atoms.positions[:, 2] = bilayer("graphene").positions[:, 2]
+    u = _pattern(len(atoms), seed=6)
+    d = calc.get_hamiltonian_derivative(u, atoms=atoms)
+
+    def values(lam: float) -> np.ndarray:
+        moved = atoms.copy()
+        moved.positions += lam * u
+        return calc.model.predict_tightbinding(moved).values
+
+    h = 2e-3
+    fd = (4 * (values(h / 2) - values(-h / 2)) / h - (values(h) - values(-h)) / (2 * h)) / 3
+    assert np.abs(fd - d.values).max() < 1e-6 * np.abs(d.values).max()
