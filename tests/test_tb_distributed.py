@@ -117,3 +117,24 @@ def test_calculator_band_structure_with_client(client):
     dist = atoms.calc.get_band_structure(path="GKMG", npoints=40, executor=client)
     assert np.max(np.abs(dist.energies - ref.energies)) < 1e-12
     assert dist.reference == ref.reference
+
+
+def strained_graphene_gap_at_k(strain: float) -> tuple[float, float]:
+    """(Dirac-point energy at K, bandwidth at Γ) eV of nearest-neighbour graphene with t scaled by (1 - 3 strain)."""
+    tb = neighbour_model(graphene_atoms(2.46 * (1 + strain)), GRAPHENE_T * (1 - 3 * strain), GRAPHENE_EPS, 1.75)
+    e_k = tb.eigenvalues([[1 / 3, 1 / 3, 0], [0, 0, 0]])
+    return float(e_k[0].mean()), float(e_k[1, 1] - e_k[1, 0])
+
+
+def test_structures_as_tasks(client):
+    """map_tasks: one task per structure, results in order and equal to the serial loop (bandwidth 6|t|)."""
+    from ase_wannierml.tb.distributed import map_tasks
+
+    strains = [0.0, 0.01, 0.02, -0.01]
+    serial = [strained_graphene_gap_at_k(s) for s in strains]
+    assert map_tasks(strained_graphene_gap_at_k, strains, client) == serial
+    with ThreadPoolExecutor(2) as ex:
+        assert map_tasks(strained_graphene_gap_at_k, strains, ex) == serial
+    assert map_tasks(strained_graphene_gap_at_k, strains, None) == serial
+    for s, (e_dirac, width) in zip(strains, serial):
+        assert abs(e_dirac - GRAPHENE_EPS) < 1e-10 and abs(width - 6 * abs(GRAPHENE_T) * (1 - 3 * s)) < 1e-10

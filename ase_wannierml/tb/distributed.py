@@ -17,13 +17,16 @@ chunk boundary differs).
 * a Dask ``distributed.Client`` (e.g. connected to a cluster: ``Client("tcp://host:8786")``);
 * a scheduler address string ``"tcp://..."`` (a client is opened for the call);
 * a ``concurrent.futures.Executor`` (``ProcessPoolExecutor``, ``ThreadPoolExecutor``, MPI pool executors, ...).
+
+Structures as tasks (e.g. bands or DOS of many MD snapshots): :func:`map_tasks` runs ``func(item)`` for each item on
+the same kinds of executor and returns the results in order.
 """
 from __future__ import annotations
 
 import atexit
 import os
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -124,3 +127,30 @@ def _on_dask(tb: "TightBinding", k_k3: np.ndarray, num: int | None, near: float 
     finally:
         client.cancel([tb_future])
     return np.concatenate(results, axis=0)
+
+
+def map_tasks(func: Callable[[Any], Any], items: Iterable[Any], executor: Any = "local") -> list:
+    """``[func(item) for item in items]`` with one task per item on ``executor`` (as for :func:`eigenvalues`;
+    None runs serially), results in the order of ``items``.  ``func`` must be picklable (a module-level function);
+    e.g. bands of MD snapshots: ``map_tasks(snapshot_bands, snapshots, client)`` where ``snapshot_bands`` builds
+    the calculator inside the task."""
+    items = list(items)
+    if executor is None:
+        return [func(x) for x in items]
+    if isinstance(executor, str):
+        if executor == "local":
+            return map_tasks(func, items, local_client())
+        if "://" in executor:
+            from distributed import Client
+
+            with Client(executor) as client:
+                return map_tasks(func, items, client)
+        raise ValueError(f"executor {executor!r}: use None, 'local', a scheduler address 'tcp://...', a Dask "
+                         "Client or a concurrent.futures.Executor")
+    if _is_dask_client(executor):
+        futures = [executor.submit(func, x, pure=False) for x in items]
+        return executor.gather(futures)
+    if isinstance(executor, Executor) or hasattr(executor, "submit"):
+        return [f.result() for f in [executor.submit(func, x) for x in items]]
+    raise TypeError(f"executor of type {type(executor).__name__} is neither a Dask Client nor a "
+                    "concurrent.futures.Executor")
