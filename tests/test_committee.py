@@ -189,3 +189,40 @@ def test_force_calibration_scale_puts_68_percent_within_one_sigma(tmp_path):
     atoms.get_forces()
     r = atoms.calc.results
     assert np.allclose(r["forces_std"], info["forces_std_scale"] * r["forces_std_raw"])
+
+
+def test_training_helpers_for_members_and_held_out_sets(tmp_path):
+    from types import SimpleNamespace
+
+    from ase.calculators.emt import EMT
+
+    from ase_wannierml.active import write_frame
+    from ase_wannierml.training.trainer import (bootstrap_indices, freeze_parameters, heldout_frame_ids,
+                                                perturb_weights)
+
+    ids = [f"f{i}" for i in range(20)]
+    idx = list(range(0, 20, 2))
+    boot = bootstrap_indices(idx, ids, ["f0", "f2"], seed=1)
+    assert len(boot) == len(idx) and set(boot) <= set(idx) and {0, 2} <= set(boot)
+    assert len(set(boot)) < len(idx)                                    # drawn with replacement
+    assert boot == bootstrap_indices(idx, ids, ["f0", "f2"], seed=1) != bootstrap_indices(idx, ids, [], seed=2)
+
+    atoms = cell()
+    a = atoms.copy()
+    a.calc = EMT()
+    for name, meta in (("md2x2-T300-test-s7-006", None), ("md2x2-T300-train-s7-000", None),
+                       ("user-1", {"sampling": {"notes": {"split": "test"}}}), ("user-2", None)):
+        write_frame(tmp_path / name, atoms, a.get_potential_energy(), a.get_forces(), meta=meta)
+    names = ["md2x2-T300-test-s7-006", "md2x2-T300-train-s7-000", "user-1", "user-2"]
+    cfg = SimpleNamespace(test_patterns=["*-test-*"], frames=[str(tmp_path)])
+    assert heldout_frame_ids(cfg, names) == {"md2x2-T300-test-s7-006", "user-1"}
+
+    m = tiny(0)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    perturb_weights(m, 0.05, seed=0, frozen=["hamiltonian"])
+    freeze_parameters(m, ["hamiltonian.near"])
+    for n, p in m.named_parameters():
+        assert torch.equal(p, before[n]) == n.startswith("hamiltonian")
+        assert p.requires_grad == (not n.startswith("hamiltonian.near"))
+    with pytest.raises(ValueError, match="no parameter"):
+        freeze_parameters(m, ["nonexistent"])
