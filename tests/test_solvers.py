@@ -143,6 +143,15 @@ def test_ordering_is_cached_per_pattern(tbg):
     assert len(solvers._ORDERINGS) == 1
     solvers._pardiso_factor(solvers.shifted_csr(tbg.hamiltonian_sparse(np.zeros(3), allow_real=True), 0.5), False, 1)
     assert len(solvers._ORDERINGS) == 2
+    # a factor of the same pattern and arithmetic is refactorised in place (numerical phase only), else a new one
+    A1 = solvers.shifted_csr(tbg.hamiltonian_sparse(np.array([0.1, 0.2, 0.0])), 0.5)
+    A2 = solvers.shifted_csr(tbg.hamiltonian_sparse(np.array([0.3, 0.1, 0.0])), 0.6)
+    f = solvers._pardiso_factor(A1, False, 1)
+    assert solvers._pardiso_factor(A2, False, 1, reuse=f) is f
+    b = np.ones(tbg.norb)
+    assert np.abs(A2 @ f.solve(b) - b).max() < 1e-9
+    A0 = solvers.shifted_csr(tbg.hamiltonian_sparse(np.zeros(3), allow_real=True), 0.5)
+    assert solvers._pardiso_factor(A0, False, 1, reuse=f) is not f
 
 
 @pytest.mark.parametrize("workers", [1, 2])

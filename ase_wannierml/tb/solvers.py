@@ -189,12 +189,23 @@ _ORDERINGS: dict = {}  # METIS orderings by (pattern digest, arithmetic): the k-
 _ORDERINGS_SIZE = 8
 
 
-def _pardiso_factor(A: sp.csr_matrix, single: bool, workers: int | None, inertia: bool = False) -> PardisoFactor:
-    """PARDISO factor of the Hermitian ``A`` reusing a cached METIS ordering of its sparsity pattern."""
+def _pardiso_factor(A: sp.csr_matrix, single: bool, workers: int | None, inertia: bool = False,
+                    reuse: PardisoFactor | None = None) -> PardisoFactor:
+    """PARDISO factor of the Hermitian ``A``: ``reuse``'s analysis if it was made for the same pattern, arithmetic
+    and precision (numerical phase only), else a new analysis with the cached METIS ordering of the pattern."""
+    workers = resolve_workers(workers)
+    embedded = bool(inertia and np.iscomplexobj(A.data))
+    if (reuse is not None and reuse.single == bool(single) and reuse.embedded == embedded
+            and reuse.workers == workers and reuse.n == A.shape[0]):
+        try:
+            reuse.refactor(A)
+            return reuse
+        except ValueError:  # another pattern or arithmetic: analyse afresh
+            pass
     U = upper_csr(A)
     key = _pattern_key(U, np.iscomplexobj(U.data), bool(inertia and np.iscomplexobj(U.data)))
     perm = _ORDERINGS.get(key)
-    factor = PardisoFactor(A, workers=resolve_workers(workers), inertia=inertia, perm=perm, single=single)
+    factor = PardisoFactor(A, workers=workers, inertia=inertia, perm=perm, single=single)
     if perm is None:
         if len(_ORDERINGS) >= _ORDERINGS_SIZE:
             _ORDERINGS.pop(next(iter(_ORDERINGS)))
@@ -202,8 +213,8 @@ def _pardiso_factor(A: sp.csr_matrix, single: bool, workers: int | None, inertia
     return factor
 
 
-def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool,
-                 workers: int | None = None) -> tuple[PardisoFactor, float]:
+def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool, workers: int | None = None,
+                 reuse: PardisoFactor | None = None) -> tuple[PardisoFactor, float]:
     """Factorise H − σ with σ = near, nudged by 1e-7 × ``scale`` if H − near is singular to working precision
     (PARDISO error, or a solve growth ‖(H − σ)⁻¹ b‖/‖b‖ above 1/(``SINGULAR_SHIFT_RTOL`` × scale): the rounding of
     a near-zero pivot then decides the result); ``workers`` threads (None: :func:`resolve_workers`). A
@@ -213,7 +224,7 @@ def _factor_near(H: sp.csr_matrix, near: float, scale: float, single: bool,
         sigma = near + nudge * scale
         A = shifted_csr(H, sigma)
         try:
-            factor = _pardiso_factor(A, single, workers)
+            factor = _pardiso_factor(A, single, workers, reuse=reuse)
         except np.linalg.LinAlgError:
             continue
         if _check_factor(factor, A, single, scale):
@@ -468,6 +479,7 @@ class NearSolver:
         self.factorizations = 0
         self.solves = 0
         self._factor: PardisoFactor | None = None
+        self._last: PardisoFactor | None = None  # last factor made (kept for its analysis)
         self._sigma = self.near
         self._complex = False
         self._single_ok = True  # False once a single-precision factor failed its accuracy check
@@ -488,12 +500,15 @@ class NearSolver:
         t0 = time.perf_counter()
         single = single and self._single_ok
         try:
-            self._factor, self._sigma = _factor_near(H, self.near, scale, single=single, workers=self.workers)
+            self._factor, self._sigma = _factor_near(H, self.near, scale, single=single, workers=self.workers,
+                                                     reuse=self._last)
         except np.linalg.LinAlgError:
             if not single:
                 raise
             self._single_ok = False  # the same kind of matrix next time: go straight to double precision
-            self._factor, self._sigma = _factor_near(H, self.near, scale, single=False, workers=self.workers)
+            self._factor, self._sigma = _factor_near(H, self.near, scale, single=False, workers=self.workers,
+                                                     reuse=self._last)
+        self._last = self._factor  # its analysis serves the next factorisation of the same pattern
         self._t_factor = time.perf_counter() - t0
         self._complex = np.iscomplexobj(H.data)
         self.factorizations += 1
@@ -569,6 +584,9 @@ class NearSolver:
         return result
 
 
+_COUNT_FACTOR: dict = {}  # the last inertia factorisation (one, reused for its analysis by the next count)
+
+
 def count_eigenvalues_below(H: sp.spmatrix | np.ndarray, energy: float, workers: int | None = None) -> int:
     """Number of eigenvalues of Hermitian ``H`` (norb, norb) below ``energy`` (eV), exactly, without computing them.
 
@@ -606,7 +624,9 @@ def count_eigenvalues_below(H: sp.spmatrix | np.ndarray, energy: float, workers:
     for shift in (0.0, -1e-10, -3e-10):
         sigma = float(energy) + shift * scale
         try:
-            factor = _pardiso_factor(shifted_csr(Hs, sigma), single=False, workers=workers, inertia=True)
+            A = shifted_csr(Hs, sigma)
+            factor = _pardiso_factor(A, single=False, workers=workers, inertia=True, reuse=_COUNT_FACTOR.get("last"))
+            _COUNT_FACTOR["last"] = factor  # its analysis serves the next count of the same pattern (other k)
             if factor.perturbed_pivots:
                 continue
             return int(factor.negative_eigenvalues)
