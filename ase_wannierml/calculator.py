@@ -28,6 +28,7 @@ from ase.spectrum.band_structure import BandStructure
 
 from ase_wannierml.model import WannierMLModel, atoms_to_graph, load_model
 from ase_wannierml.model import keys as K
+from ase_wannierml.model.graph import check_layer_labels
 from ase_wannierml.model.committee import CommitteeModel, forces_std_per_atom
 from ase_wannierml.tb.kmesh import DOS_NPTS, DOS_WIDTH, default_mesh
 from ase_wannierml.threads import safe_default_threads
@@ -245,7 +246,7 @@ class WannierMLCalculator(Calculator):
         if want_stress and not _has_volume(self.atoms):
             raise PropertyNotImplementedError("stress needs a cell with non-zero volume (3 lattice vectors)")
         graph = atoms_to_graph(self.atoms, self.model.config, dtype=self.dtype, device=self.device,
-                               with_hamiltonian=False)
+                               with_hamiltonian=False, check_layer_bonds=True)
         out = self.model(graph, compute_forces=True, compute_stress=want_stress or _has_volume(self.atoms))
         spread = None
         if self.is_committee:  # members on one graph: results are the means, spreads go to *_std
@@ -308,6 +309,7 @@ class WannierMLCalculator(Calculator):
                                  "(same for bands/DOS/eigenvalues), or give each Atoms its own calculator")
             atoms = owners[-1] if owners else None
         if atoms is not None and (self.atoms is None or self.check_state(atoms)):
+            check_layer_labels(atoms)      # before caching the state: wrong labels are refused on every call
             self.reset()
             self.atoms = atoms.copy()
         if self.atoms is None:

@@ -15,7 +15,8 @@ that is
   fine).
 
 :func:`model_positions` gives positions for float32 models: the same translation of every compressed group (one
-lattice translation plus the group offsets along vacuum directions), so relative vectors, and with them energies,
+lattice translation plus group offsets along vacuum directions; none for structures inside the cell near
+the origin), so relative vectors, and with them energies,
 forces, stress and H, are unchanged while the numbers stay small (a rigid shift of 1e6 Å no longer costs float32
 precision).
 
@@ -29,6 +30,9 @@ __all__ = ["check_structure", "model_positions", "neighbour_list", "search_geome
 
 #: Relative volume |det| / Π|a_i| of the periodic lattice vectors below which a cell counts as degenerate.
 DEGENERATE_RELATIVE_VOLUME = 1e-6
+#: Along vacuum directions the model positions are moved by whole multiples of this (Å; a power of two, so the
+#: subtraction is exact): structures within ±1 km of the origin keep their coordinates bit for bit.
+VACUUM_PERIOD = 1024.0
 #: Refuse cells so small for their atoms that every atom would have more neighbours than this within the cut-off.
 MAX_NEIGHBOURS_PER_ATOM = 100_000
 
@@ -79,11 +83,14 @@ def check_structure(positions, cell, pbc, cutoff: float | None = None) -> None:
                              f"neighbours per atom within {cutoff} Å (periodic images overlap); check atoms.cell")
 
 
-def search_geometry(positions, cell, pbc, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def search_geometry(positions, cell, pbc, cutoff: float, keep_first: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(search positions (n, 3), search cell (3, 3), image offsets n_i (n, 3) int64, group offsets (n, 3)) in Å.
 
     search position = r_i − n_i @ cell + group offset; periodic rows of the search cell are the given ones, the
-    others an orthonormal basis of the vacuum directions scaled to cover the (compressed) atoms.
+    others an orthonormal basis of the vacuum directions scaled to cover the (compressed) atoms. Group offsets move
+    the lowest group along each vacuum direction to 0, or with ``keep_first`` by whole ``VACUUM_PERIOD`` s only
+    (so structures at usual coordinates are not moved at all).
     """
     pos, cell, pbc = _as_arrays(positions, cell, pbc)
     n = len(pos)
@@ -106,8 +113,11 @@ def search_geometry(positions, cell, pbc, cutoff: float) -> tuple[np.ndarray, np
         steps = np.diff(x[order])
         new = np.concatenate([[0.0], np.cumsum(np.minimum(steps, gap))])
         delta = np.empty(n)
-        delta[order] = new - (x[order] - x[order[0]])          # per-atom shift along this direction
-        delta -= x[order[0]]                                   # lowest atom at 0
+        delta[order] = new - (x[order] - x[order[0]])          # per-atom shift along this direction (0 for the
+        if not keep_first:                                     # lowest group)
+            delta -= x[order[0]]                               # lowest atom at 0
+        else:                                                  # whole "virtual periods": 0 for usual coordinates
+            delta -= np.floor(x[order[0]] / VACUUM_PERIOD) * VACUUM_PERIOD
         offsets += delta[:, None] * vacuum[v][None, :]
         extent[v] = new[-1]
     search_cell = np.zeros((3, 3))
@@ -150,7 +160,7 @@ def model_positions(positions, cell, pbc, cutoff: float) -> np.ndarray:
     pos, cell, pbc = _as_arrays(positions, cell, pbc)
     if len(pos) == 0:
         return pos.copy()
-    _, search_cell, _, offsets = search_geometry(pos, cell, pbc, cutoff)
+    _, search_cell, _, offsets = search_geometry(pos, cell, pbc, cutoff, keep_first=True)
     moved = pos + offsets
     if pbc.any():
         frac = np.linalg.solve(search_cell.T, moved.mean(axis=0))

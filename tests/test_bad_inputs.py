@@ -237,6 +237,8 @@ def test_wrong_layer_array_is_refused(graphene_model, labels, match):
         atoms.arrays["layer"] = np.array(labels)          # bypass ASE's shape check, as a careless edit would
     with pytest.raises(ValueError, match=match):
         atoms.calc.get_hamiltonian()
+    with pytest.raises(ValueError, match=match):                    # and the energy path, every time
+        atoms.get_potential_energy()
 
 
 def test_editing_layer_after_a_calculation_does_not_leave_a_stale_hamiltonian(graphene_model):

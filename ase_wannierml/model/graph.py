@@ -91,12 +91,27 @@ def detect_layers(atoms: Atoms, bond_factor: float = 1.2) -> np.ndarray:
     return rank[comp]
 
 
-def check_layer_array(atoms: Atoms, i: np.ndarray, j: np.ndarray, d: np.ndarray, bond_factor: float = 1.2
-                      ) -> np.ndarray:
-    """``atoms.arrays["layer"]`` as (n_atoms,) int64, checked: integer labels, one per atom, and no covalent bond
-    (``d < bond_factor * (r_cov,a + r_cov,b)`` among the pairs i, j at distances d Å) between atoms of different
-    labels: a label that splits a bonded sheet would make its bonds "interlayer" hoppings (bands off by eV).
-    Different components may share a label. ValueError naming the first offending bond."""
+#: Labels may not split pairs closer than this times the sum of covalent radii (certainly bonded: C–C 1.42 < 1.52 Å,
+#: Mo–S 2.41 < 2.59 Å); looser than layer detection's 1.2 so that user labels of compressed bilayers stay valid.
+LAYER_CHECK_BOND_FACTOR = 1.0
+
+
+def check_layer_labels(atoms: Atoms) -> None:
+    """If ``atoms.arrays["layer"]`` is set, check it (:func:`check_layer_array` with the bond test); used by the
+    calculator, where the labels come from users (the model-level API accepts any integer labels, e.g. for tests
+    of the interlayer terms on artificial dimers)."""
+    if "layer" not in atoms.arrays or len(atoms) == 0:
+        return
+    reach = LAYER_CHECK_BOND_FACTOR * 2.0 * float(covalent_radii[atoms.numbers].max())
+    i, j, _, d = neighbour_list(atoms, reach, full=False)
+    check_layer_array(atoms, (i, j, d))
+
+
+def check_layer_array(atoms: Atoms, pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``atoms.arrays["layer"]`` as (n_atoms,) int64, checked: integer labels, one per atom, and, with ``pairs``
+    (i, j, distances d Å), no covalent bond (``d < LAYER_CHECK_BOND_FACTOR * (r_cov,a + r_cov,b)``) between atoms
+    of different labels: a label that splits a bonded sheet would make its bonds "interlayer" hoppings (bands off
+    by eV). Different components may share a label. ValueError naming the first offending bond."""
     raw = np.asarray(atoms.arrays["layer"])
     if raw.shape != (len(atoms),):
         raise ValueError(f'atoms.arrays["layer"] has shape {raw.shape}, expected ({len(atoms)},): one label per atom')
@@ -105,8 +120,11 @@ def check_layer_array(atoms: Atoms, i: np.ndarray, j: np.ndarray, d: np.ndarray,
             raise ValueError(f'atoms.arrays["layer"] must hold integer layer labels, got {raw.dtype} values '
                              f"{raw[:6].tolist()}")
     layer = raw.astype(np.int64)
+    if pairs is None:
+        return layer
+    i, j, d = pairs
     radii = covalent_radii[atoms.numbers]
-    split = (d < bond_factor * (radii[i] + radii[j])) & (layer[i] != layer[j])
+    split = (d < LAYER_CHECK_BOND_FACTOR * (radii[i] + radii[j])) & (layer[i] != layer[j])
     if split.any():
         k = int(np.flatnonzero(split)[0])
         a, b = int(i[k]), int(j[k])
@@ -150,19 +168,22 @@ def hamiltonian_pairs(atoms: Atoms, layer: np.ndarray, config: ModelConfig
 
 
 def atoms_to_graph(atoms: Atoms, config: ModelConfig, dtype: torch.dtype = torch.float32,
-                   device: str | torch.device = "cpu", with_hamiltonian: bool = True) -> Graph:
+                   device: str | torch.device = "cpu", with_hamiltonian: bool = True,
+                   check_layer_bonds: bool = False) -> Graph:
     """Graph of one structure (a batch of one; see ``keys.py`` for every key, shape and convention).
 
     atoms: positions in Å (any, not necessarily wrapped), cell rows in Å, any pbc; ``atoms.arrays["layer"]`` is
     used if present, else layers are detected. with_hamiltonian: also build the Hamiltonian pair list (up to
     ``config.ham_cutoff_max``; skip it for energy/forces-only use such as MD).
-    Raises ValueError for elements not in ``config.species`` and atoms closer than ``config.min_distance``.
+    Raises ValueError for elements not in ``config.species``, atoms closer than ``config.min_distance``, bad
+    geometry (``ase_wannierml.neighbours``) and non-integer layer labels; ``check_layer_bonds``: also labels that
+    split covalent bonds (:func:`check_layer_array`; the calculator sets it).
     """
     spec = species_indices(atoms, config.species)
     i, j, s, d = neighbour_list(atoms, config.cutoff, full=True)
     check_min_distance(atoms, i, j, d, config.min_distance)
     if "layer" in atoms.arrays:
-        layer = check_layer_array(atoms, i, j, d, config.layer_bond_factor)
+        layer = check_layer_array(atoms, (i, j, d) if check_layer_bonds else None)
     else:
         layer = detect_layers(atoms, config.layer_bond_factor)
     n = len(atoms)
