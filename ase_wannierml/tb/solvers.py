@@ -399,9 +399,9 @@ def default_preconditioner(H: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def _near_sparse(H: sp.csr_matrix, num: int, near: float, scale: float, block: int, tol: float, seed: int,
-                 single: bool, workers: int | None = None) -> NearResult:
-    """Fresh factorisation (single precision: of the default preconditioner; double: of H) and Davidson."""
-    factor, sigma = _factor_near(default_preconditioner(H) if single else H, near, scale, single=single,
+                 single: bool, workers: int | None = None, exact: bool = False) -> NearResult:
+    """Fresh factorisation (of the default preconditioner, or of H if ``exact``) and Davidson."""
+    factor, sigma = _factor_near(H if exact else default_preconditioner(H), near, scale, single=single,
                                  workers=workers)
     want = min(H.shape[0], num if sigma == near else num + 2)  # nudged shift: spares, then the nearest to `near`
     return _davidson_near(H, factor, sigma, want, block, tol, max_iter=MAX_ITER, seed=seed)
@@ -445,7 +445,11 @@ def solve_near_auto(H: sp.spmatrix | np.ndarray, num: int, near: float, return_v
     try:
         result = _near_sparse(Hs, num, near, scale, block, tol, seed, single=True, workers=workers)
     except np.linalg.LinAlgError:  # single precision too inaccurate here: redo in double precision
-        result = _near_sparse(Hs, num, near, scale, block, tol, seed, single=False, workers=workers)
+        try:
+            result = _near_sparse(Hs, num, near, scale, block, tol, seed, single=False, workers=workers)
+        except np.linalg.LinAlgError:  # and with H itself
+            result = _near_sparse(Hs, num, near, scale, block, tol, seed, single=False, workers=workers,
+                                  exact=True)
     pick = np.sort(np.argsort(np.abs(result.values - near), kind="stable")[:num])
     result.values = result.values[pick]
     result.vectors = result.vectors[:, pick] if return_vectors else None
