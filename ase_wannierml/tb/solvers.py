@@ -45,7 +45,7 @@ from .pardiso_backend import PardisoFactor, upper_csr
 
 __all__ = ["DENSE_MAX_ORBITALS", "DenseMemoryError", "NearResult", "NearSolver", "available_memory_bytes",
            "check_dense_memory", "count_eigenvalues_below", "dense_memory_bytes", "eigvalsh_dense", "eigvalsh_near",
-           "negative_eigenvalue_count", "resolve_workers", "shifted_csr", "solve_near_auto"]
+           "default_preconditioner", "resolve_workers", "shifted_csr", "solve_near_auto"]
 
 #: Up to this many orbitals, ``solve_near_auto`` diagonalises densely (measured crossover ≈ 500 for TBG).
 DENSE_MAX_ORBITALS = 500
