@@ -125,16 +125,10 @@ def open_client(settings: EngineSettings, client: Any = None, n_tasks: int | Non
         cluster = make_jobqueue_cluster(cfg, settings.tasks_per_node)
         jobs = settings.jobs or max(1, -(-(n_tasks or 1) // per_node))
         cluster.scale(jobs=jobs)
-        try:
-            with Client(cluster) as c:
-                with _terminate_codes_on_error(c):
-                    yield c
-        finally:
-            cluster.close()
-        return
-    # Worker memory limits count only the worker process (the codes are subprocesses): no limit, no pausing.
-    cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=1, processes=True,
-                           memory_limit=0, dashboard_address=":0")
+    else:
+        # Worker memory limits count only the worker process (the codes are subprocesses): no limit, no pausing.
+        cluster = LocalCluster(n_workers=settings.workers, threads_per_worker=1, processes=True,
+                               memory_limit=0, dashboard_address=":0")
     try:
         with Client(cluster) as c:
             with _terminate_codes_on_error(c):
