@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 from ase_wannierml.slater_koster import moon_koshino_tb  # noqa: E402
 from ase_wannierml.structures import twisted_bilayer  # noqa: E402
 from ase_wannierml.tb import pardiso_backend, solvers  # noqa: E402
+from ase_wannierml.cli import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DROPS = (0.0, 1e-2, 3e-2)
@@ -79,9 +80,7 @@ def main() -> None:
     out = {"benchmark": "band_solver_preconditioner", "rows": rows, "workers": args.workers,
            "load_average_start": load0, "load_average_end": os.getloadavg(),
            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(out, indent=1))
     print(f"wrote {args.out}")
 
 

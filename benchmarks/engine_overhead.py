@@ -23,6 +23,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from ase_wannierml.cli import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -77,17 +78,19 @@ def main() -> int:
     client.close()
     cluster.close()
     out["cluster_close_s"] = time.perf_counter() - t
-    out["load_average_end"] = os.getloadavg()
+    report(out, "engine_overhead.json")
+    return 0
 
+
+def report(out: dict, name: str) -> None:
+    """Add the end load average, print ``out`` as a table and write it to benchmarks/results/``name``."""
+    out["load_average_end"] = os.getloadavg()
     print(f"{'quantity':40s} value")
     for key, val in out.items():
         print(f"{key:40s} {val if not isinstance(val, float) else f'{val:.4g}'}")
-    res = REPO / "benchmarks" / "results" / "engine_overhead.json"
+    res = Path(__file__).resolve().parent / "results" / name
     res.parent.mkdir(parents=True, exist_ok=True)
-    tmp = res.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, res)
-    return 0
+    atomic_write_text(res, json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

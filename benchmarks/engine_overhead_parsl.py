@@ -8,11 +8,9 @@ Parsl is not a dependency; run it in a separate virtual environment:
 
 Prints a table and writes benchmarks/results/engine_overhead_parsl.json.
 """
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 t0 = time.perf_counter()
 import parsl  # noqa: E402
@@ -20,6 +18,7 @@ from parsl import python_app  # noqa: E402
 from parsl.config import Config  # noqa: E402
 from parsl.executors import HighThroughputExecutor  # noqa: E402
 from parsl.providers import LocalProvider  # noqa: E402
+from engine_overhead import report  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 
 IMPORT_S = time.perf_counter() - t0
 
@@ -46,14 +45,7 @@ def main() -> int:
     t = time.perf_counter()
     dfk.cleanup()
     out["cleanup_s"] = time.perf_counter() - t
-    out["load_average_end"] = os.getloadavg()
-    print(f"{'quantity':40s} value")
-    for key, val in out.items():
-        print(f"{key:40s} {val if not isinstance(val, float) else f'{val:.4g}'}")
-    res = Path(__file__).resolve().parent / "results" / "engine_overhead_parsl.json"
-    tmp = res.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, res)
+    report(out, "engine_overhead_parsl.json")   # same table/JSON writer as the Dask benchmark
     return 0
 
 

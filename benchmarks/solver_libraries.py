@@ -41,6 +41,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from ase_wannierml.cli import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,9 +340,7 @@ def main() -> None:
            "load_average_end": os.getloadavg(), "threads": 1, "python": platform.python_version(),
            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(out, indent=1))
     print(f"wrote {args.out}")
 
 

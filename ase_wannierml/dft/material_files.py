@@ -93,19 +93,23 @@ def _species_table(d: Any, where: str, kind: type) -> dict:
     return {str(k): (_num(v, f"{where}.{k}") if kind is float else v) for k, v in d.items()}
 
 
+def _check_keys(d: dict, required: tuple, optional: tuple, where: str) -> None:
+    """MaterialFileError naming unknown keys (with the allowed ones) or missing required keys of mapping ``d``."""
+    unknown = sorted(set(d) - set(required) - set(optional))
+    if unknown:
+        raise MaterialFileError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(required + optional)}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise MaterialFileError(f"{where}: missing key(s) {missing}")
+
+
 def material_from_dict(d: dict, source: str = "<dict>", base_dir: Path | None = None):
     """Build and validate a ``MaterialSpec`` from the file's mapping (see the module docstring)."""
     from .materials import MaterialSpec, Site
 
     if not isinstance(d, dict):
         raise MaterialFileError(f"{source}: a material file must be a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(_SPEC_REQUIRED) - set(_SPEC_OPTIONAL))
-    if unknown:
-        raise MaterialFileError(f"{source}: unknown key(s) {unknown}; allowed: "
-                                f"{sorted(_SPEC_REQUIRED + _SPEC_OPTIONAL)}")
-    missing = [k for k in _SPEC_REQUIRED if k not in d]
-    if missing:
-        raise MaterialFileError(f"{source}: missing key(s) {missing}")
+    _check_keys(d, tuple(_SPEC_REQUIRED), tuple(_SPEC_OPTIONAL), source)
     name = str(d["name"])
     if not name or "/" in name or name.strip() != name:
         raise MaterialFileError(f"{source}: name {name!r} must be a non-empty word without '/'")
@@ -148,13 +152,7 @@ def _dft_from_dict(d: Any, where: str, base_dir: Path | None):
 
     if not isinstance(d, dict):
         raise MaterialFileError(f"{where}: expected a mapping of DFT settings")
-    unknown = sorted(set(d) - set(_DFT_REQUIRED) - set(_DFT_OPTIONAL))
-    if unknown:
-        raise MaterialFileError(f"{where}: unknown key(s) {unknown}; allowed: "
-                                f"{sorted(_DFT_REQUIRED + tuple(_DFT_OPTIONAL))}")
-    missing = [k for k in _DFT_REQUIRED if k not in d]
-    if missing:
-        raise MaterialFileError(f"{where}: missing key(s) {missing}")
+    _check_keys(d, tuple(_DFT_REQUIRED), tuple(_DFT_OPTIONAL), where)
     v = {**_DFT_OPTIONAL, **d}
     pseudos = {str(k): str(x) for k, x in _species_table(v["pseudopotentials"], f"{where}.pseudopotentials",
                                                           str).items()}

@@ -45,7 +45,7 @@ from . import keys as K
 from .backbone import EDGE_CHUNK
 from .config import ModelConfig
 from .graph import atoms_to_graph
-from .model import WannierMLModel, apply_strain, cell_volume
+from .model import WannierMLModel, cell_volume, differentiable_geometry
 from .radial import polynomial_envelope
 from .utils import scatter_sum
 
@@ -96,13 +96,8 @@ class CommitteeModel(nn.Module):
         """Number of members K."""
         return len(self.members)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+    dtype = WannierMLModel.dtype      # floating dtype / device of the parameters (same definition as one model)
+    device = WannierMLModel.device
 
     def train(self, mode: bool = True) -> "CommitteeModel":
         self._shared_depth = None
@@ -138,17 +133,11 @@ class CommitteeModel(nn.Module):
         if self.training:
             raise RuntimeError("CommitteeModel is for inference: call .eval() (train members one by one)")
         batch, n_struct = graph[K.BATCH], graph[K.NUM_ATOMS].shape[0]
-        pos_leaf, cell, strain = graph[K.POSITIONS], graph[K.CELL], None
         need_grad = compute_forces or compute_stress
         depth = self.shared_depth()
         members = list(self.members)
         with torch.enable_grad() if need_grad else contextlib.nullcontext():
-            if compute_forces:
-                pos_leaf = pos_leaf.detach().requires_grad_(True)
-            positions = pos_leaf
-            if compute_stress:
-                strain = torch.zeros_like(cell).requires_grad_(True)
-                positions, cell = apply_strain(pos_leaf, cell, strain, batch)
+            pos_leaf, positions, cell, strain = differentiable_geometry(graph, compute_forces, compute_stress, batch)
             edge_index, shift = graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT]
             i, j = edge_index[0], edge_index[1]
             vectors = positions[j] - positions[i] + (shift.to(positions.dtype).unsqueeze(-1) * cell[batch[i]]).sum(1)

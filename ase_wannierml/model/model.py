@@ -98,15 +98,9 @@ class WannierMLModel(nn.Module):
         Hamiltonian pairs in chunks of ``ham_chunk_size``; results do not depend on either.
         """
         batch, n_struct = graph[K.BATCH], graph[K.NUM_ATOMS].shape[0]
-        pos_leaf, cell, strain = graph[K.POSITIONS], graph[K.CELL], None
         need_grad = compute_forces or compute_stress
         with torch.enable_grad() if need_grad else contextlib.nullcontext():
-            if compute_forces:
-                pos_leaf = pos_leaf.detach().requires_grad_(True)
-            positions = pos_leaf
-            if compute_stress:
-                strain = torch.zeros_like(cell).requires_grad_(True)
-                positions, cell = apply_strain(pos_leaf, cell, strain, batch)
+            pos_leaf, positions, cell, strain = differentiable_geometry(graph, compute_forces, compute_stress, batch)
             h, node_energy, energy, learned = self._energy(graph, positions, cell, batch, n_struct, edge_chunk)
         out = {K.ENERGY: energy, K.NODE_ENERGY: node_energy, K.NODE_ENERGY_LEARNED: learned}
         if need_grad:
@@ -141,6 +135,21 @@ class WannierMLModel(nn.Module):
         learned = self.energy_head.learned(h)
         node_energy = self.energy_head.e0[species] + learned
         return h, node_energy, scatter_sum(node_energy, batch, n_struct), learned
+
+
+def differentiable_geometry(graph: Dict[str, torch.Tensor], compute_forces: bool, compute_stress: bool,
+                            batch: torch.Tensor) -> tuple:
+    """(pos_leaf, positions, cell, strain) for a forward pass (call inside ``torch.enable_grad()``): ``pos_leaf``
+    (n_atoms, 3) Å requires grad when forces are wanted; with stress, a zero (n_structures, 3, 3) ``strain`` leaf
+    is applied to positions and cell (``apply_strain``), else ``strain`` is None and positions/cell are the graph's."""
+    pos_leaf, cell, strain = graph[K.POSITIONS], graph[K.CELL], None
+    if compute_forces:
+        pos_leaf = pos_leaf.detach().requires_grad_(True)
+    positions = pos_leaf
+    if compute_stress:
+        strain = torch.zeros_like(cell).requires_grad_(True)
+        positions, cell = apply_strain(pos_leaf, cell, strain, batch)
+    return pos_leaf, positions, cell, strain
 
 
 def apply_strain(positions: torch.Tensor, cell: torch.Tensor, strain: torch.Tensor, batch: torch.Tensor
