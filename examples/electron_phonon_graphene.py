@@ -25,13 +25,16 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ase_wannierml.threads import safe_default_threads, set_threads  # noqa: E402
+
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--supercell", type=int, default=6)
     ap.add_argument("--outdir", default="elph_graphene_output")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on a busy machine)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    set_threads(args.threads if args.threads is not None else safe_default_threads())
 
     import matplotlib
 
