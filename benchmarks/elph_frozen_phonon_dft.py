@@ -167,11 +167,247 @@ def compare() -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- K point: A1' mode
+OUT_DIR_K = REPO / "scratch" / "elph" / "dft_K"
+RESULT_K = REPO / "benchmarks" / "results" / "elph_frozen_phonon_dft_K.json"
+PISCANEC_K = {"g2_eV2": 0.0994, "hw_meV": 161.0}
+
+
+def frame_ids_k() -> dict[str, float]:
+    """Frame id → λ (Å) of the K-mode run (+u and −u for the central differences; λ = 0 last, optional)."""
+    return {"a1k-p020": U, "a1k-m020": -U, "a1k-u0": 0.0}
+
+
+def k_mode_pattern(calc=None) -> dict:
+    """The model's A1'(K) mode of the DFT reference AB cell on its √3×√3 supercell (K folds onto its Γ).
+
+    Returns ``sc`` (``phonons.Supercell``, 12 atoms), ``K`` (3,) fractional, ``freq`` (12,) cm⁻¹ and ``e``
+    (12, 4, 3) mass-weighted eigenvectors at K (model force constants at this geometry), ``nu`` (the A1' mode
+    with the largest coupling of the 4 π states at K and K' and ``nu_pair`` the two A1'-derived modes),
+    ``u`` (12, 3) complex Bloch pattern of ``nu`` in Å/amu^½ per unit normal coordinate (global phase chosen so
+    that its real part is largest), ``p_hat`` (12, 3) = Re u / max_a |Re u_a| (Å per unit λ; the frozen-phonon
+    displacement is λ·p_hat) and ``c`` = max_a |Re u_a| (Re u = c·p_hat)."""
+    import torch
+
+    from ase_wannierml import WannierMLCalculator
+    from ase_wannierml.elph.coupling import fermi_average_g2, matrix_elements, mode_patterns
+    from ase_wannierml.elph.frozen import real_pattern
+    from ase_wannierml.elph.phonons import commensurate_supercell, make_supercell, modes_at_q
+
+    calc = calc or WannierMLCalculator("graphene-bilayer", dtype=torch.float64)
+    _, atoms = base_atoms()
+    K = np.asarray(atoms.cell.bandpath().special_points["K"], dtype=float)
+    P = commensurate_supercell(K)
+    sc = make_supercell(atoms, P)
+    freq, e = modes_at_q(atoms, calc, K, supercell=P)
+    r = matrix_elements(calc, atoms, K, e, [K], P)
+    per_mode = np.array([fermi_average_g2(r["M"][nu:nu + 1, 0], freq[nu:nu + 1]) if freq[nu] > 50 else 0.0
+                         for nu in range(len(freq))])
+    pair = np.argsort(per_mode)[-2:]
+    nu = int(pair[-1])
+    p_hat, c, u = real_pattern(mode_patterns(sc, K, e[nu:nu + 1], np.asarray(atoms.get_masses(), float))[0])
+    return {"atoms": atoms, "sc": sc, "K": K, "freq": freq, "e": e, "nu": nu, "nu_pair": [int(i) for i in pair],
+            "per_mode_g2_model": per_mode, "M_model": r["M"][:, 0], "u": u, "p_hat": p_hat, "c": c,
+            "calc": calc}
+
+
+def run_k(nprocs: int = 2) -> int:
+    """DFT + Wannier frames of the √3×√3 AB cell displaced by λ·p_hat (λ = ±u, then 0), into ``OUT_DIR_K``."""
+    from ase_wannierml.dft.codes import Runner
+    from ase_wannierml.dft.sampling import FrameParams
+    from ase_wannierml.dft.workflow import run_frame
+
+    material, _ = base_atoms()
+    pat = k_mode_pattern()
+    sc_atoms = pat["sc"].atoms
+    OUT_DIR_K.mkdir(parents=True, exist_ok=True)
+    np.save(OUT_DIR_K / "p_hat.npy", pat["p_hat"])
+    for fid, lam in frame_ids_k().items():
+        if (OUT_DIR_K / "frames" / fid / "meta.json").exists():
+            continue
+        disp = sc_atoms.copy()
+        disp.positions += lam * pat["p_hat"]
+        params = FrameParams(frame_id=fid, material=material.name, seed=0, kind="user",
+                             notes={"displacement_A": lam, "pattern": "model A1'(K) mode, real part, sqrt3 x sqrt3"})
+        t0 = time.perf_counter()
+        meta = run_frame(material, params, OUT_DIR_K, OUT_DIR_K / "scratch", Runner(nprocs=nprocs, npools=nprocs),
+                         atoms=disp)
+        print(f"{fid}: {meta['status']} {meta.get('reason', '')[:200]} {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0
+
+
+def _dft_frame_k(fid: str):
+    """(TightBinding, meta, forces (n, 3) eV/Å, atoms) of a K-mode frame; a frame rejected only by the quality gate
+    is used (its H is written), one that failed in a code is not."""
+    from ase.io import read
+
+    from ase_wannierml.tb.tightbinding import TightBinding
+
+    frame = OUT_DIR_K / "frames" / fid
+    meta = json.loads((frame / "meta.json").read_text())
+    if not (frame / "wannier90_hr.dat.gz").exists():
+        raise RuntimeError(f"frame {fid} has no Hamiltonian: {meta.get('reason')}")
+    atoms = read(frame / "structure.extxyz")
+    tb = TightBinding.from_wannier90(frame / "wannier90_hr.dat.gz", atoms=atoms, orbitals={"C": ["pz"]},
+                                     fermi_level=meta["fermi_level_eV"])
+    return tb, meta, np.asarray(atoms.get_array("forces")), atoms
+
+
+def nn_hopping_signs(tb, atoms, cutoff: float = 1.6) -> np.ndarray:
+    """Values (eV) of the stored intralayer nearest-neighbour hoppings (|d| < ``cutoff`` Å): all negative in the
+    Wannier gauge of the workflow (pz projections, one sign); a flipped orbital sign would make some positive."""
+    pos = atoms.positions
+    d = pos[tb.cols] + tb.R @ atoms.cell[:] - pos[tb.rows]
+    dist = np.linalg.norm(d, axis=1)
+    return np.real(tb.values[(dist > 0.5) & (dist < cutoff)])
+
+
+def k_block_d2(dh_re: np.ndarray, sc, K: np.ndarray) -> tuple[float, np.ndarray]:
+    """Per-layer D² (eV²/Å²) of one mode and M (4, 4) from dH (12, 12) of the supercell at its Γ along the real
+    pattern Re u (eV per unit normal coordinate, eV/(Å·amu^½)): M = ⟨K+K| ∂_K H |K⟩ (``elph.frozen``),
+    D² = M_C · Σ_mn |M_mn|² / 4 over the 4 π states at K and at 2K ≡ K′ (a Frobenius norm: one pz orbital per
+    atom, so the 4 states span the primitive Bloch space)."""
+    from ase_wannierml.elph.frozen import matrix_from_real_pattern
+
+    M = matrix_from_real_pattern(dh_re, sc, np.ones(sc.prim.max() + 1, int), K, K)
+    return float(12.011 * np.sum(np.abs(M) ** 2) / 4), M
+
+
+def compare_k() -> int:
+    import torch
+
+    from ase_wannierml.elph.coupling import zero_point_length
+    from ase_wannierml.elph.frozen import frozen_phonon_frequency
+
+    torch.set_num_threads(1)
+    ids = frame_ids_k()
+    have = [f for f in ids if (OUT_DIR_K / "frames" / f / "meta.json").exists()]
+    if not {"a1k-p020", "a1k-m020"} <= set(have):
+        print(f"frames a1k-p020 and a1k-m020 needed, have {have}; run `nice -n 10 python {Path(__file__).name} "
+              "run --mode K` first")
+        return 1
+    pat = k_mode_pattern()
+    sc, K, p_hat, c, calc = pat["sc"], pat["K"], pat["p_hat"], pat["c"], pat["calc"]
+    saved = OUT_DIR_K / "p_hat.npy"
+    if saved.exists() and np.abs(np.load(saved) - p_hat).max() > 1e-6:
+        raise RuntimeError("the model's A1' pattern differs from the one the DFT frames were run with")
+    G = np.zeros((1, 3))
+    dft = {fid: _dft_frame_k(fid) for fid in have}
+    for fid, (tb, meta, _, at) in dft.items():
+        nn = nn_hopping_signs(tb, at)
+        if len(nn) == 0 or nn.max() >= 0:
+            raise RuntimeError(f"{fid}: nearest-neighbour hoppings not all negative (gauge flip?): {nn.max()}")
+    h_dft = {fid: tb.hamiltonian(G)[0] for fid, (tb, *_) in dft.items()}
+    dh_dft = (h_dft["a1k-p020"] - h_dft["a1k-m020"]) / (2 * U)                 # eV/Å per unit λ, supercell Γ
+    t0 = time.perf_counter()
+    sc_atoms = sc.atoms
+    h0 = calc.get_hamiltonian(sc_atoms)
+    dtb = calc.get_hamiltonian_derivative(p_hat, atoms=sc_atoms)
+    t_model = time.perf_counter() - t0
+    hk0, dhk = h0.hamiltonian(G)[0], dtb.hamiltonian(G)[0]
+    d2 = {}
+    d2["dft_frozen_phonon"], m_dft = k_block_d2(c * dh_dft, sc, K)
+    d2["model_autograd_this_mode"], m_mod = k_block_d2(c * dhk, sc, K)
+    pair = pat["nu_pair"]
+    d2_pair_model = [float(12.011 * np.sum(np.abs(pat["M_model"][nu]) ** 2) / 4) for nu in pair]
+    d2["model_mean_of_A1_pair"] = float(np.mean(d2_pair_model))
+    # frequencies: DFT and model frozen phonon along p_hat, model eigenfrequency
+    masses = np.asarray(sc_atoms.get_masses(), float)
+    f_dft = {fid: v[2] for fid, v in dft.items()}
+    f_model = {}
+    for fid in ("a1k-p020", "a1k-m020"):
+        moved = sc_atoms.copy()
+        moved.positions += ids[fid] * p_hat
+        moved.calc = calc
+        f_model[fid] = moved.get_forces()
+    freq = {"dft_frozen_phonon": frozen_phonon_frequency(f_dft["a1k-p020"], f_dft["a1k-m020"], p_hat, masses, U),
+            "model_frozen_phonon": frozen_phonon_frequency(f_model["a1k-p020"], f_model["a1k-m020"], p_hat, masses, U),
+            "model_eigen": float(pat["freq"][pat["nu"]]),
+            "model_A1_pair": [float(pat["freq"][nu]) for nu in pair],
+            "piscanec_161meV": PISCANEC_K["hw_meV"] * 8.065543937}
+    g2 = {}
+    for dname, dv in (("D2_model_mean", d2["model_mean_of_A1_pair"]), ("D2_model_this_mode",
+                                                                        d2["model_autograd_this_mode"]),
+                      ("D2_dft", d2["dft_frozen_phonon"])):
+        g2[dname] = {w: dv / 12.011 * float(zero_point_length(f)) ** 2
+                     for w, f in (("omega_model", freq["model_eigen"]), ("omega_dft", freq["dft_frozen_phonon"]),
+                                  ("omega_piscanec", freq["piscanec_161meV"]))}
+    # splitting of the Dirac states: the 8 states of K and K' nearest E_D at the supercell Γ
+    rows = {}
+    e0_model = np.linalg.eigvalsh(hk0)
+    mid = np.argsort(np.abs(e0_model - np.median(e0_model[2:10])))[:8]
+    near = np.sort(mid)
+    for fid in ("a1k-p020", "a1k-m020"):
+        lam = ids[fid]
+        moved = sc_atoms.copy()
+        moved.positions += lam * p_hat
+        e_full = np.linalg.eigvalsh(calc.model.predict_tightbinding(moved).hamiltonian(G)[0])[near]
+        e_lin = np.linalg.eigvalsh(hk0 + lam * dhk)[near]
+        e_d = np.linalg.eigvalsh(h_dft[fid])
+        ed = e_d[np.argsort(np.abs(e_d - dft[fid][1]["fermi_level_eV"]))[:8]]
+        ed = np.sort(ed)
+        rows[fid] = {"lambda_A": lam, **{name: {"centred_meV": ((v - v.mean()) * 1e3).round(2).tolist(),
+                                                 "gap_4_central_meV": round(float(v[4] - v[3]) * 1e3, 2),
+                                                 "spread_4_central_meV": round(float(v[5] - v[2]) * 1e3, 2)}
+                                          for name, v in (("dft", ed), ("model_linear", e_lin), ("model_full",
+                                                                                                  e_full))}}
+    intra = sc_atoms.arrays["layer"][:, None] == sc_atoms.arrays["layer"][None, :]
+    result = {
+        "pattern": "model A1'(K) mode (largest coupling of the bilayer's two A1'-derived modes), real part of the "
+                   "Bloch pattern on the sqrt3 x sqrt3 cell, positions r + lambda * p_hat, max |p_hat_a| = 1",
+        "u_A": U, "K": K.tolist(), "c_A_per_sqrt_amu": c, "p_hat": p_hat.round(6).tolist(),
+        "frames": {fid: {"status": m["status"], "reason": m.get("reason", "")[:300],
+                         "kmesh_scf": m.get("settings", {}).get("kmesh_scf"),
+                         "kmesh_nscf": m.get("settings", {}).get("kmesh_nscf"),
+                         "smearing": [m["material_spec"]["dft"]["smearing"], m["material_spec"]["dft"]["degauss"]],
+                         "wall_s": m["timings_s"]["total"]} for fid, (_, m, _, _) in dft.items()},
+        "dH_norm_eV_A": {"dft_intralayer": float(np.linalg.norm(dh_dft[intra])),
+                         "model_intralayer": float(np.linalg.norm(dhk[intra])),
+                         "dft_interlayer": float(np.linalg.norm(dh_dft[~intra])),
+                         "model_interlayer": float(np.linalg.norm(dhk[~intra]))},
+        "M_abs_K_to_Kprime": {"dft": np.abs(m_dft).round(4).tolist(), "model": np.abs(m_mod).round(4).tolist()},
+        "D2_per_layer_eV2_A2": d2, "D2_model_A1_pair": d2_pair_model, "freq_cm": freq, "g2_per_layer_eV2": g2,
+        "piscanec": {"g2_eV2": PISCANEC_K["g2_eV2"], "D2_eV2_A2": PISCANEC_K["g2_eV2"] * 12.011
+                     / float(zero_point_length(freq["piscanec_161meV"])) ** 2},
+        "dirac_states": rows, "model_H_plus_dH_s": round(t_model, 2),
+        "dft_forces_along_p_hat_eV_A": {fid: float(np.sum(f * p_hat)) for fid, f in f_dft.items()},
+        "model_forces_along_p_hat_eV_A": {fid: float(np.sum(f * p_hat)) for fid, f in f_model.items()},
+    }
+    if "a1k-u0" in dft:
+        result["dft_forces_along_p_hat_eV_A"]["a1k-u0"] = float(np.sum(f_dft["a1k-u0"] * p_hat))
+    n = result["dH_norm_eV_A"]
+    print(f"A1'(K) frozen phonon, sqrt3 x sqrt3 AB bilayer, u = ±{U} Å")
+    print(f"|dH/dλ| intralayer: DFT {n['dft_intralayer']:.3f}, model {n['model_intralayer']:.3f} eV/Å; "
+          f"interlayer DFT {n['dft_interlayer']:.3f}, model {n['model_interlayer']:.3f}")
+    print(f"per-layer D²_K (eV²/Å²): DFT {d2['dft_frozen_phonon']:.2f}, model this mode "
+          f"{d2['model_autograd_this_mode']:.2f}, model mean of A1' pair {d2['model_mean_of_A1_pair']:.2f}, "
+          f"Piscanec {result['piscanec']['D2_eV2_A2']:.1f}")
+    print(f"ω_K (cm⁻¹): DFT frozen phonon {freq['dft_frozen_phonon']:.1f}, model frozen phonon "
+          f"{freq['model_frozen_phonon']:.1f}, model eigen {freq['model_eigen']:.1f}, Piscanec "
+          f"{freq['piscanec_161meV']:.0f}")
+    for dname, v in g2.items():
+        print(f"<g²_K> {dname}: " + ", ".join(f"{w} {x:.4f}" for w, x in v.items()) + " eV² (Piscanec 0.0994)")
+    for fid, r in rows.items():
+        print(f"λ = {r['lambda_A']:+.3f}: gap of the 4 central states DFT {r['dft']['gap_4_central_meV']}, model "
+              f"linear {r['model_linear']['gap_4_central_meV']}, model full {r['model_full']['gap_4_central_meV']} "
+              f"meV; centred DFT {r['dft']['centred_meV']} model {r['model_full']['centred_meV']}")
+    tmp = RESULT_K.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, RESULT_K)
+    print(f"wrote {RESULT_K}")
+    return 0
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["run", "compare"])
+    ap.add_argument("--mode", choices=["gamma", "K"], default="gamma",
+                    help="gamma: E2g, 4-atom cell (default); K: A1'(K), sqrt3 x sqrt3 cell")
+    ap.add_argument("--nprocs", type=int, default=2, help="MPI ranks of the K-mode DFT runs")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.mode == "K":
+        sys.exit(run_k(args.nprocs) if args.what == "run" else compare_k())
     if args.what == "run":
         sys.exit(run())
     sys.exit(compare())

@@ -10,7 +10,10 @@ Setup: the rigid twisted cell at the model's AB-bilayer lattice constant and int
 ``--temperature`` K, Langevin thermostat (friction 0.01 fs⁻¹, 1 fs steps). Each snapshot: H predicted
 (hoppings < 3e-4 eV dropped), E_D by band index at the moiré K point, the ``--num`` states nearest E_D at
 ``--kpts`` (moiré special points), width of the 4 central bands and gaps to bands N/2 − 3 and N/2 + 2.
-Writes to ``--outdir``: ``md_electrons.json`` (series, costs), ``timeseries.png``, ``distribution.png``.
+Writes to ``--outdir``: ``md_electrons.json`` (series, costs), ``timeseries.png``, ``distribution.png``, and
+``checkpoint.npz`` after every snapshot (positions, momenta, cell, thermostat RNG state, step, series): rerunning the
+same command continues from the last snapshot (``--steps`` may be raised to extend a finished run; a checkpoint of
+a different ``--m``/``--every``/``--temperature``/``--seed`` is refused; ``--restart`` discards it).
 
 Caveat (issue 16): the shipped graphene model's own 300 K MD is not yet physical for long runs (layers drift apart,
 flexural forces too soft); rerun this with the new models when they land.
@@ -57,6 +60,36 @@ def write_result(out_dir: Path, result: dict) -> None:
     os.replace(tmp, out_dir / "md_electrons.json")
 
 
+CHECKPOINT_KEYS = ("m", "every", "temperature", "seed", "num", "kpts")
+
+
+def save_checkpoint(out_dir: Path, atoms, step: int, md_time: float, rng_state: dict, series: list, args,
+                    last_ed: float, total_s: float = 0.0, sessions: int = 1) -> None:
+    """Everything needed to continue the run after snapshot ``step`` (atomic write)."""
+    meta = {"step": step, "md_time_s": md_time, "rng_state": rng_state, "series": series, "last_ed_eV": last_ed,
+            "args": {k: getattr(args, k) for k in CHECKPOINT_KEYS}, "total_s": total_s, "sessions": sessions}
+    tmp = out_dir / "checkpoint.tmp.npz"
+    np.savez(tmp, positions=atoms.positions, momenta=atoms.get_momenta(), cell=atoms.cell[:],
+             numbers=atoms.numbers, layer=atoms.arrays["layer"], meta=np.array(json.dumps(meta)))
+    os.replace(tmp, out_dir / "checkpoint.npz")
+
+
+def load_checkpoint(out_dir: Path, args) -> dict | None:
+    """The checkpoint of ``out_dir`` (None if there is none); SystemExit if it belongs to different settings."""
+    path = out_dir / "checkpoint.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    meta = json.loads(str(data.pop("meta")))
+    mine = {k: getattr(args, k) for k in CHECKPOINT_KEYS}
+    if meta["args"] != mine:
+        raise SystemExit(f"{path} was written with {meta['args']}, this run has {mine}: use another --outdir or "
+                         "--restart")
+    data.update(meta)
+    return data
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--m", type=int, default=11, help="twist index (r = 1): 11 → 2.88°")
@@ -68,6 +101,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--kpts", default="K,G,M")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--outdir", default="md_electrons_output")
+    ap.add_argument("--restart", action="store_true", help="ignore (and overwrite) a checkpoint in --outdir")
     args = ap.parse_args(argv)
     if args.every < 1 or args.steps < args.every:
         raise SystemExit("need 1 <= --every <= --steps")
@@ -89,14 +123,25 @@ def main(argv=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     knames = [s.strip() for s in args.kpts.split(",")]
     t_start = time.perf_counter()
+    ckpt = None if args.restart else load_checkpoint(out_dir, args)
     a, d = equilibrium_bilayer(WannierMLCalculator("graphene-bilayer", dtype=torch.float64), "graphene")
     atoms = twisted_bilayer("graphene", m=args.m, r=1, a=a, interlayer=d)
     calc = WannierMLCalculator("graphene-bilayer", hamiltonian_threshold=3e-4)
+    if ckpt is not None:
+        if len(ckpt["numbers"]) != len(atoms) or np.any(ckpt["numbers"] != atoms.numbers):
+            raise SystemExit(f"{out_dir / 'checkpoint.npz'} holds a different structure")
+        atoms.set_cell(ckpt["cell"])
+        atoms.positions = ckpt["positions"]
+        atoms.arrays["layer"] = np.asarray(ckpt["layer"])
     atoms.calc = calc
-    if args.relax_steps:
+    if args.relax_steps and ckpt is None:
         relax(atoms, fmax=0.01, steps=args.relax_steps, logfile=None)
     theta = float(atoms.info.get("twist_angle", np.nan))
-    print(f"θ = {theta:.3f}°, {len(atoms)} atoms; setup {time.perf_counter() - t_start:.1f} s", flush=True)
+    print(f"θ = {theta:.3f}°, {len(atoms)} atoms; setup {time.perf_counter() - t_start:.1f} s"
+          + (f"; resumed at step {ckpt['step']}" if ckpt is not None else ""), flush=True)
+
+    prior_s = 0.0 if ckpt is None else float(ckpt.get("total_s", 0.0))   # wall time of earlier sessions
+    sessions = 1 if ckpt is None else int(ckpt.get("sessions", 1)) + 1
 
     def partial(series: list, md_time: float) -> dict:
         n_md = series[-1]["step"] if series else 0
@@ -106,14 +151,21 @@ def main(argv=None) -> dict:
                 "kpoints": knames, "num": args.num, "md_s_per_step": round(md_time / max(n_md, 1), 3),
                 "snapshot_s_median": float(np.median(snap_cost)),
                 "peak_rss_GB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
-                "total_s": round(time.perf_counter() - t_start, 1), "series": series}
+                "total_s": round(prior_s + time.perf_counter() - t_start, 1), "sessions": sessions,
+                "series": series}
 
     rng = np.random.default_rng(args.seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
+    if ckpt is None:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
+        series, md_time, first = [], 0.0, 0
+    else:
+        atoms.set_momenta(ckpt["momenta"])
+        rng.bit_generator.state = ckpt["rng_state"]
+        series, md_time, first = list(ckpt["series"]), float(ckpt["md_time_s"]), int(ckpt["step"]) + args.every
+        snapshot_bands.last_ed = float(ckpt["last_ed_eV"])
     dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=args.temperature, friction=0.01 / units.fs, rng=rng)
-    series, md_time = [], 0.0
     layer = atoms.arrays["layer"]
-    for step in range(0, args.steps + 1, args.every):
+    for step in range(first, args.steps + 1, args.every):
         if step:
             t0 = time.perf_counter()
             dyn.run(args.every)
@@ -124,7 +176,10 @@ def main(argv=None) -> dict:
                     layer_distance_A=float(z[layer == 1].mean() - z[layer == 0].mean()),
                     corrugation_A=float(max(np.ptp(z[layer == k]) for k in (0, 1))))
         series.append(info)
-        write_result(out_dir, partial(series, md_time))  # after every snapshot: a stopped run keeps its data
+        res = partial(series, md_time)
+        write_result(out_dir, res)  # after every snapshot: a stopped run keeps its data
+        save_checkpoint(out_dir, atoms, step, md_time, rng.bit_generator.state, series, args,
+                        float(snapshot_bands.last_ed), res["total_s"], sessions)
         print(f"step {step:5d}  T {info['temperature_K']:6.1f} K  width {info['flat_band_width_meV']:7.2f} meV  "
               f"gaps {info['gap_below_meV']} / {info['gap_above_meV']} meV  d {info['layer_distance_A']:.3f} Å  "
               f"H {info['H_s']} s, bands {info['bands_s']} s", flush=True)
