@@ -43,6 +43,9 @@ class DataConfig:
         ``md2x2-T300-test-s7-001``); these override ``train_frames`` / ``val_frames`` and a resumed checkpoint.
     bootstrap_seed: if set, the training frames are a bootstrap resample (same count, drawn with replacement,
         seeded) of the training split; ``train_frames`` stay in at least once (committee members: different data).
+    repeat: frame-id glob (``fnmatch``) → n ≥ 1: each matching training frame is visited n times per epoch (after
+        the split and any bootstrap), so a few large frames (e.g. 16-atom MD snapshots next to 60 4-atom cells)
+        weigh in; never applied to validation or test frames.
     max_centre_distance: Å; a Wannier centre farther than this from every atom rejects the frame.
     gauge_tolerance: eV; largest allowed violation of the onsite-block symmetry check (see ``assign.py``).
     band_kgrid: n; reference bands on a Γ-centred n×n grid over the periodic axes (3n contains K).
@@ -65,6 +68,7 @@ class DataConfig:
     train_frames: list[str] = field(default_factory=list)
     test_patterns: list[str] = field(default_factory=lambda: ["*-test-*"])
     bootstrap_seed: int | None = None
+    repeat: dict[str, int] = field(default_factory=dict)
     max_centre_distance: float = 0.7
     gauge_tolerance: float = 0.05
     band_kgrid: int = 6
@@ -217,6 +221,9 @@ class TrainConfig:
         for name in ("checkpoint_every", "eval_every", "log_every"):
             if getattr(self.run, name) < 1:
                 raise ValueError(f"config: run.{name} must be >= 1")
+        for pattern, n in (self.data.repeat or {}).items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"config: data.repeat[{pattern!r}] must be an integer >= 1, got {n!r}")
         if self.data.band_kgrid < 1:
             raise ValueError("config: data.band_kgrid must be >= 1")
 

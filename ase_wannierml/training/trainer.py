@@ -61,6 +61,8 @@ class Trainer:
         if cfg.data.bootstrap_seed is not None and state is None:
             self.train_idx = bootstrap_indices(self.train_idx, self.data.frame_ids, cfg.data.train_frames,
                                                cfg.data.bootstrap_seed)
+        if cfg.data.repeat and state is None:      # a resumed run's split already holds the repeats
+            self.train_idx = repeat_indices(self.train_idx, self.data.frame_ids, cfg.data.repeat)
         if not self.train_idx:
             raise ValueError(f"no training frames: {len(self.data)} frames, val_fraction {cfg.data.val_fraction}")
         train_examples = [self.data.examples[i] for i in self.train_idx]
@@ -301,7 +303,7 @@ class Trainer:
             if missing:
                 raise ValueError(f"cannot resume from {self.out}: checkpoint {key} {missing[:5]} are not in the data set")
             parts.append(sorted(where[f] for f in state[key]))
-        new = len(self.data) - sum(len(p) for p in parts)
+        new = len(self.data) - len(set().union(*map(set, parts)))      # data.repeat lists frames more than once
         if new and self.dist.is_main:
             print(f"--resume: {new} frames added since the checkpoint are not used by this run "
                   "(start a new stage with run.init_from to include them)")
@@ -419,6 +421,18 @@ def bootstrap_indices(train_idx: list[int], frame_ids: list[str], keep: list[str
     draw = rng.choice(np.asarray(train_idx), size=len(train_idx), replace=True).tolist()
     must = [i for i in train_idx if frame_ids[i] in set(keep) and i not in draw]
     return sorted(draw[:len(draw) - len(must)] + must)
+
+
+def repeat_indices(train_idx: list[int], frame_ids: list[str], repeat: dict[str, int]) -> list[int]:
+    """``train_idx`` with each frame whose id matches a glob of ``repeat`` listed n times (the largest n of the
+    matching globs), sorted; the epoch order shuffles them (``data.repeat``)."""
+    import fnmatch
+
+    out = []
+    for i in train_idx:
+        n = max([int(k) for pat, k in repeat.items() if fnmatch.fnmatchcase(frame_ids[i], pat)], default=1)
+        out += [i] * n
+    return sorted(out)
 
 
 def perturb_weights(model: torch.nn.Module, scale: float, seed: int, frozen: list[str]) -> None:
