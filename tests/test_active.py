@@ -183,3 +183,49 @@ def test_only_held_out_frames_are_reported_as_held_out(tmp_path):
                        dataset_dir=str(tmp_path), train_config="t", heldout=[str(tmp_path / "frames")])
     names = sorted(p.name for p in ActiveLoop(cfg, label_fn=lambda *a: None, log=lambda s: None).heldout_paths())
     assert names == ["md2x2-T300-test-s7-001", "user-abc"]
+
+
+def test_record_round_logs_an_external_round_and_status_shows_it(tmp_path, capsys):
+    from ase_wannierml.active import record_round
+    from ase_wannierml.active.loop import main as active_main
+    from ase_wannierml.calculator import WannierMLCalculator
+    from ase_wannierml.structures import bilayer
+
+    frames = tmp_path / "frames"
+    for k, name in enumerate(["md2x2-T300-train-s7-000", "md2x2-T600-train-s7-001", "md2x2-T300-test-s7-002"]):
+        atoms = bilayer("graphene").repeat((2, 2, 1))
+        atoms.rattle(0.05, seed=k)
+        a = atoms.copy()
+        a.calc = EMT()
+        write_frame(frames / name, atoms, a.get_potential_energy(), a.get_forces(),
+                    meta={"sampling": {"notes": {"md_temperature_K": 300.0 + 300 * (k % 2)}}})
+    tiny_committee(tmp_path / "c.pt")
+    committee = load_model(tmp_path / "c.pt", committee=True)
+    single = committee.members[1]
+    raw = dict(material="graphene-bilayer", committee=str(tmp_path / "c.pt"), workdir=str(tmp_path / "al"),
+               dataset_dir=str(tmp_path), train_config="t.yaml", heldout=[str(frames)])
+    (tmp_path / "active.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_active_config(tmp_path / "active.yaml")
+    new = [frames / "md2x2-T300-train-s7-000", frames / "md2x2-T600-train-s7-001"]
+    with pytest.raises(ValueError, match="held-out"):
+        record_round(cfg, new + [frames / "md2x2-T300-test-s7-002"], committee, single, "m.pt", {}, "x")
+    rec = record_round(cfg, new, committee, single, "m.pt", {"steps": 3}, "MD snapshots")
+    log = json.loads((tmp_path / "al" / "active_log.json").read_text())
+    assert log["rounds"][0] == json.loads(json.dumps(rec)) and rec["round"] == 0
+    assert [s["frame_id"] for s in rec["selected"]] == [p.name for p in new]
+    assert rec["selected"][1]["md_temperature_K"] == 600.0 and rec["selected"][0]["forces_std_max"] > 0
+    assert rec["errors_before"]["heldout"]["n_frames"] == 1 and "within_1sigma" in rec["errors_before"]["heldout"]
+    # the single model after: same numbers as its calculator, no spread
+    held = load_frame_dir(frames / "md2x2-T300-test-s7-002")
+    b = held.atoms.copy()
+    b.calc = WannierMLCalculator(single)
+    d = b.get_forces() - held.forces
+    after = rec["errors_after"]["heldout"]
+    assert after["force_rmse"] == pytest.approx(np.sqrt(np.mean(d ** 2)), rel=1e-6)
+    assert after["force_rmse_z"] == pytest.approx(np.sqrt(np.mean(d[:, 2] ** 2)), rel=1e-6)
+    assert "within_1sigma" not in after
+    active_main(["status", str(tmp_path / "active.yaml")])
+    out = capsys.readouterr().out
+    assert "md2x2-T600-train-s7-001" in out and "held-out" in out and "m.pt" in out
+    with pytest.raises(ValueError, match="no committee"):       # a next loop round needs a committee to start
+        ActiveLoop(cfg, label_fn=lambda *a: None, log=lambda s: None).committee_path(1)

@@ -9,7 +9,7 @@ JSON log; resumable after a kill::
     python -m ase_wannierml.active status active.yaml
 """
 from .loop import (ActiveConfig, ActiveLoop, QEFrameLabeller, candidate_cells, frame_errors, load_active_config,
-                   run_md_snapshots, select_frames, write_frame)
+                   record_round, run_md_snapshots, select_frames, write_frame)
 
 __all__ = ["ActiveConfig", "ActiveLoop", "QEFrameLabeller", "candidate_cells", "frame_errors", "load_active_config",
-           "run_md_snapshots", "select_frames", "write_frame"]
+           "record_round", "run_md_snapshots", "select_frames", "write_frame"]

@@ -330,10 +330,11 @@ class QEFrameLabeller:
 
 # ---------------------------------------------------------------------------------------------------- errors
 def frame_errors(committee, frame_dirs: Sequence[str | Path]) -> dict:
-    """Committee errors against DFT frames (status ok, with forces): force RMSE and out-of-plane (z) RMSE (eV/Å),
-    energy MAE relative to the frames' mean (eV/atom, absolute energies of different cells are not compared),
-    mean forces_std (eV/Å), the fraction of force components within 1σ and 2σ of their atom's ``forces_std``, and
-    per frame the RMSE and max forces_std. Frames that are rejected or lack forces are listed under ``skipped``."""
+    """Committee (or single-model) errors against DFT frames (status ok, with forces): force RMSE and out-of-plane
+    (z) RMSE (eV/Å), energy MAE relative to the frames' mean (eV/atom, absolute energies of different cells are not
+    compared), and per frame the RMSE; for a committee also the mean forces_std (eV/Å), the fraction of force
+    components within 1σ and 2σ of their atom's ``forces_std`` and per frame the max forces_std. Frames that are
+    rejected or lack forces are listed under ``skipped``."""
     from ase_wannierml.calculator import WannierMLCalculator
     from ase_wannierml.training.frames import find_frames, frame_status, load_frame_dir
 
@@ -354,19 +355,23 @@ def frame_errors(committee, frame_dirs: Sequence[str | Path]) -> dict:
         d = f - fr.forces
         err.append(d.ravel())
         errz.append(d[:, 2])
-        sig.append(np.repeat(r["forces_std"], 3))
+        per[p.name] = {"n_atoms": len(a), "force_rmse": float(np.sqrt(np.mean(d ** 2))),
+                       "force_rmse_z": float(np.sqrt(np.mean(d[:, 2] ** 2)))}
+        if "forces_std" in r:           # committee; a single model has no spread
+            sig.append(np.repeat(r["forces_std"], 3))
+            per[p.name].update(forces_std_max=float(r["forces_std"].max()),
+                               forces_std_mean=float(r["forces_std"].mean()))
         if fr.energy is not None:
             de.append(((a.get_potential_energy() - fr.energy) / len(a), p.name))
-        per[p.name] = {"n_atoms": len(a), "force_rmse": float(np.sqrt(np.mean(d ** 2))),
-                       "forces_std_max": float(r["forces_std"].max()),
-                       "forces_std_mean": float(r["forces_std"].mean())}
     if not err:
         return {"n_frames": 0, "skipped": skipped}
-    e, ez, s = np.concatenate(err), np.concatenate(errz), np.concatenate(sig)
+    e, ez = np.concatenate(err), np.concatenate(errz)
     out = {"n_frames": len(per), "force_rmse": float(np.sqrt(np.mean(e ** 2))),
-           "force_rmse_z": float(np.sqrt(np.mean(ez ** 2))), "forces_std_mean": float(s.mean()),
-           "within_1sigma": float(np.mean(np.abs(e) <= s)), "within_2sigma": float(np.mean(np.abs(e) <= 2 * s)),
-           "frames": per, "skipped": skipped}
+           "force_rmse_z": float(np.sqrt(np.mean(ez ** 2))), "frames": per, "skipped": skipped}
+    if sig:
+        s = np.concatenate(sig)
+        out.update(forces_std_mean=float(s.mean()), within_1sigma=float(np.mean(np.abs(e) <= s)),
+                   within_2sigma=float(np.mean(np.abs(e) <= 2 * s)))
     if len(de) > 1:
         v = np.array([x for x, _ in de])
         out["energy_mae_rel_per_atom"] = float(np.mean(np.abs(v - v.mean())))
@@ -435,6 +440,13 @@ class ActiveLoop:
         """Committee used at the start of round r (the starting committee, or round r−1's retrained one)."""
         if r == 0:
             return self.cfg.committee
+        prev = self.state["rounds"][r - 1] if len(self.state["rounds"]) >= r else {}
+        if prev.get("source") == "external":          # a round recorded by record_round
+            if not prev.get("committee_out"):
+                raise ValueError(f"round {r - 1} in {self.log_path} was recorded with a retrained single model "
+                                 "and no committee: train a committee from it (scripts/train_committee.py) and "
+                                 "record its file as that round's committee_out, or start a new workdir")
+            return str(prev["committee_out"])
         return str(self.work / f"round_{r - 1:03d}" / "committee.pt")
 
     def heldout_paths(self) -> list[Path]:
@@ -607,6 +619,58 @@ class ActiveLoop:
                      f" → {1e3 * a['force_rmse']:.0f} meV/Å")
 
 
+def record_round(cfg: ActiveConfig, frames: Sequence[str | Path], committee_before, model_after,
+                 model_after_ref: str, trained: dict, selection: str, committee_after=None,
+                 committee_after_ref: Optional[str] = None) -> dict:
+    """Append a round run outside :class:`ActiveLoop` to ``<workdir>/active_log.json`` in the loop's format, so
+    ``wannierml active status`` lists it: e.g. frames chosen by another sampler (the MD-snapshot batch) and labelled
+    already, then a retrained single model.
+
+    frames: the round's new (training) frame dirs; committee_before: the committee at the start (its forces_std on
+    the new frames is the recorded uncertainty); model_after: the retrained model (single or committee) and
+    ``model_after_ref`` its file; trained: how it was trained (config, steps, time; free-form JSON); selection: how
+    the frames were chosen (text). committee_after / committee_after_ref: a committee made from the new model, if
+    any (the next ``ActiveLoop`` round starts from it; without one the next round refuses to start).
+    Errors before/after (:func:`frame_errors`) on the new frames and on the held-out frames of ``cfg.heldout``.
+    Returns the round record."""
+    loop = ActiveLoop(cfg, label_fn=lambda *a: None, train_fn=lambda *a: None, log=lambda s: None)
+    paths = [Path(p) for p in frames]
+    held = loop.heldout_paths()
+    overlap = sorted({p.name for p in paths} & {p.name for p in held})
+    if overlap:
+        raise ValueError(f"record_round: frames {overlap} are held-out frames; they cannot be a round's new frames")
+    r = len(loop.state["rounds"])
+    rec = loop._round(r)
+    t0 = time.perf_counter()
+    before = frame_errors(committee_before, paths)
+    selected = []
+    for p in paths:
+        notes = ((json.loads((p / "meta.json").read_text()).get("sampling") or {}).get("notes") or {}) \
+            if (p / "meta.json").is_file() else {}
+        src = notes.get("source_info") or {}
+        fe = before.get("frames", {}).get(p.name, {})
+        selected.append({"frame_id": p.name, "n_atoms": fe.get("n_atoms"),
+                         "md_temperature_K": notes.get("md_temperature_K", src.get("md_temperature_K")),
+                         "md_step": notes.get("md_step", src.get("md_step")),
+                         "forces_std_max": fe.get("forces_std_max"), "forces_std_mean": fe.get("forces_std_mean"),
+                         "score": fe.get("forces_std_max")})
+    rec.update(source="external", selection=selection, committee_in=str(cfg.committee) if r == 0 else
+               loop.committee_path(r), selected=selected,
+               labelled=[{"frame_id": p.name, "path": str(p), "status": _status(p)} for p in paths],
+               errors_before={"new_frames": before,
+                              "heldout": frame_errors(committee_before, held) if held else None},
+               trained=dict(trained), model_out=str(model_after_ref),
+               errors_after={"new_frames": frame_errors(model_after, paths),
+                             "heldout": frame_errors(model_after, held) if held else None},
+               committee_out=str(committee_after_ref) if committee_after_ref else None)
+    if committee_after is not None:
+        rec["errors_after_committee"] = {"heldout": frame_errors(committee_after, held) if held else None}
+    rec["phases_done"] = list(PHASES)
+    rec["times_s"] = {"recorded": round(time.perf_counter() - t0, 1)}
+    loop._save()
+    return rec
+
+
 def _status(path: Path) -> str:
     meta = Path(path) / "meta.json"
     if not meta.is_file():
@@ -642,9 +706,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for rec in json.loads(path.read_text())["rounds"]:
             b = (rec.get("errors_before") or {}).get("new_frames", {})
             a = (rec.get("errors_after") or {}).get("new_frames", {})
+            hb = (rec.get("errors_before") or {}).get("heldout") or {}
+            ha = (rec.get("errors_after") or {}).get("heldout") or {}
             print(f"round {rec['round']}: done {rec['phases_done']}; selected "
                   f"{[s['frame_id'] for s in rec.get('selected', [])]}; force RMSE new frames "
-                  f"{b.get('force_rmse')} → {a.get('force_rmse')} eV/Å")
+                  f"{b.get('force_rmse')} → {a.get('force_rmse')} eV/Å; held-out "
+                  f"{hb.get('force_rmse')} → {ha.get('force_rmse')} eV/Å"
+                  + (f"; model {rec['model_out']}" if rec.get("model_out") else ""))
         return 0
     from ase_wannierml.threads import set_threads
 
