@@ -6,7 +6,8 @@ frozen-phonon run gives) equal those of ``coupling.matrix_elements`` from the co
 (2) the frequency from forces at ±u along the real pattern of a mode equals the mode's eigenfrequency from the
 force constants (a different route: ASE ``Phonons`` + dynamical matrix), and along a non-eigenvector pattern the
 Rayleigh quotient of the force constants; (3) an MD run stopped and resumed from its checkpoint is bit-identical to
-one run straight through."""
+one run straight through; (4) a symmetry that maps the +u frozen-phonon structure onto the −u one maps the model's
+H and forces computed at +u onto those computed at −u."""
 from __future__ import annotations
 
 import importlib.util
@@ -20,7 +21,8 @@ import torch
 
 from ase_wannierml import WannierMLCalculator
 from ase_wannierml.elph import coupling
-from ase_wannierml.elph.frozen import frozen_phonon_frequency, matrix_from_real_pattern, real_pattern
+from ase_wannierml.elph.frozen import (frozen_phonon_frequency, matrix_from_real_pattern, real_pattern,
+                                       sign_reversing_symmetry)
 from ase_wannierml.elph.phonons import (EV_TO_CM, OMEGA_EV, commensurate_supercell, force_constants, make_supercell,
                                         modes_at_q)
 from ase_wannierml.structures import bilayer
@@ -100,6 +102,35 @@ def test_frozen_phonon_frequency_equals_eigenfrequency(calc, k_modes):
         frozen_phonon_frequency(np.zeros((2, 3)), np.zeros((2, 3)), p, m_sc, step)
     with pytest.raises(ValueError, match="zero"):
         real_pattern(np.zeros((3, 3), complex))
+
+
+def test_sign_reversing_symmetry_maps_model_h_and_forces(calc):
+    atoms = bilayer("graphene")
+    K = np.asarray(atoms.cell.bandpath().special_points["K"], float)
+    P = commensurate_supercell(K)
+    sc = make_supercell(atoms, P)
+    freq, e = modes_at_q(atoms, calc, K, supercell=P)
+    nu = int(np.argmax(freq))                                                     # A1'-derived at K
+    p_hat, _, _ = real_pattern(coupling.mode_patterns(sc, K, e[nu:nu + 1], np.asarray(atoms.get_masses(), float))[0])
+    step, G = 0.02, np.zeros((1, 3))
+    found = sign_reversing_symmetry(sc.atoms, p_hat, step)
+    assert found is not None
+    perm, rot = found
+    assert np.allclose(rot @ rot.T, np.eye(3)) and sorted(perm.tolist()) == list(range(len(sc.atoms)))
+    h, f = {}, {}
+    for lam in (step, -step):
+        moved = sc.atoms.copy()
+        moved.positions += lam * p_hat
+        moved.calc = calc
+        h[lam], f[lam] = calc.model.predict_tightbinding(moved).hamiltonian(G)[0], moved.get_forces()
+    assert np.abs(h[step] - h[-step]).max() > 0.1                                  # ±u differ in the cell's frame
+    h_map = np.zeros_like(h[step])
+    h_map[np.ix_(perm, perm)] = h[step]
+    f_map = np.zeros_like(f[step])
+    f_map[perm] = f[step] @ rot.T
+    assert np.abs(h_map - h[-step]).max() < 1e-6 and np.abs(f_map - f[-step]).max() < 1e-5
+    rng = np.random.default_rng(0)
+    assert sign_reversing_symmetry(sc.atoms, rng.normal(size=p_hat.shape), step) is None
 
 
 def _load_example():

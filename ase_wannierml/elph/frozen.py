@@ -85,3 +85,36 @@ def matrix_from_real_pattern(dh_sc: np.ndarray, sc: Supercell, n_orb: Any, k: An
     if dh_sc.shape != (E_k.shape[0],) * 2:
         raise ValueError(f"dh_sc must be ({E_k.shape[0]}, {E_k.shape[0]}), got {dh_sc.shape}")
     return 2.0 * E_kq.conj().T @ dh_sc @ E_k
+
+
+def sign_reversing_symmetry(atoms: Any, p_hat: np.ndarray, step: float, tol: float = 1e-5
+                            ) -> tuple[np.ndarray, np.ndarray] | None:
+    """A space-group operation g of the undisplaced ``atoms`` (spglib) that maps the structure displaced by
+    +step·p_hat onto the one displaced by −step·p_hat, or None if there is none.
+
+    Returns ``(perm, rot)``: atom a of the +step structure goes to atom perm[a] of the −step structure, and rot
+    (3, 3) is the Cartesian rotation, so forces obey F(−)[perm[a]] = rot @ F(+)[a] and, for orbitals that are
+    all pz (or all even under rot up to one common sign), H(−)(Γ)[perm[i], perm[j]] = H(+)(Γ)[i, j]. With such a g
+    the energy is even in λ along p_hat and one displaced calculation gives both sides of a central difference.
+    ``tol``: Å, position match after the operation (modulo lattice vectors)."""
+    import spglib
+
+    cell = np.asarray(atoms.cell[:], float)
+    sym = spglib.get_symmetry((cell, atoms.get_scaled_positions(wrap=False), atoms.numbers), symprec=1e-4)
+    if sym is None:
+        return None
+    plus = atoms.positions + step * p_hat
+    minus = atoms.positions - step * p_hat
+    inv = np.linalg.inv(cell)
+    f_minus = minus @ inv
+    for W, t in zip(sym["rotations"], sym["translations"]):
+        f_new = (plus @ inv) @ W.T + t                                      # fractional images of the + atoms
+        d = f_new[:, None, :] - f_minus[None, :, :]
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ cell, axis=2)                             # (n_plus, n_minus) Å
+        perm = np.argmin(dist, axis=1)
+        if np.all(dist[np.arange(len(perm)), perm] < tol) and len(set(perm.tolist())) == len(perm) and np.all(
+                atoms.numbers[perm] == atoms.numbers):
+            rot = cell.T @ W @ inv.T
+            return perm, rot
+    return None
