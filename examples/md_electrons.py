@@ -54,6 +54,24 @@ def snapshot_bands(calc, atoms, knames: list[str], num: int) -> dict:
     return info
 
 
+def distribution_summary(series: list, skip_fs: float) -> dict:
+    """Mean, sd, min, max of width, gaps (meV), temperature (K) and layer distance (Å) over the snapshots at
+    t >= ``skip_fs`` (the thermalised part), the number of such snapshots, and the layer-distance drift (Å/ps,
+    least-squares slope over all snapshots)."""
+    kept = [x for x in series if x["time_fs"] >= skip_fs]
+    out: dict = {"skip_fs": skip_fs, "n_snapshots": len(kept)}
+    for key in ("flat_band_width_meV", "gap_below_meV", "gap_above_meV", "temperature_K", "layer_distance_A"):
+        v = np.array([np.nan if x.get(key) is None else x[key] for x in kept], float)
+        v = v[np.isfinite(v)]
+        out[key] = ({"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                     "min": float(v.min()), "max": float(v.max()), "n": int(len(v))} if len(v) else None)
+    if len(series) >= 2:
+        t = np.array([x["time_fs"] for x in series]) / 1000.0
+        d = np.array([x["layer_distance_A"] for x in series])
+        out["layer_distance_drift_A_per_ps"] = float(np.polyfit(t, d, 1)[0])
+    return out
+
+
 def write_result(out_dir: Path, result: dict) -> None:
     tmp = out_dir / "md_electrons.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
@@ -64,10 +82,11 @@ CHECKPOINT_KEYS = ("m", "every", "temperature", "seed", "num", "kpts")
 
 
 def save_checkpoint(out_dir: Path, atoms, step: int, md_time: float, rng_state: dict, series: list, args,
-                    last_ed: float, total_s: float = 0.0, sessions: int = 1) -> None:
+                    last_ed: float, total_s: float = 0.0, sessions: int = 1, peak_rss_gb: float = 0.0) -> None:
     """Everything needed to continue the run after snapshot ``step`` (atomic write)."""
     meta = {"step": step, "md_time_s": md_time, "rng_state": rng_state, "series": series, "last_ed_eV": last_ed,
-            "args": {k: getattr(args, k) for k in CHECKPOINT_KEYS}, "total_s": total_s, "sessions": sessions}
+            "args": {k: getattr(args, k) for k in CHECKPOINT_KEYS}, "total_s": total_s, "sessions": sessions,
+            "peak_rss_GB": peak_rss_gb}
     tmp = out_dir / "checkpoint.tmp.npz"
     np.savez(tmp, positions=atoms.positions, momenta=atoms.get_momenta(), cell=atoms.cell[:],
              numbers=atoms.numbers, layer=atoms.arrays["layer"], meta=np.array(json.dumps(meta)))
@@ -102,6 +121,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--outdir", default="md_electrons_output")
     ap.add_argument("--restart", action="store_true", help="ignore (and overwrite) a checkpoint in --outdir")
+    ap.add_argument("--equilibrate", type=float, default=100.0,
+                    help="fs left out of the distribution summary (thermalisation from the relaxed start)")
     args = ap.parse_args(argv)
     if args.every < 1 or args.steps < args.every:
         raise SystemExit("need 1 <= --every <= --steps")
@@ -142,6 +163,7 @@ def main(argv=None) -> dict:
 
     prior_s = 0.0 if ckpt is None else float(ckpt.get("total_s", 0.0))   # wall time of earlier sessions
     sessions = 1 if ckpt is None else int(ckpt.get("sessions", 1)) + 1
+    prior_rss = 0.0 if ckpt is None else float(ckpt.get("peak_rss_GB", 0.0))   # GB, max over earlier sessions
 
     def partial(series: list, md_time: float) -> dict:
         n_md = series[-1]["step"] if series else 0
@@ -150,9 +172,9 @@ def main(argv=None) -> dict:
                 "steps_done": n_md, "every": args.every, "timestep_fs": 1.0, "friction_per_fs": 0.01,
                 "kpoints": knames, "num": args.num, "md_s_per_step": round(md_time / max(n_md, 1), 3),
                 "snapshot_s_median": float(np.median(snap_cost)),
-                "peak_rss_GB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
+                "peak_rss_GB": max(prior_rss, round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)),
                 "total_s": round(prior_s + time.perf_counter() - t_start, 1), "sessions": sessions,
-                "series": series}
+                "summary": distribution_summary(series, args.equilibrate), "series": series}
 
     rng = np.random.default_rng(args.seed)
     if ckpt is None:
@@ -179,7 +201,7 @@ def main(argv=None) -> dict:
         res = partial(series, md_time)
         write_result(out_dir, res)  # after every snapshot: a stopped run keeps its data
         save_checkpoint(out_dir, atoms, step, md_time, rng.bit_generator.state, series, args,
-                        float(snapshot_bands.last_ed), res["total_s"], sessions)
+                        float(snapshot_bands.last_ed), res["total_s"], sessions, res["peak_rss_GB"])
         print(f"step {step:5d}  T {info['temperature_K']:6.1f} K  width {info['flat_band_width_meV']:7.2f} meV  "
               f"gaps {info['gap_below_meV']} / {info['gap_above_meV']} meV  d {info['layer_distance_A']:.3f} Å  "
               f"H {info['H_s']} s, bands {info['bands_s']} s", flush=True)
@@ -190,25 +212,37 @@ def main(argv=None) -> dict:
     width = np.array([s["flat_band_width_meV"] for s in series])
     gaps = {k: np.array([np.nan if s[k] is None else s[k] for s in series], float)
             for k in ("gap_below_meV", "gap_above_meV")}
-    fig, ax = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+    fig, ax = plt.subplots(3, 1, figsize=(6, 7), sharex=True)
     ax[0].plot(t, width, "o-")
     ax[0].set_ylabel("flat-band width (meV)")
     ax[1].plot(t, gaps["gap_below_meV"], "o-", label="gap below")
     ax[1].plot(t, gaps["gap_above_meV"], "s-", label="gap above")
+    ax[1].axhline(0.0, color="k", lw=0.5)
     ax[1].set_ylabel("gap to remote band (meV)")
-    ax[1].set_xlabel("time (fs)")
     ax[1].legend()
+    ax[2].plot(t, [s["temperature_K"] for s in series], "o-", color="C3")
+    ax[2].set_ylabel("T (K)", color="C3")
+    ax2 = ax[2].twinx()
+    ax2.plot(t, [s["layer_distance_A"] for s in series], "s-", color="C2")
+    ax2.set_ylabel("layer distance (Å)", color="C2")
+    ax[2].set_xlabel("time (fs)")
+    for a in ax[:2]:
+        a.axvspan(0, args.equilibrate, color="0.9")
     fig.suptitle(f"{theta:.2f}° TBG, {args.temperature:.0f} K Langevin MD (shipped model)")
     fig.tight_layout()
     fig.savefig(out_dir / "timeseries.png", dpi=120)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.hist(width, bins=max(5, len(width) // 2), alpha=0.6, label="width")
+    keep = t >= args.equilibrate                                    # the thermalised part only
+    fig, ax = plt.subplots(1, 2, figsize=(8, 3.5))
+    ax[0].hist(width[keep], bins=max(5, int(keep.sum()) // 2), alpha=0.7)
+    ax[0].set_xlabel("flat-band width (meV)")
+    ax[0].set_ylabel("snapshots")
     for k, v in gaps.items():
+        v = v[keep]
         if np.isfinite(v).any():
-            ax.hist(v[np.isfinite(v)], bins=max(5, len(v) // 2), alpha=0.6, label=k.replace("_meV", ""))
-    ax.set_xlabel("meV")
-    ax.set_ylabel("snapshots")
-    ax.legend()
+            ax[1].hist(v[np.isfinite(v)], bins=max(5, len(v) // 2), alpha=0.6, label=k.replace("_meV", ""))
+    ax[1].set_xlabel("gap to remote band (meV)")
+    ax[1].legend()
+    fig.suptitle(f"t >= {args.equilibrate:.0f} fs: {int(keep.sum())} snapshots")
     fig.tight_layout()
     fig.savefig(out_dir / "distribution.png", dpi=120)
     print(f"MD {result['md_s_per_step']} s/step, snapshot {result['snapshot_s_median']:.1f} s (median), "
