@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -109,6 +110,9 @@ class Runner:
     npools: int = 2
     timeout: float = 4 * 3600.0
     timings: dict[str, float] = field(default_factory=dict)
+    # CPU seconds (user + system) of each step summed over its processes (mpirun and all ranks), from the
+    # children's rusage; exact when one frame runs per process (the engine's workers run one task at a time)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
 
     def _mpi(self) -> list[str]:
         if self.nprocs <= 1:
@@ -130,6 +134,7 @@ class Runner:
         """Run one step; raises ``RuntimeError`` with the tail of its output if it fails. Returns seconds."""
         cmd = (self._mpi() if mpi else []) + argv
         t0 = time.perf_counter()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         out_path = workdir / (stdout_file or f"{step}.out")
         with open(out_path, "w") as out, open(workdir / f"{step}.err", "w") as err:
             stdin = open(workdir / stdin_file) if stdin_file else subprocess.DEVNULL
@@ -140,6 +145,8 @@ class Runner:
                     stdin.close()
         dt = time.perf_counter() - t0
         self.timings[step] = round(dt, 2)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu_timings[step] = round((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), 2)
         if returncode != 0:
             tail = "".join(out_path.read_text(errors="replace").splitlines(True)[-15:])
             errtail = (workdir / f"{step}.err").read_text(errors="replace")[-1500:]

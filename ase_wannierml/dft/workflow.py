@@ -129,6 +129,7 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
     """
     runner = runner or Runner()
     runner.timings = {}
+    runner.cpu_timings = {}
     criteria = criteria or quality.QualityCriteria()
     dft = material.dft
     work = scratch_root / material.name / params.frame_id
@@ -239,6 +240,8 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
     meta["reason"] = reason
     meta["timings_s"] = dict(runner.timings)
     meta["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
+    meta["cpu_timings_s"] = dict(runner.cpu_timings)            # user + system CPU of the codes, all ranks
+    meta["cpu_timings_s"]["total"] = round(sum(runner.cpu_timings.values()), 2)
     files["meta.json"] = json.dumps(meta, indent=1, default=_json_default).encode()
     _write_atomically(Path(dataset_dir) / "frames" / params.frame_id, files)
     if not keep_scratch:
