@@ -1,11 +1,83 @@
 """Off-mesh accuracy of the workflow's Wannier frames against DFT, and the per-stage cost record behind the
-settings-vs-cost table (docs/wannier90.md, benchmarks/wannier_offmesh_accuracy.py)."""
+settings-vs-cost table (docs/wannier90.md, benchmarks/wannier_offmesh_accuracy.py).
+
+Test data (real QE 6.7 + Wannier90 3.1 outputs of ``dft.workflow.run_frame``, ``tests/data/wannier90/``): one
+strained, rattled 4-atom bilayer, computed twice with the shipped graphene settings except the Wannier mesh:
+``graphene_1x1`` (8×8, the shipped ``kmesh_nscf_1x1``) and ``graphene_1x1_k12`` (12×12); each with QE eigenvalues
+at ``quality.CHECK_KPTS`` and at 10 generic k (``dft_extra_bands.json``, on no n×n mesh).
+"""
 from __future__ import annotations
 
+import importlib.util
+import json
 import sys
 from pathlib import Path
 
-from ase_wannierml.dft import codes
+import numpy as np
+import pytest
+from ase.io import read
+
+from ase_wannierml import TightBinding
+from ase_wannierml.dft import codes, quality
+from ase_wannierml.tb.wannier90 import read_win
+
+DATA = Path(__file__).parent / "data" / "wannier90"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "wannier_offmesh_accuracy.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_wannier_offmesh_accuracy", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _offmesh_errors(folder: Path, mesh: list[int]) -> dict:
+    """{'auto'|None: (max meV, rms meV, n compared)} within E_F ± 1 eV at the stored DFT k off ``mesh``."""
+    atoms = read(folder / "structure.extxyz")
+    refs = [json.loads((folder / n).read_text()) for n in ("dft_check_bands.json", "dft_extra_bands.json")]
+    assert refs[0]["fermi_level_eV"] == refs[1]["fermi_level_eV"]
+    nb = min(np.shape(r["eigenvalues_eV"])[1] for r in refs)
+    k = np.concatenate([r["kpts_frac"] for r in refs])
+    e_dft = np.concatenate([np.asarray(r["eigenvalues_eV"])[:, :nb] for r in refs])
+    off = ~_bench().on_mesh(k, mesh)
+    assert off.sum() >= 13                               # 10 generic k + the check k not on the mesh
+    out = {}
+    for how in ("auto", None):
+        tb = TightBinding.from_wannier90(folder / "wannier90_hr.dat.gz", atoms=atoms, wsvec=how)
+        m = quality.band_errors(e_dft[off], tb.eigenvalues(k[off]), refs[0]["fermi_level_eV"], 2.0)
+        out[how] = (m["band_max_1eV_meV"], m["band_rms_1eV_meV"])
+    return out
+
+
+def test_offmesh_error_within_5_meV_on_a_12x12_mesh_not_on_8x8():
+    """Same structure and DFT: the shipped 8×8 Wannier mesh misses the 5 meV bound off the mesh (measured 15.0 meV),
+    12×12 meets it (measured 2.4 meV shifted, 3.0 meV unshifted); the Wigner–Seitz shifts lower the error there."""
+    fine = _offmesh_errors(DATA / "graphene_1x1_k12", [12, 12, 1])
+    assert fine["auto"][0] <= 5.0, fine
+    assert fine["auto"][0] < fine[None][0] and fine["auto"][1] < fine[None][1], fine
+    coarse = _offmesh_errors(DATA / "graphene_1x1", read_win(DATA / "graphene_1x1" / "wannier90.win")["mp_grid"])
+    assert coarse["auto"][0] > 10.0, coarse              # the bound can fail: 15.0 meV on the shipped 8x8 mesh
+    assert fine["auto"][1] < 0.3 * coarse["auto"][1], (fine, coarse)
+
+
+def test_benchmark_script_reports_the_same_errors(tmp_path):
+    """benchmarks/wannier_offmesh_accuracy.py on the committed frame: same figures, on-mesh k excluded (their
+    error is zero by construction), JSON written."""
+    bench = _bench()
+    folder = DATA / "graphene_1x1_k12"
+    row = bench.frame_errors(folder)
+    mine = _offmesh_errors(folder, [12, 12, 1])
+    assert row["kmesh_nscf"] == [12, 12, 1] and row["n_atoms"] == 4
+    assert row["shifted"]["max_meV"] == pytest.approx(mine["auto"][0]) and row["meets_bound"]
+    assert row["unshifted"]["max_meV"] == pytest.approx(mine[None][0])
+    assert row["shifted"]["on_mesh_max_meV"] < 0.05      # on the mesh Wannier = NSCF eigenvalues
+    assert row["n_k_off_mesh"] == int(np.sum(~np.asarray(row["on_mesh"]))) >= 13
+    assert bench.on_mesh(np.array([[0.5, 0.25, 0], [1 / 3, 1 / 3, 0], [0.3, 0.37, 0]]), [4, 4, 1]).tolist() == \
+        [True, False, False]
+    out = tmp_path / "r.json"
+    assert bench.main([str(folder), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["frames"][0]["frame_id"] == row["frame_id"]
 
 
 def test_runner_records_cpu_time_of_the_step(tmp_path):
