@@ -1,7 +1,20 @@
-"""DFT frozen-phonon check of the model's dH/dR: E2g-pattern displacements of the 4-atom AB bilayer graphene cell.
+"""DFT frozen-phonon checks of the model's dH/dR and phonons: Γ-E2g (4-atom AB bilayer graphene cell) and K-A1'
+(√3×√3 cell, K folds onto its Γ).
 
     nice -n 10 python benchmarks/elph_frozen_phonon_dft.py run        # 3 DFT+Wannier frames (~2-4 min CPU each)
     python benchmarks/elph_frozen_phonon_dft.py compare      # table + benchmarks/results/elph_frozen_phonon_dft.json
+    nice -n 10 python benchmarks/elph_frozen_phonon_dft.py run --mode K    # 1 frame, 12 atoms (~40 min CPU/rank)
+    python benchmarks/elph_frozen_phonon_dft.py compare --mode K   # → benchmarks/results/elph_frozen_phonon_dft_K.json
+
+``--mode K``: the model's A1'(K) mode of the same reference AB cell (``elph.phonons.modes_at_q`` on the √3×√3
+supercell, float64 model), real part of its Bloch pattern (``elph.frozen.real_pattern``), atoms at
+r + λ·p̂ with λ = +0.02 Å (max |p̂_a| = 1) through the project's workflow into ``scratch/elph/dft_K``. The −u
+structure is the +u one mapped by a C2 rotation of the cell (``elph.frozen.sign_reversing_symmetry``; the map is
+checked on the model's own H and forces at −u), so one DFT frame gives the central differences: dH/dλ of the
+Wannier H at the supercell Γ, the K → K′ matrix elements and per-layer ⟨D²_K⟩ (``elph.frozen.
+matrix_from_real_pattern``), the frozen-phonon frequency from the DFT forces along p̂
+(``elph.frozen.frozen_phonon_frequency``), ⟨g²_K⟩ from each D² with each ω, and the Dirac-state splitting; all
+against the model's autograd dH/dλ and the model's own central difference at the same ±u.
 
 ``run`` displaces the atoms of the DFT reference AB cell (a = 2.46 Å, interlayer 3.35 Å, the workflow's
 ``0000-refAB`` geometry) by λ·e with e the in-phase E2g pattern (sublattice A +x̂, B −x̂ in both layers, |e_a| = 1)
