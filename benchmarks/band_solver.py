@@ -63,6 +63,19 @@ def dirac_energy() -> float:
     return float(np.mean(tb.eigenvalues([K])))
 
 
+def _peak_rss_gb() -> float:
+    """Peak resident memory of this process (VmHWM, GB; Linux, else ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
 def timed(fn):
     w, c = time.perf_counter(), time.process_time()
     out = fn()
@@ -213,13 +226,15 @@ def main() -> None:
               f"| {fmt(r['speedup_wall_same_k'], '.1f')}× |")
     out = {"benchmark": "band_solver", "num_eigenvalues": NUM, "fermi_level_eV": e_f, "results": results,
            "load_average_start": load0, "load_average_end": os.getloadavg(),
+           "peak_rss_GB": _peak_rss_gb(),
            "threads": os.environ.get("OMP_NUM_THREADS"), "workers": workers,
            "numpy": np.__version__, "scipy": scipy.__version__,
            "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
-    print(f"\nwrote {args.out}")
+    print(f"\npeak RSS {out['peak_rss_GB']:.2f} GB; load average {load0} → {out['load_average_end']}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,24 @@ def test_alternating_cell_relaxation_reaches_the_filter_minimum(model):
     assert not capped.converged and "time cap" in capped.stopped
 
 
+def test_given_precon_mu_skips_its_estimate_and_reaches_the_same_minimum(model):
+    """μ estimated once (2 model calls: ``estimate_precon_mu``, or the first ``relax``) and passed in: the same
+    minimum with exactly the estimate's 2 calls fewer; a bad μ is refused."""
+    from ase_wannierml.relaxation import estimate_precon_mu
+
+    a, b = _cell(model), _cell(model)
+    ra = relax(a, fmax=0.005, logfile=None)
+    mu = estimate_precon_mu(_cell(model))
+    assert ra.precon_mu == pytest.approx(mu, rel=1e-6)       # the same test on the same start
+    rb = relax(b, fmax=0.005, logfile=None, precon_mu=mu)
+    assert rb.converged and rb.precon_mu == mu
+    assert rb.force_calls == ra.force_calls - 2
+    assert rb.energy == pytest.approx(ra.energy, abs=1e-6)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="precon_mu"):
+            relax(_cell(model), precon_mu=bad, logfile=None)
+
+
 def test_package_level_relax_is_the_function():
     """``from ase_wannierml import relax`` gives the function; the module is ``ase_wannierml.relaxation``."""
     import ase_wannierml
