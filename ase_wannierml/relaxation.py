@@ -179,7 +179,8 @@ def relax_cell_alternating(atoms: Atoms, fmax: float = 0.01, smax: float = 1e-5,
     ``mask``, default in-plane for a 2D cell) is first estimated from the clamped-ion stress change under strains
     of ``strain_probe`` (m extra model calls), then updated by Broyden's rule from each cycle's relaxed-ion
     response; the positions are re-relaxed from the strained (scaled) configuration, which starts close to
-    relaxed. ``max_minutes`` caps the whole run; other arguments as in :func:`relax`. Returns a
+    relaxed (a hexagonal in-plane cell needs one probe: C11 and C12 fix C22 = C11 and C66 = (C11 − C12)/2).
+    ``max_minutes`` caps the whole run; other arguments as in :func:`relax`. Returns a
     :class:`RelaxResult` summed over all cycles (``cell_cycles`` = strain updates made).
     """
     if atoms.calc is None:
@@ -214,12 +215,16 @@ def relax_cell_alternating(atoms: Atoms, fmax: float = 0.01, smax: float = 1e-5,
     while res.converged and np.abs(sigma).max() >= smax and cycles < max_cycles:
         if C is None:  # clamped-ion elastic constants (eV/Å³) from one-sided strain probes
             C = np.zeros((len(comps), len(comps)))
-            for j in range(len(comps)):
+            hexagonal = _hexagonal_in_plane(atoms) and list(comps) == [0, 1, 5]
+            for j in range(1 if hexagonal else len(comps)):  # hexagonal: C11, C12 give C22 and C66 too
                 probe = np.zeros(len(comps))
                 probe[j] = strain_probe
                 _apply_strain(atoms, comps, probe)
                 C[:, j] = (stress() - sigma) / strain_probe
                 _apply_strain(atoms, comps, -probe)  # back (to second order in the probe)
+            if hexagonal:  # in-plane isotropy of a hexagonal lattice: C22 = C11, C66 = (C11 − C12)/2 (Voigt)
+                c11, c12 = C[0, 0], C[1, 0]
+                C = np.array([[c11, c12, 0.0], [c12, c11, 0.0], [0.0, 0.0, 0.5 * (c11 - c12)]])
             if progress_every:
                 print(f"   cell: clamped-ion C (eV/Å³) diagonal {np.round(np.diag(C), 4).tolist()}", flush=True)
         step = -np.linalg.solve(C, sigma)
@@ -253,6 +258,15 @@ def estimate_precon_mu(atoms: Atoms) -> float:
     precon = Exp(A=3.0)
     precon.make_precon(atoms)  # neighbour cut-off from the structure, then μ (mu=None: estimated)
     return float(precon.mu)
+
+
+def _hexagonal_in_plane(atoms: Atoms, tol: float = 1e-6) -> bool:
+    """True if a1, a2 have equal lengths at 60° or 120° in the xy plane (a twisted bilayer's moiré cell)."""
+    a1, a2 = atoms.cell[0], atoms.cell[1]
+    l1, l2 = np.linalg.norm(a1), np.linalg.norm(a2)
+    if l1 == 0 or l2 == 0 or abs(a1[2]) > tol * l1 or abs(a2[2]) > tol * l2 or abs(l1 - l2) > tol * l1:
+        return False
+    return abs(abs(float(a1 @ a2) / (l1 * l2)) - 0.5) < tol
 
 
 def _optimizer(atoms: Atoms, name: str, cell_mask, logfile, trajectory, precon_mu: float | None = None):
