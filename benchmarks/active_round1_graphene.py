@@ -7,7 +7,7 @@
     python benchmarks/active_round1_graphene.py md --model before=graphene-bilayer --supercell 2 --steps 500
     python benchmarks/active_round1_graphene.py md --model after=runs/active1-graphene/model.pt --supercell 2 ...
     python benchmarks/active_round1_graphene.py table            # before/after table from the JSON
-    python benchmarks/active_round1_graphene.py record --model runs/active1-graphene/model.pt   # active-learning log
+    python benchmarks/active_round1_graphene.py record --model runs/active1b-graphene/model.pt  # active-learning log
 
 Held-out frames (never trained on by the shipped model nor by the round-1 model): the shipped model's hash test
 split (``metadata.training.frame_ids.test``), frame ids matching ``*-test-*`` and frames whose ``meta.json`` says split
@@ -313,6 +313,21 @@ def table(data: dict) -> str:
     return "\n".join(rows)
 
 
+def _equilibrium_fire(calc, fmax: float = 1e-3) -> tuple[float, float]:
+    """(a, d) in Å of the AB primitive bilayer relaxed with FIRE (in-plane cell + positions, forces < fmax)."""
+    from ase_wannierml.relaxation import relax
+    from ase_wannierml.structures import bilayer
+
+    atoms = bilayer("graphene")
+    atoms.calc = calc
+    result = relax(atoms, fmax=fmax, cell=True, optimizer="fire", steps=2000, logfile=None)
+    if not result.converged:
+        raise RuntimeError(f"the AB bilayer did not relax with FIRE either: {result}")
+    layer = atoms.arrays["layer"]
+    z = atoms.positions[:, 2]
+    return float(atoms.cell.lengths()[0]), float(z[layer == 1].mean() - z[layer == 0].mean())
+
+
 def cmd_md(args) -> int:
     from ase import units
     from ase.md.langevin import Langevin
@@ -326,7 +341,12 @@ def cmd_md(args) -> int:
     tag, ref = args.model.split("=", 1)
     model = _load(ref, False)
     calc = WannierMLCalculator(model)
-    a0, d0 = equilibrium_bilayer(calc, "graphene")
+    try:
+        a0, d0 = equilibrium_bilayer(calc, "graphene")
+        relaxed_with = "equilibrium_bilayer (precon L-BFGS, cell + positions)"
+    except RuntimeError as err:          # e.g. the precon line search fails on a rougher energy surface
+        a0, d0 = _equilibrium_fire(calc)
+        relaxed_with = f"FIRE + FrechetCellFilter (in-plane cell + positions; precon failed: {str(err)[:80]})"
     atoms = bilayer("graphene", a=a0, interlayer=d0).repeat((args.supercell, args.supercell, 1))
     atoms.calc = WannierMLCalculator(model)
     rng = np.random.default_rng(args.seed)
@@ -347,7 +367,7 @@ def cmd_md(args) -> int:
     half = np.array(dist[len(dist) // 2:])
     rec = {"model_tag": tag, "model": ref, "supercell": args.supercell, "n_atoms": len(atoms),
            "temperature_K": args.temperature, "steps": args.steps, "seed": args.seed,
-           "relaxed_a_A": a0, "relaxed_interlayer_A": d0,
+           "relaxed_a_A": a0, "relaxed_interlayer_A": d0, "relaxed_with": relaxed_with,
            "mean_interlayer_second_half_A": float(half.mean()), "std_interlayer_second_half_A": float(half.std()),
            "max_interlayer_A": float(max(dist)), "drift_A": float(half.mean() - d0),
            "interlayer_every_50_steps_A": dist[::50], "mean_temperature_second_half_K": float(np.mean(temps[len(temps) // 2:])),
@@ -369,14 +389,29 @@ def cmd_record(args) -> int:
     log = Path(cfg.workdir) / "active_log.json"
     if log.exists():
         log.unlink()                     # this workdir holds only this round: re-recording replaces it
+    import shutil
+
     after = load_model(args.model)
     tr = after.metadata.get("training", {})
     new = sorted({f for f in tr.get("frame_ids", {}).get("train", []) if fnmatch.fnmatchcase(f, "md2x2-*")})
-    trained = {k: tr.get(k) for k in ("step", "train_frames", "training_time_s", "saved_utc", "init_from")}
-    trained.update(config=cfg.train_config, kind="one model, warm start from the shipped model (committee not "
-                   "retrained)", repeat=tr.get("config", {}).get("data", {}).get("repeat"))
+    stages, path = [], args.model
+    while path and Path(path).is_file():           # the chain of warm starts behind the model file
+        t = torch.load(path, map_location="cpu", weights_only=True).get("metadata", {}).get("training", {})
+        if not t:
+            break
+        stages.append({"model_file": str(path), "config_output": t.get("config", {}).get("run", {}).get("output"),
+                       "step": t.get("step"), "train_frame_visits_per_epoch": t.get("train_frames"),
+                       "repeat": t.get("config", {}).get("data", {}).get("repeat"),
+                       "lr": t.get("config", {}).get("optim", {}).get("lr"),
+                       "training_time_s": t.get("training_time_s"), "saved_utc": t.get("saved_utc")})
+        path = t.get("init_from")
+    kept = Path(cfg.workdir) / args.keep_as
+    Path(cfg.workdir).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.model, kept)               # the run folder is not kept; the log's model is
+    trained = {"kind": "one model, warm start from the shipped model (committee not retrained)",
+               "configs": args.configs, "stages": stages[::-1], "model_file": str(kept)}
     rec = record_round(cfg, [FRAMES / f for f in new], load_model(cfg.committee, committee=True), after,
-                       args.model, trained,
+                       str(kept), trained,
                        selection="16-atom 2x2 snapshots of the shipped model's own Langevin MD at 300 / 600 K "
                                  "(scripts/md_snapshot_frames.py, every snapshot of the training trajectories; "
                                  "not chosen by committee disagreement); their committee forces_std is recorded")
@@ -409,6 +444,11 @@ def main(argv=None) -> int:
     r = sub.add_parser("record")
     r.add_argument("--model", required=True, help="the retrained model file")
     r.add_argument("--config", default=str(REPO / "configs" / "active-graphene-round1.yaml"))
+    r.add_argument("--configs", nargs="*", default=["configs/graphene-bilayer-active1.yaml",
+                                                     "configs/graphene-bilayer-active1b.yaml"],
+                   help="training configs of the model's stages (recorded)")
+    r.add_argument("--keep-as", default="graphene-bilayer-round1.pt",
+                   help="file name of the model's copy in the log's workdir (committed with the log)")
     args = ap.parse_args(argv)
     if args.cmd == "record":
         return cmd_record(args)
