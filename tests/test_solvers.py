@@ -179,7 +179,12 @@ def test_resolve_workers(monkeypatch):
     monkeypatch.delenv("ASE_WANNIERML_NUM_THREADS")
     import os
 
+    from ase_wannierml import threads
+
+    monkeypatch.setattr(threads, "machine_is_busy", lambda *a, **k: False)
     assert solvers.resolve_workers() == min(2, os.cpu_count())
+    monkeypatch.setattr(threads, "machine_is_busy", lambda *a, **k: True)   # no free core: one PARDISO thread
+    assert solvers.resolve_workers() == 1
     with pytest.raises(ValueError, match="workers"):
         solvers.resolve_workers(0)
     monkeypatch.setenv("ASE_WANNIERML_NUM_THREADS", "two")
