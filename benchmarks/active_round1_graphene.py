@@ -304,12 +304,13 @@ def table(data: dict) -> str:
                         f"{f(m.get('H MAE intra_far (meV)'))} / {f(m.get('H MAE inter (meV)'))} | {w} |")
     md = data.get("md", {})
     if md:
-        rows += ["", "| model | cell | T (K) | steps | relaxed d (Å) | mean d, 2nd half (Å) | drift (Å) | s/step |",
-                 "|---|---|---|---|---|---|---|---|"]
-        for tag, r in md.items():
+        rows += ["", "| model | cell | T (K) | steps | relaxed d (Å) | mean d, 2nd half (Å) | std of d (Å) | drift (Å) "
+                 "| s/step |", "|---|---|---|---|---|---|---|---|---|"]
+        for tag, r in sorted(md.items(), key=lambda kv: (kv[1]["supercell"], kv[1]["temperature_K"], kv[0])):
             rows.append(f"| {r['model_tag']} | {r['supercell']}×{r['supercell']} ({r['n_atoms']} atoms) | "
                         f"{r['temperature_K']:.0f} | {r['steps']} | {r['relaxed_interlayer_A']:.3f} | "
-                        f"{r['mean_interlayer_second_half_A']:.3f} | {r['drift_A']:+.3f} | {r['seconds_per_step']:.2f} |")
+                        f"{r['mean_interlayer_second_half_A']:.3f} | {r['std_interlayer_second_half_A']:.2f} | "
+                        f"{r['drift_A']:+.3f} | {r['seconds_per_step']:.2f} |")
     return "\n".join(rows)
 
 
