@@ -708,10 +708,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             a = (rec.get("errors_after") or {}).get("new_frames", {})
             hb = (rec.get("errors_before") or {}).get("heldout") or {}
             ha = (rec.get("errors_after") or {}).get("heldout") or {}
+            mev = lambda x: "n/a" if x is None else f"{1e3 * x:.1f}"     # noqa: E731
             print(f"round {rec['round']}: done {rec['phases_done']}; selected "
                   f"{[s['frame_id'] for s in rec.get('selected', [])]}; force RMSE new frames "
-                  f"{b.get('force_rmse')} → {a.get('force_rmse')} eV/Å; held-out "
-                  f"{hb.get('force_rmse')} → {ha.get('force_rmse')} eV/Å"
+                  f"{mev(b.get('force_rmse'))} → {mev(a.get('force_rmse'))} meV/Å; held-out "
+                  f"{mev(hb.get('force_rmse'))} → {mev(ha.get('force_rmse'))} meV/Å"
                   + (f"; model {rec['model_out']}" if rec.get("model_out") else ""))
         return 0
     from ase_wannierml.threads import set_threads
