@@ -1,7 +1,8 @@
 """Magic-angle twisted bilayer graphene end to end: relax 11,908 atoms with the pretrained model, then the flat
 bands along K–Γ–M–K before and after relaxation and the DOS near E_F.
 
-    python examples/magic_angle_tbg.py --npoints 12 --dos-mesh 4   # 1.05° (m = 31): 22 min measured on 2 cores
+    python examples/magic_angle_tbg.py --cell relax --npoints 12 --dos-mesh 4   # 1.05° (m = 31): 19 min, 6.7 GB
+    # measured on 2 shared cores at load 4-12 (docs/solvers.md: relax 627 s, band stages 262 + 157 s, DOS 49 s)
     python examples/magic_angle_tbg.py --m 20 --steps 20     # 1.61°, 4,924 atoms: a quicker check
 
 Stages are timed (wall s) with their peak resident memory (GB, sampled every 0.2 s). Writes into --outdir
