@@ -28,7 +28,7 @@ def _log(msg: str) -> None:
 
 
 def make_snapshots(material_name: str, supercell: int, temperatures: list[float], n_train: int, n_test: int,
-                   every: int, equilibrate: int, seed: int):
+                   every: int, equilibrate: int, seed: int, model_name: str | None = None):
     import torch
     from ase import units
     from ase.md.langevin import Langevin
@@ -43,7 +43,8 @@ def make_snapshots(material_name: str, supercell: int, temperatures: list[float]
     ref = reference_frames(material)[0]
     ref.supercell = supercell
     base = build_structure(material, ref)
-    model = load_model(material_name)
+    model = load_model(model_name or material_name)
+    source = f"{material_name} shipped model" if model_name is None else f"model {model_name}"
     out = []
     for T in temperatures:
         for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 1000)):
@@ -58,7 +59,7 @@ def make_snapshots(material_name: str, supercell: int, temperatures: list[float]
                 snap = atoms.copy()
                 snap.calc = None
                 snap.info = {"md_temperature_K": float(T), "split": split, "md_seed": int(s + T),
-                             "md_step": int(equilibrate + (k + 1) * every), "source": f"{material_name} shipped model"}
+                             "md_step": int(equilibrate + (k + 1) * every), "source": source}
                 out.append(snap)
                 _log(f"snapshot T={T} {split} {k}: z-spread {np.ptp(snap.positions[:, 2]):.2f} Å")
     return out
@@ -77,6 +78,9 @@ def main(argv=None) -> int:
     ap.add_argument("--np", type=int, default=2)
     ap.add_argument("--nk", type=int, default=2)
     ap.add_argument("--scf-only", action="store_true", help="energy/forces/stress only (no Wannier step)")
+    ap.add_argument("--model", default=None,
+                    help="model (shipped name or .pt path) whose MD is sampled (default: the shipped model)")
+    ap.add_argument("--tag", default=None, help="snapshot-file / frame-id tag (default: s<seed>)")
     args = ap.parse_args(argv)
 
     from ase.io import read, write
@@ -88,11 +92,12 @@ def main(argv=None) -> int:
 
     material = get_material(args.material)
     dataset = REPO / "datasets" / material.name
-    tag = f"{args.supercell}x{args.supercell}_s{args.seed}"
+    run_tag = args.tag or f"s{args.seed}"
+    tag = f"{args.supercell}x{args.supercell}_{run_tag}"
     snap_file = dataset / f"md_snapshots_{tag}.extxyz"
     if not snap_file.exists():
         snaps = make_snapshots(args.material, args.supercell, args.temperatures, args.snapshots, args.heldout,
-                               args.every, args.equilibrate, args.seed)
+                               args.every, args.equilibrate, args.seed, args.model)
         tmp = snap_file.with_suffix(".tmp.extxyz")
         write(tmp, snaps, format="extxyz")
         os.replace(tmp, snap_file)
@@ -106,7 +111,7 @@ def main(argv=None) -> int:
     for i in order:
         a = snaps[i]
         T = int(a.info["md_temperature_K"])
-        fid = f"md{args.supercell}x{args.supercell}-T{T}-{a.info['split']}-s{args.seed}-{i:03d}"
+        fid = f"md{args.supercell}x{args.supercell}-T{T}-{a.info['split']}-{run_tag}-{i:03d}"
         if (dataset / "frames" / fid / "meta.json").exists():
             continue
         params = FrameParams(frame_id=fid, material=material.name, seed=int(a.info["md_seed"]),
