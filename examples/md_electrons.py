@@ -2,8 +2,8 @@
 recording the flat-band width and the gaps to the remote bands every ``--every`` steps from the model's own
 Hamiltonian of each snapshot (sparse solver, bands by absolute index: ``tb.flatbands.summarize_flat_bands``).
 
-    python examples/md_electrons.py --m 11 --steps 60 --every 10        # 2.88°, 1,588 atoms (the committed run)
-    python examples/md_electrons.py --m 11 --steps 2000 --every 50      # a longer run for a thermal distribution
+    python examples/md_electrons.py --m 11 --steps 1200 --every 20 --equilibrate 400   # 2.88°, 1,588 atoms
+                                   # (the committed run, benchmarks/results/elph_md_electrons_m11_1200fs.json)
 
 Setup: the rigid twisted cell at the model's AB-bilayer lattice constant and interlayer distance
 (``relaxation.equilibrium_bilayer``), positions relaxed (``--relax-steps``), Maxwell–Boltzmann velocities at
