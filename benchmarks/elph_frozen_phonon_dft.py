@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_wannierml.cli import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "scratch" / "elph" / "dft"
 RESULT = REPO / "benchmarks" / "results" / "elph_frozen_phonon_dft.json"
@@ -173,9 +175,7 @@ def compare() -> int:
     print(f"per-layer <D²>_Γ (eV²/Å²): DFT {d2['dft_frozen_phonon']:.2f}, model {d2['model_autograd']:.2f}, "
           f"Piscanec 45.6; <g²>_Γ at ħω = 196 meV: DFT {g2['dft_frozen_phonon']['piscanec_196meV']:.4f}, "
           f"model {g2['model_autograd']['piscanec_196meV']:.4f}, Piscanec 0.0405 eV²")
-    tmp = RESULT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, RESULT)
+    atomic_write_text(RESULT, json.dumps(result, indent=1))
     print(f"wrote {RESULT}")
     return 0
 
@@ -483,9 +483,7 @@ def compare_k() -> int:
         print(f"λ = {r['lambda_A']:+.3f}: gap of the 4 central states DFT {r['dft']['gap_4_central_meV']}, model "
               f"linear {r['model_linear']['gap_4_central_meV']}, model full {r['model_full']['gap_4_central_meV']} "
               f"meV; centred DFT {r['dft']['centred_meV']} model {r['model_full']['centred_meV']}")
-    tmp = RESULT_K.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, RESULT_K)
+    atomic_write_text(RESULT_K, json.dumps(result, indent=1))
     print(f"wrote {RESULT_K}")
     return 0
 
