@@ -85,7 +85,7 @@ def main(argv=None) -> int:
 
     from ase.io import read, write
 
-    from ase_wannierml.dft.codes import Runner, check_codes
+    from ase_wannierml.dft.codes import Runner, check_codes, unwind_on_sigterm
     from ase_wannierml.dft.materials import get_material
     from ase_wannierml.dft.sampling import FrameParams
     from ase_wannierml.dft.workflow import run_frame
@@ -107,6 +107,7 @@ def main(argv=None) -> int:
                                                              snaps[i].info["split"] and snaps[j].info["md_temperature_K"]
                                                              == snaps[i].info["md_temperature_K"]), i))
     check_codes()
+    unwind_on_sigterm()     # a stopped batch terminates its running pw.x instead of orphaning it
     runner = Runner(nprocs=args.np, npools=args.nk)
     for i in order:
         a = snaps[i]

@@ -80,12 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{'' if args.scf_only else f'  NSCF k {n_nscf}x{n_nscf}x1'}  "
                   f"{params.notes['source_file']}[{params.notes['source_index']}]  {status or 'to run'}")
         return 0
-    import signal
+    from .codes import unwind_on_sigterm
 
-    def _terminate(signum, frame):  # noqa: ARG001 - SIGTERM unwinds: running codes stopped, cluster closed
-        raise SystemExit(143)
-
-    signal.signal(signal.SIGTERM, _terminate)
+    unwind_on_sigterm()                 # SIGTERM unwinds: running codes stopped, cluster closed
     summary = compute_frames(structures, material, args.dataset_dir, scf_only=args.scf_only, settings=settings,
                              scratch=args.scratch, prefix=args.prefix, rerun_failed=not args.skip_failed)
     return 1 if summary.failed else 0

@@ -75,6 +75,15 @@ def terminate_running_groups(sig: int = signal.SIGTERM) -> int:
     return n
 
 
+def unwind_on_sigterm() -> None:
+    """Make SIGTERM raise ``SystemExit(143)`` in the main thread, so a running code's process group is terminated
+    on the way out (``_run_group``) instead of an orphaned mpirun/pw.x computing on with no driver."""
+    def _handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, _handler)
+
+
 def _run_group(cmd: list[str], cwd: Path, out, err, stdin, env: dict[str, str], timeout: float) -> int:
     """Run ``cmd`` in its own process group; on timeout or any interruption (SIGTERM -> SystemExit, Ctrl-C)
     terminate the whole group (mpirun forwards SIGTERM to its ranks), so no orphaned pw.x keeps running."""
