@@ -624,3 +624,69 @@ def test_gzip_frame_helper_sanity(tmp_path):
     bad.write_bytes(b"this is not gzip data" * 10)
     with pytest.raises(gzip.BadGzipFile):
         gzip.open(bad).read()
+
+
+# ------------------------------------------------------------------------------- session 7 additions
+@pytest.mark.parametrize("case", ["nan_force", "zero_mass", "nan_step", "zero_step", "wrong_shape"])
+def test_frozen_phonon_frequency_refuses_bad_input(case):
+    from ase_wannierml.elph.frozen import frozen_phonon_frequency
+
+    p = np.zeros((2, 3)); p[0, 0] = 1.0
+    f_plus, f_minus, masses, step = -p.copy(), p.copy(), np.array([12.0, 12.0]), 0.02
+    if case == "nan_force":
+        f_plus[1, 2] = np.nan
+    elif case == "zero_mass":
+        masses[1] = 0.0
+    elif case == "nan_step":
+        step = float("nan")
+    elif case == "zero_step":
+        step = 0.0
+    else:
+        p = p[:, :2]
+    with pytest.raises(ValueError, match="non-finite|masses|step|must agree"):
+        frozen_phonon_frequency(f_plus, f_minus, p, masses, step)
+
+
+def test_frozen_phonon_frequency_sane_input_gives_the_harmonic_answer():
+    """The same call with good input: F = -k λ p̂ on one atom gives ω = sqrt(k/M) (the oracle of the cases above)."""
+    from ase_wannierml.elph.frozen import frozen_phonon_frequency
+    from ase_wannierml.elph.phonons import EV_TO_CM, OMEGA_EV
+
+    p = np.zeros((2, 3)); p[0, 0] = 1.0
+    k, step = 30.0, 0.02
+    w = frozen_phonon_frequency(-k * step * p, k * step * p, p, np.array([12.0, 1.0]), step)
+    assert w == pytest.approx(np.sqrt(k / 12.0) * OMEGA_EV * EV_TO_CM, rel=1e-12)
+
+
+def test_frozen_matrix_and_symmetry_refuse_nan_and_bad_shapes():
+    from ase_wannierml.elph.frozen import matrix_from_real_pattern, sign_reversing_symmetry
+    from ase_wannierml.elph.phonons import make_supercell
+
+    atoms = bilayer("graphene")
+    sc = make_supercell(atoms, (3, 3, 1))
+    n, q = len(sc.atoms), [1 / 3, 1 / 3, 0.0]
+    norb = np.ones(len(atoms), int)
+    assert np.all(np.isfinite(matrix_from_real_pattern(np.eye(n), sc, norb, [0, 0, 0], q)))   # good input works
+    dh = np.zeros((n, n)); dh[0, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        matrix_from_real_pattern(dh, sc, norb, [0, 0, 0], q)
+    with pytest.raises(ValueError, match="must be"):
+        matrix_from_real_pattern(np.zeros((n, n + 1)), sc, norb, [0, 0, 0], q)
+    with pytest.raises(ValueError, match="p_hat"):
+        sign_reversing_symmetry(atoms, np.full((len(atoms), 3), np.nan), 0.02)
+    with pytest.raises(ValueError, match="step"):
+        sign_reversing_symmetry(atoms, np.zeros((len(atoms), 3)), -1.0)
+
+
+def test_training_repeat_pattern_matching_no_training_frame_is_refused(tmp_path):
+    """data.repeat with a glob that matches no training frame (a typo, or only held-out frames) would leave the
+    weighting silently without effect."""
+    from ase_wannierml.training.synthetic import tiny_train_config, write_synthetic_frames
+    from ase_wannierml.training.trainer import Trainer
+
+    write_synthetic_frames(tmp_path / "frames", 4, seed=1)
+    cfg = tiny_train_config(tmp_path / "frames", tmp_path / "run",
+                            data={"cache": str(tmp_path / "c.pt"), "repeat": {"md2x2-typo-*": 3}},
+                            optim={"max_steps": 1, "batch_size": 2})
+    with pytest.raises(ValueError, match="md2x2-typo"):
+        Trainer(cfg)

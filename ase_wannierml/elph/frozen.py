@@ -46,11 +46,17 @@ def frozen_phonon_frequency(f_plus: np.ndarray, f_minus: np.ndarray, p_hat: np.n
     standing wave of a ±q pair is one). The even (anharmonic) part of F·p̂ cancels; the error is O(step²)."""
     f_plus, f_minus, p_hat = (np.asarray(x, dtype=float) for x in (f_plus, f_minus, p_hat))
     masses = np.asarray(masses, dtype=float)
-    if f_plus.shape != p_hat.shape or f_minus.shape != p_hat.shape or masses.shape != (len(p_hat),):
+    if p_hat.ndim != 2 or p_hat.shape[1:] != (3,) or f_plus.shape != p_hat.shape or f_minus.shape != p_hat.shape \
+            or masses.shape != (len(p_hat),):
         raise ValueError(f"forces {f_plus.shape}, {f_minus.shape}, pattern {p_hat.shape} and masses {masses.shape} "
                          "must agree ((n, 3) and (n,))")
-    if step <= 0:
-        raise ValueError(f"step must be > 0 Å, got {step}")
+    for name, x in (("f_plus", f_plus), ("f_minus", f_minus), ("p_hat", p_hat), ("masses", masses)):
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{name} has non-finite entries")
+    if not np.all(masses > 0):
+        raise ValueError(f"masses must be > 0 amu, got {masses.min()}")
+    if not (np.isfinite(step) and step > 0):
+        raise ValueError(f"step must be finite and > 0 Å, got {step}")
     k = -(np.sum(f_plus * p_hat) - np.sum(f_minus * p_hat)) / (2.0 * step)
     m = float(np.sum(masses[:, None] * p_hat ** 2))
     w2 = k / m
@@ -82,8 +88,11 @@ def matrix_from_real_pattern(dh_sc: np.ndarray, sc: Supercell, n_orb: Any, k: An
     if np.abs(two_q - np.round(two_q)).max() < 1e-8:
         raise ValueError(f"q = {q.tolist()} equals −q: a real pattern does not separate q from −q there")
     E_kq, E_k = embedding(sc, n_orb, np.asarray(k, float) + q), embedding(sc, n_orb, k)
+    dh_sc = np.asarray(dh_sc)
     if dh_sc.shape != (E_k.shape[0],) * 2:
         raise ValueError(f"dh_sc must be ({E_k.shape[0]}, {E_k.shape[0]}), got {dh_sc.shape}")
+    if not np.all(np.isfinite(dh_sc)):
+        raise ValueError("dh_sc has non-finite entries")
     return 2.0 * E_kq.conj().T @ dh_sc @ E_k
 
 
@@ -99,6 +108,11 @@ def sign_reversing_symmetry(atoms: Any, p_hat: np.ndarray, step: float, tol: flo
     ``tol``: Å, position match after the operation (modulo lattice vectors)."""
     import spglib
 
+    p_hat = np.asarray(p_hat, dtype=float)
+    if p_hat.shape != (len(atoms), 3) or not np.all(np.isfinite(p_hat)):
+        raise ValueError(f"p_hat must be a finite ({len(atoms)}, 3) array, got shape {p_hat.shape}")
+    if not (np.isfinite(step) and step > 0):
+        raise ValueError(f"step must be finite and > 0 Å, got {step}")
     cell = np.asarray(atoms.cell[:], float)
     sym = spglib.get_symmetry((cell, atoms.get_scaled_positions(wrap=False), atoms.numbers), symprec=1e-4)
     if sym is None:

@@ -62,6 +62,13 @@ class Trainer:
             self.train_idx = bootstrap_indices(self.train_idx, self.data.frame_ids, cfg.data.train_frames,
                                                cfg.data.bootstrap_seed)
         if cfg.data.repeat and state is None:      # a resumed run's split already holds the repeats
+            import fnmatch
+
+            unmatched = [p for p in cfg.data.repeat
+                         if not any(fnmatch.fnmatchcase(self.data.frame_ids[i], p) for i in self.train_idx)]
+            if unmatched:                            # a typo would silently leave the weighting without effect
+                raise ValueError(f"data.repeat: pattern(s) {unmatched} match no training frame "
+                                 f"({len(self.train_idx)} training frames; validation/test frames are never repeated)")
             self.train_idx = repeat_indices(self.train_idx, self.data.frame_ids, cfg.data.repeat)
         if not self.train_idx:
             raise ValueError(f"no training frames: {len(self.data)} frames, val_fraction {cfg.data.val_fraction}")
