@@ -4,6 +4,7 @@
     nice -n 10 python benchmarks/elph_frozen_phonon_dft.py run        # 3 DFT+Wannier frames (~2-4 min CPU each)
     python benchmarks/elph_frozen_phonon_dft.py compare      # table + benchmarks/results/elph_frozen_phonon_dft.json
     nice -n 10 python benchmarks/elph_frozen_phonon_dft.py run --mode K    # 1 frame, 12 atoms (~40 min CPU/rank)
+    python benchmarks/elph_frozen_phonon_dft.py structures --out kmode.extxyz  # training structures (see below)
     python benchmarks/elph_frozen_phonon_dft.py compare --mode K   # → benchmarks/results/elph_frozen_phonon_dft_K.json
 
 ``--mode K``: the model's A1'(K) mode of the same reference AB cell (``elph.phonons.modes_at_q`` on the √3×√3
@@ -15,6 +16,11 @@ Wannier H at the supercell Γ, the K → K′ matrix elements and per-layer ⟨D
 matrix_from_real_pattern``), the frozen-phonon frequency from the DFT forces along p̂
 (``elph.frozen.frozen_phonon_frequency``), ⟨g²_K⟩ from each D² with each ω, and the Dirac-state splitting; all
 against the model's autograd dH/dλ and the model's own central difference at the same ±u.
+
+``structures`` writes √3×√3 structures displaced along the model's A1'(K) pair (λ = 0.04, 0.07 Å along the mode
+of the check, 0.05 Å along its partner, 0.04 Å plus a 0.02 Å rattle, a 0.03 Å rattle alone) for SCF-only training
+frames (``wannierml dft kmode.extxyz --scf-only --prefix kmode``): the force constants of the Kohn-anomaly mode,
+which no MD snapshot of a 2×2 cell holds (K does not fold onto Γ there). They never include the ±0.02 Å check frame.
 
 ``run`` displaces the atoms of the DFT reference AB cell (a = 2.46 Å, interlayer 3.35 Å, the workflow's
 ``0000-refAB`` geometry) by λ·e with e the in-phase E2g pattern (sublattice A +x̂, B −x̂ in both layers, |e_a| = 1)
@@ -256,6 +262,39 @@ def run_k(nprocs: int = 2) -> int:
     return 0
 
 
+def training_structures(out: Path) -> int:
+    """Write the SCF-only training structures of the K-mode pattern (module docstring) to ``out`` (extxyz)."""
+    from ase.io import write
+
+    pat = k_mode_pattern()
+    sc_atoms = pat["sc"].atoms
+    masses = np.asarray(pat["atoms"].get_masses(), float)
+    from ase_wannierml.elph.coupling import mode_patterns
+    from ase_wannierml.elph.frozen import real_pattern
+
+    partner = [nu for nu in pat["nu_pair"] if nu != pat["nu"]][0]
+    p_partner = real_pattern(mode_patterns(pat["sc"], pat["K"], pat["e"][partner:partner + 1], masses)[0])[0]
+    rng = np.random.default_rng(20261203)
+    rows = [("A1'(K) mode", 0.04, pat["p_hat"], 0.0), ("A1'(K) mode", 0.07, pat["p_hat"], 0.0),
+            ("A1'(K) partner mode", 0.05, p_partner, 0.0), ("A1'(K) mode + rattle", 0.04, pat["p_hat"], 0.02),
+            ("rattle", 0.0, pat["p_hat"], 0.03)]
+    images = []
+    for name, lam, p_hat, rattle in rows:
+        a = sc_atoms.copy()
+        a.positions += lam * p_hat + rattle * rng.standard_normal(a.positions.shape)
+        a.info.update({"pattern": name, "displacement_A": lam, "rattle_A": rattle,
+                       "model_freq_cm": float(pat["freq"][pat["nu"]]), "source": "elph_frozen_phonon_dft.py"})
+        images.append(a)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    write(tmp, images, format="extxyz")
+    os.replace(tmp, out)
+    print(f"wrote {len(images)} structures ({len(sc_atoms)} atoms) to {out}; model ω of the mode "
+          f"{pat['freq'][pat['nu']]:.1f} cm⁻¹")
+    return 0
+
+
 def _dft_frame_k(fid: str):
     """(TightBinding, meta, forces (n, 3) eV/Å, atoms) of a K-mode frame; a frame rejected only by the quality gate
     is used (its H is written), one that failed in a code is not."""
@@ -490,12 +529,16 @@ def compare_k() -> int:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["run", "compare"])
+    ap.add_argument("what", choices=["run", "compare", "structures"])
+    ap.add_argument("--out", type=Path, default=REPO / "scratch" / "elph" / "kmode_training.extxyz",
+                    help="structures: extxyz to write")
     ap.add_argument("--mode", choices=["gamma", "K"], default="gamma",
                     help="gamma: E2g, 4-atom cell (default); K: A1'(K), sqrt3 x sqrt3 cell")
     ap.add_argument("--nprocs", type=int, default=2, help="MPI ranks of the K-mode DFT runs")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.what == "structures":
+        sys.exit(training_structures(args.out))
     if args.mode == "K":
         sys.exit(run_k(args.nprocs) if args.what == "run" else compare_k())
     if args.what == "run":

@@ -40,10 +40,7 @@ BOUND_MEV = 5.0          # issue #14: <= 5 meV within E_F +- 1 eV
 WINDOW_EV = 1.0
 
 
-def on_mesh(kpts: np.ndarray, mesh: list[int], tol: float = 1e-6) -> np.ndarray:
-    """(nk,) bool: k (fractional) lies on the Γ-centred ``mesh`` (n1, n2, n3)."""
-    x = np.asarray(kpts, float) * np.asarray(mesh, float)[None, :]
-    return np.all(np.abs(x - np.round(x)) < tol, axis=1)
+from ase_wannierml.dft.quality import on_mesh  # noqa: E402  (one source: the workflow's quality metrics use it)
 
 
 def frame_errors(frame: Path) -> dict:

@@ -89,3 +89,31 @@ def test_runner_records_cpu_time_of_the_step(tmp_path):
     r.run("idle", [sys.executable, "-c", "import time; time.sleep(0.6)"], tmp_path, mpi=False)
     assert r.cpu_timings["busy"] >= 0.55 and r.timings["busy"] >= 0.55
     assert r.cpu_timings["idle"] < 0.3 <= r.timings["idle"]
+
+
+def test_quality_metrics_report_the_error_off_the_wannier_mesh():
+    """The workflow's quality metrics also give the band error over the check k-points off the Wannier mesh: on the
+    8×8 frame Γ and the three M points lie on the mesh and are left out; declaring a 12×12 mesh also drops K,
+    (1/6, 1/6) and (5/12, 1/6), and the figure equals a direct computation on the 3 k left; without a mesh no
+    off-mesh figure is claimed."""
+    folder = DATA / "graphene_1x1"
+    atoms = read(folder / "structure.extxyz")
+    ref = json.loads((folder / "dft_check_bands.json").read_text())
+    tb = TightBinding.from_wannier90(folder / "wannier90_hr.dat.gz", atoms=atoms)
+    mesh = read_win(folder / "wannier90.win")["mp_grid"]
+    assert list(mesh) == [8, 8, 1]
+    m = quality.wannier_metrics(tb, np.asarray(ref["eigenvalues_eV"]), ref["fermi_level_eV"], 2.0, atoms,
+                                ["C:pz"] * 4, mesh=mesh)
+    assert m["n_check_k_off_mesh"] == len(quality.CHECK_KPTS) - 4
+    assert quality.on_mesh(quality.CHECK_KPTS, mesh).tolist()[:7] == [True, False, False, False, True, True, True]
+    assert m["band_max_1eV_offmesh_meV"] == pytest.approx(m["band_max_1eV_meV"])
+    assert m["band_rms_1eV_offmesh_meV"] >= m["band_rms_1eV_meV"] - 1e-9, m
+    m12 = quality.wannier_metrics(tb, np.asarray(ref["eigenvalues_eV"]), ref["fermi_level_eV"], 2.0, atoms,
+                                  ["C:pz"] * 4, mesh=[12, 12, 1])
+    off = ~quality.on_mesh(quality.CHECK_KPTS, [12, 12, 1])
+    assert m12["n_check_k_off_mesh"] == int(off.sum()) == 3
+    direct = quality.band_errors(np.asarray(ref["eigenvalues_eV"])[off], tb.eigenvalues(quality.CHECK_KPTS[off]),
+                                 ref["fermi_level_eV"], 2.0)
+    assert m12["band_max_1eV_offmesh_meV"] == pytest.approx(direct["band_max_1eV_meV"])
+    assert "band_max_1eV_offmesh_meV" not in quality.wannier_metrics(
+        tb, np.asarray(ref["eigenvalues_eV"]), ref["fermi_level_eV"], 2.0, atoms, ["C:pz"] * 4)

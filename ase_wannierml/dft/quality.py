@@ -17,6 +17,13 @@ CHECK_KPTS = np.array([
 ])
 
 
+def on_mesh(kpts: np.ndarray, mesh: tuple[int, ...] | list[int], tol: float = 1e-6) -> np.ndarray:
+    """(nk,) bool: fractional k-point lies on the Γ-centred Monkhorst–Pack ``mesh`` (n1, n2, n3), where a Wannier
+    model reproduces the NSCF eigenvalues by construction (its band error there is zero and says nothing)."""
+    x = np.asarray(kpts, float) * np.asarray(mesh, float)[None, :]
+    return np.all(np.abs(x - np.round(x)) < tol, axis=1)
+
+
 @dataclass(frozen=True)
 class QualityCriteria:
     """Rejection thresholds (eV, Å)."""
@@ -86,11 +93,23 @@ def onsite_stats(tb: TightBinding, labels: list[str], e_fermi: float) -> dict:
 
 
 def wannier_metrics(tb: TightBinding, e_dft_kn: np.ndarray, e_fermi: float, window: float, atoms: Atoms,
-                    labels: list[str]) -> dict:
+                    labels: list[str], mesh: tuple[int, ...] | list[int] | None = None) -> dict:
     """Quality metrics of a Wannier Hamiltonian (as read by ``TightBinding.from_wannier90``, Wigner–Seitz shifts
     applied) against the DFT eigenvalues ``e_dft_kn`` (nk, nbands) eV at :data:`CHECK_KPTS`: band errors (meV),
-    centre distances (Å), Hermiticity and imaginary parts (eV), onsite energies relative to E_F (eV)."""
-    metrics = band_errors(e_dft_kn, tb.hermitize().eigenvalues(CHECK_KPTS), e_fermi, window)
+    centre distances (Å), Hermiticity and imaginary parts (eV), onsite energies relative to E_F (eV).
+
+    With the Wannier k-``mesh`` given, the errors within E_F ± 1 eV are also reported over the check k-points
+    *off* that mesh only (``band_max_1eV_offmesh_meV``, ``band_rms_1eV_offmesh_meV``, ``n_check_k_off_mesh``):
+    the interpolation error users see between mesh points (the all-k figures are diluted by mesh points, where the
+    error is zero by construction). The quality gate (:func:`judge`) keeps using the all-k figures."""
+    e_wan = tb.hermitize().eigenvalues(CHECK_KPTS)
+    metrics = band_errors(e_dft_kn, e_wan, e_fermi, window)
+    if mesh is not None:
+        off = ~on_mesh(CHECK_KPTS, mesh)
+        m_off = band_errors(np.asarray(e_dft_kn)[off], e_wan[off], e_fermi, window) if off.any() else {}
+        metrics.update({"band_max_1eV_offmesh_meV": m_off.get("band_max_1eV_meV"),
+                        "band_rms_1eV_offmesh_meV": m_off.get("band_rms_1eV_meV"),
+                        "n_check_k_off_mesh": int(off.sum())})
     dist = centre_distances(tb.orbitals.centres, atoms)
     metrics.update({
         "centre_max_distance_A": float(dist.max()),

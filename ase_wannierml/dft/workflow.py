@@ -210,7 +210,8 @@ def run_frame(material: MaterialSpec, params: FrameParams, dataset_dir: Path, sc
         # the one Wannier90 layer: Wigner-Seitz shifts (wannier90_wsvec.dat) applied, Hermiticity measured, not forced
         tb = TightBinding.from_wannier90(work / f"{SEED}_hr.dat", atoms=atoms, check_hermitian=False)
         labels = [f"{o['element']}:{o['label']}" for o in meta["orbitals"]]
-        metrics = quality.wannier_metrics(tb, e_dft, e_f, dft.check_window, atoms, labels)
+        metrics = quality.wannier_metrics(tb, e_dft, e_f, dft.check_window, atoms, labels,
+                                          mesh=tuple(prep["kmesh_nscf"]))
         metrics.update({
             "max_force_eV_A": float(np.linalg.norm(scf["forces"], axis=1).max()),
             "force_sum_eV_A": float(np.abs(scf["forces"].sum(axis=0)).max()),
