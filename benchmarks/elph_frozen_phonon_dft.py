@@ -9,7 +9,7 @@
 
 ``--mode K``: the model's A1'(K) mode of the same reference AB cell (``elph.phonons.modes_at_q`` on the √3×√3
 supercell, float64 model), real part of its Bloch pattern (``elph.frozen.real_pattern``), atoms at
-r + λ·p̂ with λ = +0.02 Å (max |p̂_a| = 1) through the project's workflow into ``scratch/elph/dft_K``. The −u
+r + λ·p̂ with λ = +0.02 Å (max |p̂_a| = 1) through the project's workflow into ``datasets/graphene-bilayer/elph_check/K/frames`` (committed, never trained on; run directories under ``scratch/``). The −u
 structure is the +u one mapped by a C2 rotation of the cell (``elph.frozen.sign_reversing_symmetry``; the map is
 checked on the model's own H and forces at −u), so one DFT frame gives the central differences: dH/dλ of the
 Wannier H at the supercell Γ, the K → K′ matrix elements and per-layer ⟨D²_K⟩ (``elph.frozen.
@@ -25,7 +25,7 @@ which no MD snapshot of a 2×2 cell holds (K does not fold onto Γ there). They 
 ``run`` displaces the atoms of the DFT reference AB cell (a = 2.46 Å, interlayer 3.35 Å, the workflow's
 ``0000-refAB`` geometry) by λ·e with e the in-phase E2g pattern (sublattice A +x̂, B −x̂ in both layers, |e_a| = 1)
 for λ = 0, +u, −u (u = 0.02 Å) and runs the project's own workflow (``dft.workflow.run_frame``, kind ``user``) for
-each, into ``scratch/elph/dft`` (not ``datasets/``). Resumable: finished frames are skipped.
+each, into ``datasets/graphene-bilayer/elph_check/gamma/frames`` (outside ``frames/``: never trained on). Resumable: finished frames are skipped.
 
 ``compare`` reads each frame's Wannier H (``TightBinding.from_wannier90``) and compares the 4 eigenvalues at K and
 the splitting of the two low-energy states at K (degenerate at λ = 0) with the model's prediction
@@ -46,7 +46,8 @@ import numpy as np
 from ase_wannierml.cli import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
-OUT_DIR = REPO / "scratch" / "elph" / "dft"
+OUT_DIR = REPO / "datasets" / "graphene-bilayer" / "elph_check" / "gamma"   # committed frames (never trained on)
+RUN_DIR = REPO / "scratch" / "elph" / "dft"                                  # QE/Wannier90 run directories
 RESULT = REPO / "benchmarks" / "results" / "elph_frozen_phonon_dft.json"
 U = 0.02  # Å
 K_POINT = np.array([[1 / 3, 1 / 3, 0.0]])
@@ -86,7 +87,7 @@ def run() -> int:
         params = FrameParams(frame_id=fid, material=material.name, seed=0, kind="user",
                              notes={"displacement_A": lam, "pattern": "E2g in-phase, A +x, B -x"})
         t0 = time.perf_counter()
-        meta = run_frame(material, params, OUT_DIR, OUT_DIR / "scratch", Runner(nprocs=1, npools=1), atoms=disp)
+        meta = run_frame(material, params, OUT_DIR, RUN_DIR / "scratch", Runner(nprocs=1, npools=1), atoms=disp)
         print(f"{fid}: {meta['status']} {meta.get('reason', '')[:200]} {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
 
@@ -187,7 +188,8 @@ def compare() -> int:
 
 
 # ------------------------------------------------------------------------------------------- K point: A1' mode
-OUT_DIR_K = REPO / "scratch" / "elph" / "dft_K"
+OUT_DIR_K = REPO / "datasets" / "graphene-bilayer" / "elph_check" / "K"      # committed frame + pattern
+RUN_DIR_K = REPO / "scratch" / "elph" / "dft_K"
 RESULT_K = REPO / "benchmarks" / "results" / "elph_frozen_phonon_dft_K.json"
 PISCANEC_K = {"g2_eV2": 0.0994, "hw_meV": 161.0}
 
@@ -243,7 +245,8 @@ def run_k(nprocs: int = 2) -> int:
     pat = k_mode_pattern()
     sc_atoms = pat["sc"].atoms
     OUT_DIR_K.mkdir(parents=True, exist_ok=True)
-    np.save(OUT_DIR_K / "p_hat.npy", pat["p_hat"])
+    np.savetxt(OUT_DIR_K / "p_hat.txt", pat["p_hat"], header="p_hat (12, 3): the A1'(K) displacement pattern "
+               "(Angstrom per unit lambda) the DFT frame a1k-p020 ran with")
     symmetric = sign_reversing_symmetry(sc_atoms, pat["p_hat"], U) is not None
     for fid, lam in frame_ids_k().items():
         if (OUT_DIR_K / "frames" / fid / "meta.json").exists():
@@ -256,7 +259,7 @@ def run_k(nprocs: int = 2) -> int:
         params = FrameParams(frame_id=fid, material=material.name, seed=0, kind="user",
                              notes={"displacement_A": lam, "pattern": "model A1'(K) mode, real part, sqrt3 x sqrt3"})
         t0 = time.perf_counter()
-        meta = run_frame(material, params, OUT_DIR_K, OUT_DIR_K / "scratch", Runner(nprocs=nprocs, npools=nprocs),
+        meta = run_frame(material, params, OUT_DIR_K, RUN_DIR_K / "scratch", Runner(nprocs=nprocs, npools=nprocs),
                          atoms=disp)
         print(f"{fid}: {meta['status']} {meta.get('reason', '')[:200]} {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
@@ -347,32 +350,37 @@ def read_frame_structure(frame: Path):
     return read(frame / "structure.extxyz")
 
 
-def compare_k() -> int:
+def compare_k(model: str = "graphene-bilayer", out: Path | None = None) -> int:
+    """The K-mode table for ``model`` (shipped name or .pt); JSON to ``out`` (default ``RESULT_K``)."""
     import torch
 
+    from ase_wannierml import WannierMLCalculator
     from ase_wannierml.elph.coupling import zero_point_length
     from ase_wannierml.elph.frozen import frozen_phonon_frequency, sign_reversing_symmetry
 
     torch.set_num_threads(1)
     ids = frame_ids_k()
     have = [f for f in ids if (OUT_DIR_K / "frames" / f / "meta.json").exists()]
-    pat = k_mode_pattern()
+    pat = k_mode_pattern(WannierMLCalculator(model, dtype=torch.float64))
     sc, K, p_hat, c, calc = pat["sc"], pat["K"], pat["p_hat"], pat["c"], pat["calc"]
     sym = sign_reversing_symmetry(sc.atoms, p_hat, U)
     if "a1k-p020" not in have or ("a1k-m020" not in have and sym is None):
         print(f"frames needed: a1k-p020 (and a1k-m020 unless a symmetry maps +u onto −u), have {have}; run "
               f"`nice -n 10 python {Path(__file__).name} run --mode K` first")
         return 1
-    saved = OUT_DIR_K / "p_hat.npy"
+    saved = OUT_DIR_K / "p_hat.txt"
     if saved.exists():
         # the model's A1' pair is degenerate at K: which combination the eigensolver returns is not reproducible,
         # so use the pattern the DFT ran with, after checking it lies in the span of the model's pair
         masses_prim = np.asarray(pat["atoms"].get_masses(), float)
         basis = coupling_patterns(sc, K, pat["e"][pat["nu_pair"]], masses_prim)
-        p_saved = np.load(saved)
+        p_saved = np.loadtxt(saved)
         coef, *_ = np.linalg.lstsq(basis.T, p_saved.ravel(), rcond=None)
         resid = float(np.linalg.norm(basis.T @ coef - p_saved.ravel()) / np.linalg.norm(p_saved))
-        if resid > 1e-6:
+        # the shipped model made the pattern: exactly in its span; another model's A1' pair differs slightly
+        tol = 1e-6 if model == "graphene-bilayer" else 5e-2
+        print(f"saved DFT pattern vs the model's A1' pair: relative residual {resid:.2e} (tolerance {tol:.0e})")
+        if resid > tol:
             raise RuntimeError(f"the saved pattern is not in the span of the model's A1' pair (residual {resid:.2e})")
         p_hat = p_saved
         # Re u of a normalised Bloch mode at K has Σ_s M_s |Re u_s|² = N_s / 2 whatever its phase (u ⟂ u* in the
@@ -522,25 +530,29 @@ def compare_k() -> int:
         print(f"λ = {r['lambda_A']:+.3f}: gap of the 4 central states DFT {r['dft']['gap_4_central_meV']}, model "
               f"linear {r['model_linear']['gap_4_central_meV']}, model full {r['model_full']['gap_4_central_meV']} "
               f"meV; centred DFT {r['dft']['centred_meV']} model {r['model_full']['centred_meV']}")
-    atomic_write_text(RESULT_K, json.dumps(result, indent=1))
-    print(f"wrote {RESULT_K}")
+    result["model"] = model
+    out = out or RESULT_K
+    atomic_write_text(out, json.dumps(result, indent=1))
+    print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["run", "compare", "structures"])
-    ap.add_argument("--out", type=Path, default=REPO / "scratch" / "elph" / "kmode_training.extxyz",
-                    help="structures: extxyz to write")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="structures: extxyz to write (default scratch/elph/kmode_training.extxyz); "
+                         "compare --mode K: JSON to write")
+    ap.add_argument("--model", default="graphene-bilayer", help="compare --mode K: shipped name or .pt")
     ap.add_argument("--mode", choices=["gamma", "K"], default="gamma",
                     help="gamma: E2g, 4-atom cell (default); K: A1'(K), sqrt3 x sqrt3 cell")
     ap.add_argument("--nprocs", type=int, default=2, help="MPI ranks of the K-mode DFT runs")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.what == "structures":
-        sys.exit(training_structures(args.out))
+        sys.exit(training_structures(args.out or REPO / "scratch" / "elph" / "kmode_training.extxyz"))
     if args.mode == "K":
-        sys.exit(run_k(args.nprocs) if args.what == "run" else compare_k())
+        sys.exit(run_k(args.nprocs) if args.what == "run" else compare_k(args.model, args.out))
     if args.what == "run":
         sys.exit(run())
     sys.exit(compare())
