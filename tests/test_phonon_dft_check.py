@@ -1,0 +1,68 @@
+"""The DFT finite-displacement phonon check (``benchmarks/phonon_dispersion_dft.py``): its phonopy protocol, fed the
+model's forces, must reproduce the model's own phonons from ``elph.phonons.modes_at_q`` (ASE ``Phonons``, an
+independent implementation) at Γ, M and K; Γ from the 2×2 and the √3×√3 supercells must agree; the acoustic sum rule
+holds; DFT frames that are missing or do not match the displaced structures are refused, not silently mis-assigned."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.io import write
+
+pytest.importorskip("phonopy")   # in the [test] extra; importorskip only guards a partial install
+
+from ase_wannierml import WannierMLCalculator  # noqa: E402
+from ase_wannierml.elph.phonons import commensurate_supercell, modes_at_q  # noqa: E402
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "phonon_dispersion_dft.py"
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_phonon_dispersion_dft", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def calc():
+    return WannierMLCalculator("graphene-bilayer", dtype=torch.float64)
+
+
+def test_phonopy_protocol_equals_our_phonons_at_gamma_m_k(bench, calc):
+    unit = bench.unit_cell()
+    unit.calc = calc
+    f = {cell: bench.frequencies(cell, bench.model_forces(cell, calc)) for cell in bench.SUPERCELLS}
+    g1, g2 = np.array(f["2x2"]["Gamma"]), np.array(f["r3"]["Gamma"])
+    assert np.abs(g1[:3]).max() < 0.5                          # acoustic sum rule (phonopy symmetrised)
+    assert np.abs(g1 - g2).max() < 0.5                         # Γ from two supercells
+    for q_name, cell, q in (("M", "2x2", (0.5, 0.0, 0.0)), ("K", "r3", (1 / 3, 1 / 3, 0.0))):
+        ours, _ = modes_at_q(unit, calc, q, supercell=commensurate_supercell(q))
+        theirs = np.array(f[cell][q_name])
+        assert np.abs(np.sort(ours) - theirs).max() < 1.0, (q_name, np.sort(ours), theirs)
+    ours_g, _ = modes_at_q(unit, calc)
+    assert np.abs(np.sort(ours_g)[3:] - g1[3:]).max() < 1.0
+    assert g1[-1] > 1400 and 20 < g1[3] < 40                   # E2g and the interlayer shear, not noise
+
+
+def test_missing_or_mismatched_dft_frames_are_refused(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "CHECK_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"structures \[0, 1, 2, 3, 4\]"):
+        bench.dft_forces("r3")
+    images = bench.supercell_images("r3")
+    frame = tmp_path / "frames" / "phr3-scf-000000000000"
+    frame.mkdir(parents=True)
+    moved = images[2].copy()
+    moved.positions[0] += 0.05                                 # not the structure it claims to be
+    moved.calc = None
+    moved.arrays["forces"] = np.zeros((len(moved), 3))
+    write(frame / "structure.extxyz", moved, format="extxyz")
+    (frame / "meta.json").write_text(json.dumps({"status": "ok", "sampling": {"notes": {"source_index": 2}}}))
+    with pytest.raises(ValueError, match="does not match the phonopy supercell"):
+        bench.dft_forces("r3")
