@@ -117,3 +117,24 @@ def test_quality_metrics_report_the_error_off_the_wannier_mesh():
     assert m12["band_max_1eV_offmesh_meV"] == pytest.approx(direct["band_max_1eV_meV"])
     assert "band_max_1eV_offmesh_meV" not in quality.wannier_metrics(
         tb, np.asarray(ref["eigenvalues_eV"]), ref["fermi_level_eV"], 2.0, atoms, ["C:pz"] * 4)
+
+
+ACCURACY = Path(__file__).resolve().parents[1] / "datasets" / "graphene-bilayer" / "wannier_accuracy"
+
+
+def test_16_atom_md_snapshot_within_5_meV_on_a_9x9_mesh():
+    """Issue #14 done-when on a workflow supercell frame: the held-out 300 K MD snapshot 006 (16-atom 2×2 bilayer)
+    run with ``kmesh_nscf_1x1: 18`` (9×9 Wannier mesh) gives bands within 5 meV of QE at the k-points off its mesh
+    inside E_F ± 1 eV (measured 3.1 meV with Wannier90's Wigner–Seitz shifts, 1.1 meV without); the same snapshot
+    on the 6×6 mesh misses (5.2 meV). Both frames share one SCF (same settings and k-mesh): their QE check bands and
+    Fermi levels are identical, so the 10 generic-k QE eigenvalues computed for the 6×6 frame serve both."""
+    fine, coarse = ACCURACY / "s006-101d4bdb609c", ACCURACY / "s006-97848afd0935"
+    refs = [json.loads((f / "dft_check_bands.json").read_text()) for f in (fine, coarse)]
+    assert refs[0]["fermi_level_eV"] == refs[1]["fermi_level_eV"]
+    assert np.array_equal(refs[0]["eigenvalues_eV"], refs[1]["eigenvalues_eV"])
+    assert len(read(fine / "structure.extxyz")) == 16
+    m9 = _offmesh_errors(fine, [9, 9, 1])
+    m6 = _offmesh_errors(coarse, [6, 6, 1])
+    assert m9["auto"][0] <= 5.0 and m9[None][0] <= 5.0, m9
+    assert m6["auto"][0] > 5.0, m6                     # the bound can fail: the 6×6 mesh misses it
+    assert m9["auto"][1] < 0.6 * m6["auto"][1], (m9, m6)
