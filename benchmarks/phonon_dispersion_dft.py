@@ -12,11 +12,17 @@ Protocol (the same for DFT and the model, so the difference is the model's error
 
 * unit cell: the DFT reference AB bilayer of the workflow (frame ``0000-refAB``: a = 2.46 Å, d = 3.35 Å);
 * supercells: 2×2 (16 atoms; Γ and the three M points are commensurate) and √3×√3 (12 atoms; Γ and K, K′);
-* displacements: phonopy (``generate_displacements``, 0.01 Å, its symmetry reduction: 4 per supercell), plus the
-  undisplaced supercell, whose forces (residual z forces of the unrelaxed reference, up to 18 meV/Å) are subtracted
-  from every displaced frame before the force constants are built;
-* DFT: SCF-only frames of the project's workflow (``wannierml dft --scf-only``, shipped graphene settings, PBE+D3),
-  stored in ``datasets/graphene-bilayer/phonon_check/frames/`` (outside ``frames/``: never trained on);
+* displacements: phonopy (``generate_displacements``, 0.02 Å along the Cartesian axes, ``is_diagonal=False``, ± :
+  8 for √3×√3, 6 for 2×2), plus the undisplaced supercell, whose forces (residual z forces of the unrelaxed
+  reference, up to 18 meV/Å) are subtracted from every displaced frame before the force constants are built.
+  Phonopy's default diagonal displacements (0.01 Å, 4 per supercell) mix a 0.002 Å in-plane part into z moves:
+  with the shipped SCF threshold the DFT forces carry ~5 meV/Å of noise, which that tiny in-plane part turned into
+  imaginary Γ modes (−250 to −340 cm⁻¹) and a 30 cm⁻¹ disagreement of E2g between the two supercells (first run,
+  replaced);
+* DFT: SCF-only frames of the project's workflow (``wannierml dft --scf-only``, the shipped graphene settings, PBE+D3,
+  except ``conv_thr_per_atom`` 1e-12 instead of 1e-9 Ry: ``graphene-bilayer-tight.yaml`` beside the frames, since
+  QE's force error goes as the square root of the energy error), stored in
+  ``datasets/graphene-bilayer/phonon_check/frames/`` (outside ``frames/``: never trained on);
 * the model: its forces (float64, dispersion included) on exactly the same structures, through the same phonopy
   force constants; frequencies compared at Γ (both supercells: a consistency check of the protocol), M (2×2) and
   K (√3×√3), where each supercell's force constants are exact.
@@ -43,7 +49,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 CHECK_DIR = REPO / "datasets" / "graphene-bilayer" / "phonon_check"
 RESULT = REPO / "benchmarks" / "results" / "phonon_dispersion_dft.json"
-DISTANCE = 0.01                      # Å
+DISTANCE = 0.02                      # Å
 THZ_TO_CM = 33.35641                 # cm⁻¹ per THz
 SUPERCELLS = {"2x2": [[2, 0, 0], [0, 2, 0], [0, 0, 1]], "r3": [[1, 1, 0], [-1, 2, 0], [0, 0, 1]]}
 PREFIX = {"2x2": "ph2x2", "r3": "phr3"}
@@ -79,7 +85,7 @@ def supercell_images(cell: str) -> list:
 
     unit = unit_cell()
     ph = _phonopy(unit, cell)
-    ph.generate_displacements(distance=DISTANCE)
+    ph.generate_displacements(distance=DISTANCE, is_diagonal=False)
     z_mid = unit.positions[:, 2].mean()
     images = []
     for i, sc in enumerate([ph.supercell] + list(ph.supercells_with_displacements)):
@@ -147,11 +153,15 @@ def model_forces(cell: str, calc) -> list[np.ndarray]:
 def frequencies(cell: str, forces: list[np.ndarray]) -> dict[str, list[float]]:
     """cm⁻¹ (sorted) at the q-points exact on ``cell`` from the residual-subtracted forces."""
     ph = _phonopy(unit_cell(), cell)
-    ph.generate_displacements(distance=DISTANCE)
+    ph.generate_displacements(distance=DISTANCE, is_diagonal=False)
     ph.forces = np.asarray([f - forces[0] for f in forces[1:]])
     ph.produce_force_constants()
     ph.symmetrize_force_constants()
-    return {q: sorted((ph.get_frequencies(k) * THZ_TO_CM).tolist()) for q, k in QPOINTS[cell].items()}
+    out = {}
+    for q, k in QPOINTS[cell].items():
+        ph.run_qpoints([k])
+        out[q] = sorted((ph.get_qpoints_dict()["frequencies"][0] * THZ_TO_CM).tolist())
+    return out
 
 
 def model_dispersion(calc, npoints: int = 60) -> dict:
@@ -160,7 +170,7 @@ def model_dispersion(calc, npoints: int = 60) -> dict:
 
     unit = unit_cell()
     ph = _phonopy(unit, [[6, 0, 0], [0, 6, 0], [0, 0, 1]])
-    ph.generate_displacements(distance=DISTANCE)
+    ph.generate_displacements(distance=DISTANCE, is_diagonal=False)
     forces = []
     for sc in [ph.supercell] + list(ph.supercells_with_displacements):
         a = Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
@@ -182,7 +192,8 @@ def model_dispersion(calc, npoints: int = 60) -> dict:
         qs.extend(seg.tolist())
         s += d
         ticks.append(s)
-    freqs = np.array([ph.get_frequencies(q) for q in qs]) * THZ_TO_CM
+    ph.run_qpoints(np.array(qs))
+    freqs = np.asarray(ph.get_qpoints_dict()["frequencies"]) * THZ_TO_CM
     return {"x": x, "ticks": ticks, "labels": ["Γ", "M", "K", "Γ"], "freq_cm": freqs.tolist(),
             "at": {"Gamma": sorted(freqs[0].tolist()), "M": sorted(freqs[npoints - 1].tolist()),
                    "K": sorted(freqs[2 * npoints - 1].tolist())}}
