@@ -6,8 +6,9 @@ AB bilayer graphene at M and K), for SCF-only DFT frames.
         --prefix zbmode --dataset-dir datasets/graphene-bilayer
 
 Why: the DFT finite-displacement check (``benchmarks/phonon_dispersion_dft.py``) puts the shipped model's ZA/ZO
-branch at the zone boundary at half the DFT frequency (M: 228 against 475 cm⁻¹), the softness behind its rippling
-MD; no 4-atom frame holds a zone-boundary flexural wave, and MD snapshots hold them only mixed with everything else.
+branch at the zone boundary at about half the DFT frequency (K: 271–333 against 540 cm⁻¹), the softness behind its
+rippling MD; no 4-atom frame holds a zone-boundary flexural wave, and MD snapshots hold them only mixed with
+everything else (the round-1/2 models, trained on such snapshots and on A1'(K) frames, are already close at M and K).
 
 What: the workflow's reference AB bilayer (``0000-refAB`` geometry) on the commensurate supercell of q (M: 2×2,
 K: √3×√3); the model's modes at q (``elph.phonons.modes_at_q``, float64); for each q, one structure along the real
