@@ -226,6 +226,9 @@ def test_tiny_graphene_frame_end_to_end(tmp_path):
     t1 = float(np.real(tb.values[(tb.rows == 0) & (tb.cols == 1) & np.all(tb.R == 0, axis=1)][0]))  # intralayer NN
     assert -3.3 < t1 < -2.4
     assert meta["quality"]["band_max_1eV_meV"] < 150.0
+    # the off-mesh figure: 6x6 mesh here, so Γ, (1/6, 1/6), K and the three M points are left out
+    assert meta["quality"]["n_check_k_off_mesh"] == int((~quality.on_mesh(quality.CHECK_KPTS, [6, 6, 1])).sum()) == 4
+    assert meta["quality"]["band_max_1eV_offmesh_meV"] <= meta["quality"]["band_max_1eV_meV"] + 1e-9
     vac = meta["vacuum"]        # electrostatic vacuum level: the work function of bilayer graphene is ~4.3-4.6 eV
     assert meta["vacuum_level_eV"] == vac["vacuum_level_eV"] and vac["vacuum_planes"] >= 3
     assert 3.8 < meta["vacuum_level_eV"] - meta["fermi_level_eV"] < 5.0
