@@ -690,3 +690,29 @@ def test_training_repeat_pattern_matching_no_training_frame_is_refused(tmp_path)
                             optim={"max_steps": 1, "batch_size": 2})
     with pytest.raises(ValueError, match="md2x2-typo"):
         Trainer(cfg)
+
+
+def test_kmesh_symmetry_survives_spglib_exceptions(monkeypatch):
+    """phonopy switches spglib to raising exceptions (``spglib.error.OLD_ERROR_HANDLING = False``) for the whole
+    process. Our irreducible k-mesh must then fall back to the full mesh for a cell spglib cannot handle (a molecule
+    in a zero cell) and still give the clear "periodic" error, not a SpglibCppError; a good cell keeps its symmetry
+    reduction with either setting."""
+    import spglib.error
+
+    from ase_wannierml import WannierMLCalculator
+    from ase_wannierml.structures import bilayer
+    from ase_wannierml.tb.kmesh import kpoint_mesh
+
+    monkeypatch.setattr(spglib.error, "OLD_ERROR_HANDLING", False)
+    molecule = Atoms("C2", positions=[[0, 0, 0], [0, 0, 1.4]])
+    molecule.calc = WannierMLCalculator("graphene-bilayer")
+    with pytest.raises(ValueError, match="periodic"):
+        molecule.calc.get_band_structure()
+    good = bilayer("graphene")
+    good.calc = WannierMLCalculator("graphene-bilayer")
+    tb = good.calc.get_hamiltonian()
+    k_sym, w_sym = kpoint_mesh(tb, (6, 6, 1), symmetry=True)
+    assert len(k_sym) < 36 and np.isclose(w_sym.sum(), 1.0)
+    monkeypatch.setattr(spglib.error, "OLD_ERROR_HANDLING", True)
+    k_old, _ = kpoint_mesh(tb, (6, 6, 1), symmetry=True)
+    assert len(k_old) == len(k_sym)

@@ -118,10 +118,15 @@ def _spglib_mapping(tb: "TightBinding", size: Sequence[int]) -> np.ndarray:
     cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
     with warnings.catch_warnings():  # spglib 2.x warns about its legacy error handling (failure → None)
         warnings.simplefilter("ignore", DeprecationWarning)
-        result = spglib.get_ir_reciprocal_mesh(
-            list(size), cell, is_shift=[0, 0, 0], is_time_reversal=not np.any(np.imag(tb.values))
-        )
-    if result is None:
+        try:
+            result = spglib.get_ir_reciprocal_mesh(
+                list(size), cell, is_shift=[0, 0, 0], is_time_reversal=not np.any(np.imag(tb.values))
+            )
+        except Exception as exc:  # spglib ≥ 2.5 with exceptions enabled (phonopy turns them on) raises instead
+            if type(exc).__module__.split(".")[0] != "spglib":
+                raise
+            result = None
+    if result is None:  # no symmetry found (e.g. a degenerate cell): every mesh point is its own representative
         return np.arange(int(np.prod(size)))
     mapping, grid = result
     n_3 = np.array(size)
