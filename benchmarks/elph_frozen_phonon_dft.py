@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ase_wannierml.cli import atomic_write_text
+from ase_wannierml.cli import atomic_output, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "datasets" / "graphene-bilayer" / "elph_check" / "gamma"   # committed frames (never trained on)
@@ -60,13 +60,10 @@ def e2g_pattern() -> np.ndarray:
 
 def base_atoms():
     from ase_wannierml.dft.materials import get_material
-    from ase_wannierml.dft.sampling import build_structure, reference_frames
+    from ase_wannierml.dft.sampling import reference_structure
 
     material = get_material("graphene-bilayer")
-    ref = reference_frames(material)[0]
-    atoms = build_structure(material, ref)
-    atoms.set_array("layer", np.asarray(atoms.get_array("layer"), dtype=int))
-    return material, atoms
+    return material, reference_structure(material)
 
 
 def frame_ids() -> dict[str, float]:
@@ -290,9 +287,8 @@ def training_structures(out: Path) -> int:
         images.append(a)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    write(tmp, images, format="extxyz")
-    os.replace(tmp, out)
+    with atomic_output(out) as tmp:
+        write(tmp, images, format="extxyz")
     print(f"wrote {len(images)} structures ({len(sc_atoms)} atoms) to {out}; model ω of the mode "
           f"{pat['freq'][pat['nu']]:.1f} cm⁻¹")
     return 0

@@ -154,10 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'Piscanec 2004':24s} {ref['gamma']['g2_eV2']:8.4f} {ref['gamma']['D2_eV2_A2']:7.1f} "
           f"{ref['gamma']['freq_cm']:7.1f} {ref['K']['g2_eV2']:8.4f} {ref['K']['D2_eV2_A2']:7.1f} "
           f"{ref['K']['freq_cm']:7.1f}")
+    from ase_wannierml.cli import atomic_write_text
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(result, indent=1))
     print(f"\nwrote {args.out} ({result['total_s']} s)")
 
 

@@ -46,6 +46,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from ase_wannierml.cli import atomic_output, atomic_write_text  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CHECK_DIR = REPO / "datasets" / "graphene-bilayer" / "phonon_check"
 RESULT = REPO / "benchmarks" / "results" / "phonon_dispersion_dft.json"
@@ -61,38 +63,67 @@ QPOINTS = {"2x2": {"Gamma": [0.0, 0.0, 0.0], "M": [0.5, 0.0, 0.0]},
 def unit_cell():
     """The DFT reference AB bilayer (4 atoms, ``layer`` array) of the workflow's frame 0000-refAB."""
     from ase_wannierml.dft.materials import get_material
-    from ase_wannierml.dft.sampling import build_structure, reference_frames
+    from ase_wannierml.dft.sampling import reference_structure
 
-    material = get_material("graphene-bilayer")
-    atoms = build_structure(material, reference_frames(material)[0])
-    atoms.set_array("layer", np.asarray(atoms.get_array("layer"), dtype=int))
-    return atoms
+    return reference_structure(get_material("graphene-bilayer"))
 
 
-def _phonopy(atoms, cell: str):
+def _phonopy(unit, matrix):
+    """Phonopy object of ``unit`` on the supercell ``matrix`` (3×3, or a key of ``SUPERCELLS``) with this check's
+    displacements (±``DISTANCE`` along Cartesian axes, symmetry-reduced)."""
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
 
-    unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=np.asarray(atoms.cell[:]),
-                        scaled_positions=atoms.get_scaled_positions(), masses=atoms.get_masses())
-    return Phonopy(unit, supercell_matrix=SUPERCELLS[cell] if isinstance(cell, str) else cell,
-                   primitive_matrix=None)
+    cell = PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=np.asarray(unit.cell[:]),
+                        scaled_positions=unit.get_scaled_positions(), masses=unit.get_masses())
+    ph = Phonopy(cell, supercell_matrix=SUPERCELLS.get(matrix, matrix) if isinstance(matrix, str) else matrix,
+                 primitive_matrix=None)
+    ph.generate_displacements(distance=DISTANCE, is_diagonal=False)
+    return ph
 
 
-def supercell_images(cell: str) -> list:
-    """[undisplaced, displaced…] ASE Atoms of ``cell`` (phonopy's atom order, ``layer`` array by height)."""
+def _images(ph, unit) -> list:
+    """[undisplaced, displaced…] ASE Atoms of ``ph``'s supercells (phonopy's atom order, ``layer`` by height)."""
     from ase import Atoms
 
-    unit = unit_cell()
-    ph = _phonopy(unit, cell)
-    ph.generate_displacements(distance=DISTANCE, is_diagonal=False)
     z_mid = unit.positions[:, 2].mean()
     images = []
     for i, sc in enumerate([ph.supercell] + list(ph.supercells_with_displacements)):
         a = Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
         a.set_array("layer", (a.positions[:, 2] > z_mid).astype(int))
-        a.info.update({"phonon_cell": cell, "displacement_index": i - 1, "distance_A": DISTANCE if i else 0.0})
+        a.info.update({"displacement_index": i - 1, "distance_A": DISTANCE if i else 0.0})
         images.append(a)
+    return images
+
+
+def _force_constants(ph, forces: list[np.ndarray]) -> None:
+    """Set ``ph``'s force constants from [undisplaced, displaced…] forces (n_sc, 3) eV/Å: the undisplaced forces are
+    subtracted (the reference is not at a force minimum), then phonopy's symmetrisation (sum rules)."""
+    n = len(ph.supercell)
+    if len(forces) != len(ph.supercells_with_displacements) + 1:
+        raise ValueError(f"need {len(ph.supercells_with_displacements) + 1} force arrays (undisplaced first), "
+                         f"got {len(forces)}")
+    for i, f in enumerate(forces):
+        f = np.asarray(f)
+        if f.shape != (n, 3) or not np.all(np.isfinite(f)):
+            raise ValueError(f"forces of structure {i}: need a finite ({n}, 3) array in eV/Å, got shape {f.shape}"
+                             + ("" if f.shape != (n, 3) else " with non-finite entries"))
+    ph.forces = np.asarray([np.asarray(f) - np.asarray(forces[0]) for f in forces[1:]])
+    ph.produce_force_constants()
+    ph.symmetrize_force_constants()
+
+
+def _frequencies_cm(ph, q) -> list[float]:
+    ph.run_qpoints([q])
+    return sorted((ph.get_qpoints_dict()["frequencies"][0] * THZ_TO_CM).tolist())
+
+
+def supercell_images(cell: str) -> list:
+    """[undisplaced, displaced…] ASE Atoms of ``cell`` (phonopy's atom order, ``layer`` array by height)."""
+    unit = unit_cell()
+    images = _images(_phonopy(unit, cell), unit)
+    for a in images:
+        a.info["phonon_cell"] = cell
     return images
 
 
@@ -103,9 +134,8 @@ def structures() -> int:
     for cell in SUPERCELLS:
         out = CHECK_DIR / f"structures_{cell}.extxyz"
         images = supercell_images(cell)
-        tmp = out.with_name(out.name + ".tmp")
-        write(tmp, images, format="extxyz")
-        os.replace(tmp, out)
+        with atomic_output(out) as tmp:
+            write(tmp, images, format="extxyz")
         print(f"{out.relative_to(REPO)}: {len(images)} structures of {len(images[0])} atoms "
               f"(undisplaced + {len(images) - 1} displacements)")
     return 0
@@ -151,52 +181,31 @@ def model_forces(cell: str, calc) -> list[np.ndarray]:
 
 
 def frequencies(cell: str, forces: list[np.ndarray]) -> dict[str, list[float]]:
-    """cm⁻¹ (sorted) at the q-points exact on ``cell`` from the residual-subtracted forces."""
+    """cm⁻¹ (sorted) at the q-points exact on ``cell`` from [undisplaced, displaced…] forces (eV/Å)."""
     ph = _phonopy(unit_cell(), cell)
-    ph.generate_displacements(distance=DISTANCE, is_diagonal=False)
-    ph.forces = np.asarray([f - forces[0] for f in forces[1:]])
-    ph.produce_force_constants()
-    ph.symmetrize_force_constants()
-    out = {}
-    for q, k in QPOINTS[cell].items():
-        ph.run_qpoints([k])
-        out[q] = sorted((ph.get_qpoints_dict()["frequencies"][0] * THZ_TO_CM).tolist())
-    return out
+    _force_constants(ph, forces)
+    return {q: _frequencies_cm(ph, k) for q, k in QPOINTS[cell].items()}
 
 
-def model_dispersion(calc, npoints: int = 60) -> dict:
-    """Model dispersion along Γ–M–K–Γ from a 6×6 supercell (phonopy, same unit cell and displacement)."""
-    from ase import Atoms
-
+def model_dispersion(calc, npoints: int = 180) -> dict:
+    """Model dispersion along Γ–M–K–Γ (ASE band path) from a 6×6 supercell (phonopy, same unit cell and
+    displacements; Γ, M and K are exact on it)."""
     unit = unit_cell()
     ph = _phonopy(unit, [[6, 0, 0], [0, 6, 0], [0, 0, 1]])
-    ph.generate_displacements(distance=DISTANCE, is_diagonal=False)
     forces = []
-    for sc in [ph.supercell] + list(ph.supercells_with_displacements):
-        a = Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
-        a.set_array("layer", (a.positions[:, 2] > unit.positions[:, 2].mean()).astype(int))
+    for a in _images(ph, unit):
         a.calc = calc
         forces.append(a.get_forces())
-    ph.forces = np.asarray([f - forces[0] for f in forces[1:]])
-    ph.produce_force_constants()
-    ph.symmetrize_force_constants()
-    corners = np.array([[0, 0, 0], [0.5, 0, 0], [1 / 3, 1 / 3, 0], [0, 0, 0]], float)
-    qs, x, ticks = [], [], [0.0]
-    rec = unit.cell.reciprocal()[:] * 2 * np.pi
-    s = 0.0
-    for a, b in zip(corners[:-1], corners[1:]):
-        seg = np.linspace(0, 1, npoints)[:, None] * (b - a)[None, :] + a[None, :]
-        d = np.linalg.norm((b - a) @ rec)
-        for t in np.linspace(0, 1, npoints):
-            x.append(s + t * d)
-        qs.extend(seg.tolist())
-        s += d
-        ticks.append(s)
-    ph.run_qpoints(np.array(qs))
+    _force_constants(ph, forces)
+    path = unit.cell.bandpath("GMKG", npoints=npoints)
+    x, ticks, _ = path.get_linear_kpoint_axis()
+    ph.run_qpoints(path.kpts)
     freqs = np.asarray(ph.get_qpoints_dict()["frequencies"]) * THZ_TO_CM
-    return {"x": x, "ticks": ticks, "labels": ["Γ", "M", "K", "Γ"], "freq_cm": freqs.tolist(),
-            "at": {"Gamma": sorted(freqs[0].tolist()), "M": sorted(freqs[npoints - 1].tolist()),
-                   "K": sorted(freqs[2 * npoints - 1].tolist())}}
+    special = path.special_points
+    return {"x": np.asarray(x).tolist(), "ticks": np.asarray(ticks).tolist(), "labels": ["Γ", "M", "K", "Γ"],
+            "freq_cm": freqs.tolist(),
+            "at": {"Gamma": _frequencies_cm(ph, special["G"]), "M": _frequencies_cm(ph, special["M"]),
+                   "K": _frequencies_cm(ph, special["K"])}}
 
 
 def compare(model: str, out: Path) -> int:
@@ -233,9 +242,7 @@ def compare(model: str, out: Path) -> int:
               "model_dispersion_6x6": disp, "mode_names_gamma_low6": names,
               "wall_s": round(time.perf_counter() - t0, 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(result, indent=1))
     _plot(result, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
@@ -271,10 +278,9 @@ def _plot(result: dict, png: Path) -> None:
     axes[1].set_title("low-frequency modes (ZA, ZO, shear, breathing)", fontsize=9)
     fig.suptitle(f"AB bilayer graphene: model ({Path(result['model']).name}) vs DFT", fontsize=10)
     fig.tight_layout()
-    tmp = png.with_name(png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_output(png) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, png)
 
 
 def main(argv: list[str] | None = None) -> int:

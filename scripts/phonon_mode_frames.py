@@ -32,12 +32,9 @@ QPOINTS = {"M": [0.5, 0.0, 0.0], "K": [1 / 3, 1 / 3, 0.0]}
 
 def reference_cell():
     from ase_wannierml.dft.materials import get_material
-    from ase_wannierml.dft.sampling import build_structure, reference_frames
+    from ase_wannierml.dft.sampling import reference_structure
 
-    material = get_material("graphene-bilayer")
-    atoms = build_structure(material, reference_frames(material)[0])
-    atoms.set_array("layer", np.asarray(atoms.get_array("layer"), dtype=int))
-    return atoms
+    return reference_structure(get_material("graphene-bilayer"))
 
 
 def structures(model: str, amplitude: float, n_modes: int, mixtures: int, seed: int) -> list:
@@ -48,8 +45,12 @@ def structures(model: str, amplitude: float, n_modes: int, mixtures: int, seed: 
     from ase_wannierml.elph.frozen import real_pattern
     from ase_wannierml.elph.phonons import commensurate_supercell, make_supercell, modes_at_q
 
-    if not (0 < amplitude <= 0.2):
+    if not (0 < amplitude <= 0.2):      # also refuses NaN
         raise ValueError(f"--amplitude must be in (0, 0.2] Å, got {amplitude}")
+    if not 1 <= n_modes <= 3 * 4:
+        raise ValueError(f"--modes must be in [1, 12] (the AB bilayer cell has 12 modes at each q), got {n_modes}")
+    if mixtures < 0:
+        raise ValueError(f"--mixtures must be >= 0, got {mixtures}")
     calc = WannierMLCalculator(model, dtype=torch.float64)
     atoms = reference_cell()
     masses = np.asarray(atoms.get_masses(), float)
@@ -65,7 +66,10 @@ def structures(model: str, amplitude: float, n_modes: int, mixtures: int, seed: 
         combos += [("mixture", rng.standard_normal(len(pats))) for _ in range(mixtures)]
         for label, w in combos:
             disp = sum(wi * p for wi, p in zip(w, pats))
-            disp *= amplitude / np.linalg.norm(disp, axis=1).max()
+            largest = np.linalg.norm(disp, axis=1).max()
+            if not np.isfinite(largest) or largest < 1e-12:
+                raise ValueError(f"{name}: the {label} pattern vanishes (weights {np.round(w, 3).tolist()})")
+            disp *= amplitude / largest
             a = sc.atoms.copy()
             a.positions += disp
             a.info.update({"q_name": name, "pattern": label, "amplitude_A": amplitude,
@@ -89,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=20261203)
     args = ap.parse_args(argv)
     images = structures(args.model, args.amplitude, args.modes, args.mixtures, args.seed)
+    from ase_wannierml.cli import atomic_output
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    write(tmp, images, format="extxyz")
-    os.replace(tmp, args.out)
+    with atomic_output(args.out) as tmp:
+        write(tmp, images, format="extxyz")
     print(f"wrote {len(images)} structures to {args.out}")
     return 0
 

@@ -86,3 +86,17 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"reference data folder {SHARED} not found")
     return SHARED
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_repo_module(relative_path: str):
+    """Import a repository script or benchmark (e.g. ``"benchmarks/phonon_dispersion_dft.py"``) as a module."""
+    import importlib.util
+
+    path = REPO_ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(f"repo_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -716,3 +716,38 @@ def test_kmesh_symmetry_survives_spglib_exceptions(monkeypatch):
     monkeypatch.setattr(spglib.error, "OLD_ERROR_HANDLING", True)
     k_old, _ = kpoint_mesh(tb, (6, 6, 1), symmetry=True)
     assert len(k_old) == len(k_sym)
+
+
+def test_phonon_and_mesh_helpers_refuse_bad_input():
+    """Session-8 helpers: a reference stacking that does not exist, a Wannier mesh that is not three positive
+    integers, non-finite k-points, and force arrays of the wrong shape or with NaN for the DFT phonon check are
+    refused with errors that name the problem; the good-input twin gives the Γ acoustic sum rule."""
+    from ase_wannierml.dft import quality
+    from ase_wannierml.dft.materials import get_material
+    from ase_wannierml.dft.sampling import reference_structure
+    from conftest import load_repo_module
+
+    material = get_material("graphene-bilayer")
+    with pytest.raises(ValueError, match="reference stackings"):
+        reference_structure(material, 7)
+    ab = reference_structure(material)
+    assert len(ab) == 4 and ab.arrays["layer"].dtype.kind == "i"
+    for mesh in ([0, 4, 1], [4, 4], [4.5, 4, 1]):
+        with pytest.raises(ValueError, match="three positive integers"):
+            quality.on_mesh(quality.CHECK_KPTS, mesh)
+    with pytest.raises(ValueError, match="finite"):
+        quality.on_mesh(np.array([[np.nan, 0.0, 0.0]]), [4, 4, 1])
+    pytest.importorskip("phonopy")
+    bench = load_repo_module("benchmarks/phonon_dispersion_dft.py")
+    n_images = len(bench.supercell_images("r3"))
+    zeros = [np.zeros((12, 3)) for _ in range(n_images)]
+    bad = [f.copy() for f in zeros]
+    bad[3][2, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        bench.frequencies("r3", bad)
+    with pytest.raises(ValueError, match=r"\(12, 3\)"):
+        bench.frequencies("r3", zeros[:-1] + [np.zeros((11, 3))])
+    with pytest.raises(ValueError, match="force arrays"):
+        bench.frequencies("r3", zeros[:2])
+    calc_free = bench.frequencies("r3", zeros)                    # no forces at all: every frequency is 0
+    assert np.allclose(calc_free["Gamma"], 0.0, atol=1e-6)

@@ -4,9 +4,7 @@ independent implementation) at Γ, M and K; Γ from the 2×2 and the √3×√3 
 holds; DFT frames that are missing or do not match the displaced structures are refused, not silently mis-assigned."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,16 +16,14 @@ pytest.importorskip("phonopy")   # in the [test] extra; importorskip only guards
 from ase_wannierml import WannierMLCalculator  # noqa: E402
 from ase_wannierml.elph.phonons import commensurate_supercell, modes_at_q  # noqa: E402
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "phonon_dispersion_dft.py"
+from conftest import load_repo_module  # noqa: E402
+
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_phonon_dispersion_dft", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_module("benchmarks/phonon_dispersion_dft.py")
 
 
 @pytest.fixture(scope="module")

@@ -4,23 +4,17 @@ mode (its displacement is an eigenvector of the model's supercell force constant
 refused."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import load_repo_module
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "phonon_mode_frames.py"
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("phonon_mode_frames", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_module("scripts/phonon_mode_frames.py")
 
 
 def test_zone_boundary_mode_structures(script):
@@ -47,5 +41,7 @@ def test_zone_boundary_mode_structures(script):
             freq = float(a.info["model_freq_cm"].split(",")[0])
             from ase_wannierml.elph.phonons import EV_TO_CM, OMEGA_EV
             assert np.sqrt(w2) * OMEGA_EV * EV_TO_CM == pytest.approx(freq, rel=1e-3)
-    with pytest.raises(ValueError, match="amplitude"):
-        script.structures("graphene-bilayer", 0.0, 4, 1, seed=1)
+    for amplitude, modes, mixtures, what in ((0.0, 4, 1, "amplitude"), (float("nan"), 4, 1, "amplitude"),
+                                             (0.05, 0, 1, "modes"), (0.05, 13, 1, "modes"), (0.05, 4, -1, "mixtures")):
+        with pytest.raises(ValueError, match=what):
+            script.structures("graphene-bilayer", amplitude, modes, mixtures, seed=1)

@@ -8,7 +8,6 @@ at ``quality.CHECK_KPTS`` and at 10 generic k (``dft_extra_bands.json``, on no n
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -20,16 +19,13 @@ from ase.io import read
 from ase_wannierml import TightBinding
 from ase_wannierml.dft import codes, quality
 from ase_wannierml.tb.wannier90 import read_win
+from conftest import load_repo_module
 
 DATA = Path(__file__).parent / "data" / "wannier90"
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "wannier_offmesh_accuracy.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_wannier_offmesh_accuracy", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_module("benchmarks/wannier_offmesh_accuracy.py")
 
 
 def _offmesh_errors(folder: Path, mesh: list[int]) -> dict:

@@ -20,7 +20,13 @@ CHECK_KPTS = np.array([
 def on_mesh(kpts: np.ndarray, mesh: tuple[int, ...] | list[int], tol: float = 1e-6) -> np.ndarray:
     """(nk,) bool: fractional k-point lies on the Γ-centred Monkhorst–Pack ``mesh`` (n1, n2, n3), where a Wannier
     model reproduces the NSCF eigenvalues by construction (its band error there is zero and says nothing)."""
-    x = np.asarray(kpts, float) * np.asarray(mesh, float)[None, :]
+    m = np.asarray(mesh)
+    if m.shape != (3,) or not np.issubdtype(m.dtype, np.integer) or np.any(m < 1):
+        raise ValueError(f"mesh must be three positive integers (n1, n2, n3), got {list(np.ravel(mesh))}")
+    k = np.asarray(kpts, float)
+    if k.ndim != 2 or k.shape[1] != 3 or not np.all(np.isfinite(k)):
+        raise ValueError(f"k-points must be a finite (nk, 3) array of fractional coordinates, got shape {k.shape}")
+    x = k * m[None, :]
     return np.all(np.abs(x - np.round(x)) < tol, axis=1)
 
 

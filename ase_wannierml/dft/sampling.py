@@ -264,6 +264,17 @@ def reference_frames(material: MaterialSpec, master_seed: int = 2024) -> list[Fr
     return out
 
 
+def reference_structure(material: MaterialSpec, index: int = 0) -> Atoms:
+    """The ``index``-th unperturbed reference stacking of ``material`` (0: e.g. AB graphene, 2H MoS2), exactly the
+    geometry of the workflow's ``000<index>-ref*`` frame, with an integer ``layer`` array (Å)."""
+    refs = reference_frames(material)
+    if not 0 <= index < len(refs):
+        raise ValueError(f"material {material.name!r} has {len(refs)} reference stackings, got index {index}")
+    atoms = build_structure(material, refs[index])
+    atoms.set_array("layer", np.asarray(atoms.get_array("layer"), dtype=int))
+    return atoms
+
+
 def frame_plan(material: MaterialSpec, n_frames: int, master_seed: int = 2024) -> list[FrameParams]:
     """The ordered list of frames for a batch: references, then 1x1 frames, with 2x2 rattled frames interleaved
     (every 8th frame from index 60) and a few small twisted cells (indices 200, 320) later in the list."""

@@ -122,10 +122,8 @@ def _spglib_mapping(tb: "TightBinding", size: Sequence[int]) -> np.ndarray:
             result = spglib.get_ir_reciprocal_mesh(
                 list(size), cell, is_shift=[0, 0, 0], is_time_reversal=not np.any(np.imag(tb.values))
             )
-        except Exception as exc:  # spglib ≥ 2.5 with exceptions enabled (phonopy turns them on) raises instead
-            if type(exc).__module__.split(".")[0] != "spglib":
-                raise
-            result = None
+        except getattr(getattr(spglib, "error", None), "SpglibError", ()):  # spglib 2.x with exceptions on
+            result = None  # (phonopy turns them on for the whole process): same meaning as the legacy None
     if result is None:  # no symmetry found (e.g. a degenerate cell): every mesh point is its own representative
         return np.arange(int(np.prod(size)))
     mapping, grid = result
