@@ -27,8 +27,8 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}", flush=True)
 
 
-def make_snapshots(material_name: str, supercell: int, temperatures: list[float], n_train: int, n_test: int,
-                   every: int, equilibrate: int, seed: int, model_name: str | None = None):
+def make_snapshots(material_name: str, repeat: tuple[int, int], temperatures: list[float], n_train: int,
+                   n_test: int, every: int, equilibrate: int, seed: int, model_name: str | None = None):
     import torch
     from ase import units
     from ase.md.langevin import Langevin
@@ -41,8 +41,8 @@ def make_snapshots(material_name: str, supercell: int, temperatures: list[float]
     torch.set_num_threads(1)
     material = get_material(material_name)
     ref = reference_frames(material)[0]
-    ref.supercell = supercell
-    base = build_structure(material, ref)
+    ref.supercell = 1
+    base = build_structure(material, ref).repeat((repeat[0], repeat[1], 1))     # arrays ("layer") are tiled too
     model = load_model(model_name or material_name)
     source = f"{material_name} shipped model" if model_name is None else f"model {model_name}"
     out = []
@@ -68,7 +68,9 @@ def make_snapshots(material_name: str, supercell: int, temperatures: list[float]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--material", default="graphene-bilayer")
-    ap.add_argument("--supercell", type=int, default=2)
+    ap.add_argument("--supercell", type=int, default=2, help="n x n repetition of the reference bilayer")
+    ap.add_argument("--repeat", type=int, nargs=2, metavar=("NX", "NY"), default=None,
+                    help="NX x NY repetition instead of --supercell (e.g. 2 1 for a 12-atom MoS2 cell)")
     ap.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 600.0])
     ap.add_argument("--snapshots", type=int, default=6, help="training snapshots per temperature")
     ap.add_argument("--heldout", type=int, default=3, help="held-out snapshots per temperature")
@@ -93,10 +95,14 @@ def main(argv=None) -> int:
     material = get_material(args.material)
     dataset = REPO / "datasets" / material.name
     run_tag = args.tag or f"s{args.seed}"
-    tag = f"{args.supercell}x{args.supercell}_{run_tag}"
+    repeat = tuple(args.repeat) if args.repeat else (args.supercell, args.supercell)
+    if min(repeat) < 1:
+        ap.error(f"repetitions must be >= 1, got {repeat}")
+    shape = f"{repeat[0]}x{repeat[1]}"
+    tag = f"{shape}_{run_tag}"
     snap_file = dataset / f"md_snapshots_{tag}.extxyz"
     if not snap_file.exists():
-        snaps = make_snapshots(args.material, args.supercell, args.temperatures, args.snapshots, args.heldout,
+        snaps = make_snapshots(args.material, repeat, args.temperatures, args.snapshots, args.heldout,
                                args.every, args.equilibrate, args.seed, args.model)
         tmp = snap_file.with_suffix(".tmp.extxyz")
         write(tmp, snaps, format="extxyz")
@@ -112,11 +118,11 @@ def main(argv=None) -> int:
     for i in order:
         a = snaps[i]
         T = int(a.info["md_temperature_K"])
-        fid = f"md{args.supercell}x{args.supercell}-T{T}-{a.info['split']}-{run_tag}-{i:03d}"
+        fid = f"md{shape}-T{T}-{a.info['split']}-{run_tag}-{i:03d}"
         if (dataset / "frames" / fid / "meta.json").exists():
             continue
         params = FrameParams(frame_id=fid, material=material.name, seed=int(a.info["md_seed"]),
-                             kind="user-scf" if args.scf_only else "user", supercell=args.supercell,
+                             kind="user-scf" if args.scf_only else "user", supercell=max(repeat),
                              notes={k: (v.item() if hasattr(v, "item") else v) for k, v in a.info.items()})
         a.set_array("layer", a.get_array("layer").astype(int))
         _log(f"start {fid} ({len(a)} atoms)")

@@ -277,3 +277,47 @@ def test_tightbinding_bands_below(tbg):
     e_kn = tbg.eigenvalues(k_k3)
     for energy in (E_DIRAC - 0.5, E_DIRAC, E_DIRAC + 0.3):
         np.testing.assert_array_equal(tbg.bands_below(k_k3, energy), (e_kn < energy).sum(axis=1))
+
+
+def test_davidson_out_of_solves_hands_over_its_subspace(tbg):
+    """A Davidson run stopped by its solve budget raises DavidsonNotConverged carrying its best Ritz vectors and the
+    solves spent; restarting from them finishes the job in fewer solves than a cold start (the work is kept)."""
+    H = tbg.hamiltonian_sparse(np.array([0.13, 0.07, 0.0]))
+    factor, sigma = solvers._factor_near(H, E_DIRAC, 10.0, single=False)
+    cold = solvers._davidson_near(H, factor, sigma, 8, 8, 1e-9, 400, seed=0)
+    with pytest.raises(solvers.DavidsonNotConverged) as info:
+        solvers._davidson_near(H, factor, sigma, 8, 8, 1e-9, 400, seed=0, max_solves=cold.solves // 2)
+    err = info.value
+    assert isinstance(err, np.linalg.LinAlgError)
+    assert err.subspace.shape == (H.shape[0], 8 + solvers.START_EXTRA)
+    assert cold.solves // 2 <= err.solves < cold.solves
+    warm = solvers._davidson_near(H, factor, sigma, 8, 8, 1e-9, 400, seed=0, start=err.subspace)
+    assert warm.solves < cold.solves - err.solves // 2
+    assert np.abs(warm.values - nearest_dense(H.toarray(), 8, E_DIRAC)).max() < 1e-8
+
+
+def test_threaded_matmul_equals_serial(tbg, monkeypatch):
+    """H @ V split by rows over 2 threads (Davidson's products on large H) equals the serial product exactly."""
+    H = tbg.hamiltonian_sparse(np.array([0.21, 0.05, 0.0]))
+    V = np.random.default_rng(3).standard_normal((H.shape[0], 5)) + 1j
+    monkeypatch.setattr(solvers, "THREADED_MATMUL_MIN_NNZ", 0)
+    assert np.array_equal(solvers._row_block_matmul(H, 2)(V), H @ V)
+    assert solvers._row_block_matmul(H, 1) == H.__matmul__
+    monkeypatch.setattr(solvers, "THREADED_MATMUL_MIN_NNZ", 10 * H.nnz)
+    assert solvers._row_block_matmul(H, 2) == H.__matmul__
+
+
+def test_near_solver_on_a_coarse_path_stays_exact_and_counts_failed_work(tbg):
+    """k-points far apart: kept factorisations run out of their solve budget and the solver refactorises, continuing
+    from the stale attempt's vectors; answers stay exact and the solve counter includes the abandoned work."""
+    k_k3 = np.array([[0.0, 0.0, 0.0], [0.25, 0.1, 0.0], [0.5, 0.2, 0.0], [0.1, 0.45, 0.0], [0.33, 0.33, 0.0]])
+    solver = solvers.NearSolver(8, E_DIRAC, method="sparse")
+    per_k = []
+    for k in k_k3:
+        H = tbg.hamiltonian_sparse(k, allow_real=True)
+        before = solver.solves
+        res = solver.solve(H)
+        per_k.append(solver.solves - before)
+        assert per_k[-1] >= res.solves
+        assert np.abs(res.values - nearest_dense(H.toarray(), 8, E_DIRAC)).max() < 1e-8
+    assert solver.factorizations >= 2

@@ -58,9 +58,10 @@ BLOCK_SIZE = 8
 #: iterations for a fresh learned 1.05° k-point, 5-30 % fewer solves along a path (benchmarks, docs/solvers.md).
 MAX_BASIS_EXTRA = 88
 MAX_ITER = 400
-#: Davidson iterations allowed with a factor kept from an earlier matrix before it is renewed (a far-away k-point
-#: on a coarse path otherwise spends up to MAX_ITER iterations with a poor preconditioner first).
-STALE_MAX_ITER = 40
+START_EXTRA = 16
+#: Solves allowed with a factor kept from an earlier matrix, at most this many times those a fresh factor needed
+#: (a far-away k-point on a coarse path otherwise spends hundreds of iterations with a poor preconditioner).
+STALE_MAX_SOLVES_FACTOR = 3.0
 _HERMITIAN_TOL = 1e-8  # eV, relative to max |H|
 
 #: Bytes held at once per matrix entry of a dense diagonalisation, per element size s (16 complex, 8 real):
@@ -142,6 +143,7 @@ class NearResult:
     method: str
     solves: int = 0
     residual: float = float("nan")
+    subspace: np.ndarray | None = None
 
 
 _TRANSPOSES: dict = {}  # pattern digest → permutation p with (Aᵀ).data = A.data[p] (symmetric canonical patterns)
@@ -314,19 +316,57 @@ def _orthonormalize(W: np.ndarray, Q: np.ndarray | None) -> np.ndarray:
     return Wq[:, keep]
 
 
+class DavidsonNotConverged(np.linalg.LinAlgError):
+    """Davidson ran out of iterations; ``subspace`` (n, m) holds its Ritz vectors nearest σ, a start for a retry
+    with a better preconditioner (the work done is not lost)."""
+
+    subspace: np.ndarray | None = None
+    solves: int = 0
+
+
 def _davidson_near(H: sp.csr_matrix, factor: PardisoFactor, sigma: float, num: int, block: int,
-                   tol: float, max_iter: int, seed: int, start: np.ndarray | None = None) -> NearResult:
+                   tol: float, max_iter: int, seed: int, start: np.ndarray | None = None,
+                   max_solves: int | None = None) -> NearResult:
     """:func:`_davidson_iterate` with one BLAS thread: its dense work is small (subspace eigh, block solves of
     ≤ BLOCK_SIZE vectors), and on a busy 2-core machine OpenBLAS's spinning threads made it 30–200× slower
     (a 508-orbital Fermi-level window: 30 s → 0.2 s)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _davidson_iterate(H, factor, sigma, num, block, tol, max_iter, seed, start)
+        return _davidson_iterate(H, factor, sigma, num, block, tol, max_iter, seed, start, max_solves,
+                                 matmul=_row_block_matmul(H, getattr(factor, "workers", 1)))
+
+
+#: Below this many stored entries H·V runs in the calling thread (a thread hand-off costs more than it saves).
+THREADED_MATMUL_MIN_NNZ = 200_000
+_POOL: dict = {}
+
+
+def _row_block_matmul(H: sp.csr_matrix, workers: int):
+    """H @ V with the rows of H split over ``workers`` threads (scipy's sparse products release the GIL): 1.05°
+    learned H (3.3 M entries) times 16 vectors, idle 2-core machine: 45 ms on 1 thread, 23 ms on 2."""
+    if workers <= 1 or H.nnz < THREADED_MATMUL_MIN_NNZ:
+        return H.__matmul__
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _POOL.get("workers") != workers:
+        if "pool" in _POOL:
+            _POOL["pool"].shutdown(wait=False)
+        _POOL.update(pool=ThreadPoolExecutor(workers, thread_name_prefix="ase_wannierml-matmul"), workers=workers)
+    pool = _POOL["pool"]
+    bounds = np.searchsorted(H.indptr, np.linspace(0, H.nnz, workers + 1)[1:-1])  # equal entries per block
+    edges = np.concatenate([[0], bounds, [H.shape[0]]]).astype(int)
+    blocks = [H[a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+    def matmul(V: np.ndarray) -> np.ndarray:
+        return np.concatenate([f.result() for f in [pool.submit(B.__matmul__, V) for B in blocks]], axis=0)
+
+    return matmul
 
 
 def _davidson_iterate(H: sp.csr_matrix, factor: PardisoFactor, sigma: float, num: int, block: int,
-                      tol: float, max_iter: int, seed: int, start: np.ndarray | None = None) -> NearResult:
+                      tol: float, max_iter: int, seed: int, start: np.ndarray | None = None,
+                      max_solves: int | None = None, matmul=None) -> NearResult:
     """``num`` eigenpairs of H nearest σ: Davidson with the shift-invert preconditioner (H − σ)⁻¹ ≈ ``factor``.
 
     Rayleigh–Ritz and residuals use H in double precision, so the factor may be single precision: it only sets
@@ -348,7 +388,8 @@ def _davidson_iterate(H: sp.csr_matrix, factor: PardisoFactor, sigma: float, num
         extra = _orthonormalize(_apply(factor, extra, dtype), V)  # one inverse-iteration step to start
         solves += block
         V = extra if V is None else np.concatenate([V, extra], axis=1)
-    HV = H @ V
+    matmul = H.__matmul__ if matmul is None else matmul  # H @ V (``_row_block_matmul``: threaded)
+    HV = matmul(V)
     G = _herm(V.conj().T @ HV)  # projected H, kept up to date column block by column block
     max_basis = num + max(MAX_BASIS_EXTRA, 4 * block)
     for _ in range(max_iter):
@@ -361,7 +402,10 @@ def _davidson_iterate(H: sp.csr_matrix, factor: PardisoFactor, sigma: float, num
         gap = (np.abs(theta[want][:, None] - theta[rest][None, :]).min(axis=1) if len(rest)
                else np.zeros(len(want)))
         done = (res <= tol) | ((res <= 1e3 * tol) & (res**2 <= tol * gap))
-        if len(want) == num and (np.all(done) or V.shape[1] >= n):
+        converged = len(want) == num and (np.all(done) or V.shape[1] >= n)
+        if converged:
+            break
+        if max_solves is not None and solves >= max_solves:
             break
         todo = np.flatnonzero(~done)[:block]
         T = _apply(factor, R[:, todo], dtype)
@@ -372,15 +416,23 @@ def _davidson_iterate(H: sp.csr_matrix, factor: PardisoFactor, sigma: float, num
         T = _orthonormalize(T, V)
         if T.shape[1] == 0:  # stagnation: enrich with a random direction
             T = _orthonormalize(rng.standard_normal((n, 1)).astype(dtype), V)
-        HT = H @ T
+        HT = matmul(T)
         C = V.conj().T @ HT
         G = np.block([[G, C], [C.conj().T, _herm(T.conj().T @ HT)]])
         V, HV = np.concatenate([V, T], axis=1), np.concatenate([HV, HT], axis=1)
-    else:
-        raise np.linalg.LinAlgError(f"Davidson did not converge in {max_iter} iterations: residuals "
-                                    f"{np.array2string(res, precision=2)} eV, tol {tol:.1e} eV")
+    if not converged:
+        error = DavidsonNotConverged(f"Davidson did not converge in {max_iter} iterations / {solves} solves: residuals "
+                                     f"{np.array2string(res, precision=2)} eV, tol {tol:.1e} eV")
+        theta, S = np.linalg.eigh(G)  # V grew after the last Rayleigh–Ritz: redo it on the whole basis
+        order = np.argsort(np.abs(theta - sigma), kind="stable")
+        error.subspace = V @ S[:, order[:num + START_EXTRA]]  # the best vectors so far: a restart's start
+        error.solves = solves
+        raise error
     vals, Z = np.linalg.eigh(_herm(Y.conj().T @ HY))  # Rayleigh–Ritz on the converged vectors
-    return NearResult(vals, Y @ Z, "sparse", solves, float(np.max(res)))
+    result = NearResult(vals, Y @ Z, "sparse", solves, float(np.max(res)))
+    if START_EXTRA > 0 and len(rest):
+        result.subspace = V @ S[:, order[:num + START_EXTRA]]
+    return result
 
 
 def _apply(factor: PardisoFactor, B: np.ndarray, dtype: type) -> np.ndarray:
@@ -410,9 +462,10 @@ def _pattern_key(A: sp.csr_matrix, *extra) -> tuple:
     import hashlib
 
     h = hashlib.blake2b(digest_size=16)
-    h.update(np.asarray(A.indptr, np.int64).tobytes())
-    h.update(np.asarray(A.indices, np.int64).tobytes())
-    return (h.hexdigest(), A.shape) + extra
+    indptr, indices = np.ascontiguousarray(A.indptr), np.ascontiguousarray(A.indices)
+    h.update(indptr)  # the buffers themselves (no copy); their dtypes are part of the key
+    h.update(indices)
+    return (h.hexdigest(), A.shape, indptr.dtype.str, indices.dtype.str) + extra
 
 
 def default_preconditioner(H: sp.csr_matrix) -> sp.csr_matrix:
@@ -527,7 +580,8 @@ class NearSolver:
         self._vectors: np.ndarray | None = None
         self._t_factor = 0.0  # s, last factorisation
         self._t_solve = 0.0  # s per preconditioner solve, measured right after the last factorisation
-        self._base_solves = 0  # solves needed with a fresh factor
+        self._base_solves: int | None = None  # solves of the first warm-started solve with the current factor
+        self._cold_solves = 1  # solves of the last solve with a fresh factor
         self._extra = 0.0  # s spent on solves beyond _base_solves since the last factorisation
         self._skip_stale = 0  # matrices still to factorise afresh without trying the kept factor
         self._backoff = 0  # length of the last such skip (doubles while kept factors keep failing)
@@ -552,8 +606,10 @@ class NearSolver:
             self._single_ok = False  # the same kind of matrix next time: go straight to double precision
             self._factor, self._sigma = _factor_near(H, self.near, scale, single=False, workers=self.workers,
                                                      reuse=self._last)
+        analysed = self._factor is not self._last  # a new analysis (METIS ordering, symbolic), not a refactor
         self._last = self._factor  # its analysis serves the next factorisation of the same pattern
-        self._t_factor = time.perf_counter() - t0
+        # the cost of the next refactorisation: this one's, without a one-off analysis
+        self._t_factor = time.perf_counter() - t0 - (self._factor.t_analysis if analysed else 0.0)
         self._complex = np.iscomplexobj(H.data)
         self.factorizations += 1
         self._extra = 0.0
@@ -598,22 +654,31 @@ class NearSolver:
             Hs = Hs.astype(complex)  # keep one arithmetic along the path (a real Γ between complex k-points)
         want = min(n, self.num if self._sigma == self.near else self.num + 2)
         block = min(n, BLOCK_SIZE)
-        # a kept factor gets ~1.5× the iterations a fresh one needed: beyond that a new factor is cheaper
-        stale_iter = min(STALE_MAX_ITER, max(4, int(np.ceil(1.5 * self._base_solves / block))))
+        # a kept factor gets 1.5x the solves a fresh one needed plus as many more as a refactorisation costs in
+        # solve time (at most STALE_MAX_SOLVES_FACTOR x): beyond that a new factor is cheaper, and the work done is
+        # kept (Davidson continues from its vectors with the new factor)
+        base = self._base_solves if self._base_solves is not None else self._cold_solves
+        budget = min(1.5 * base + self._t_factor / max(self._t_solve, 1e-12), STALE_MAX_SOLVES_FACTOR * base)
+        stale_solves = max(4 * block, int(np.ceil(budget)))
         result = None
+        continued = False
         for attempt in range(3):
             t0 = time.perf_counter()
+            start = self._vectors
             try:
-                result = _davidson_near(Hs, self._factor, self._sigma, want, block, tol,
-                                        MAX_ITER if fresh else stale_iter, self.seed, start=self._vectors)
+                result = _davidson_near(Hs, self._factor, self._sigma, want, block, tol, MAX_ITER, self.seed,
+                                        start=start, max_solves=None if fresh else stale_solves)
                 if not fresh:
                     self._backoff = 0
                 break
-            except np.linalg.LinAlgError:  # stale or too inaccurate a factor: fresh, then double precision
+            except np.linalg.LinAlgError as error:  # stale or too inaccurate a factor: fresh, then double precision
+                self.solves += getattr(error, "solves", 0)  # the work of the failed attempt counts too
                 if not fresh:  # k-points too far apart for a kept factor: skip it for 1, 2, 4, 8 matrices
                     self._backoff = min(8, 2 * self._backoff) if self._backoff else 1
                     self._skip_stale = self._backoff
-                if fresh:  # a stale factor failed: keep the previous eigenvectors as the start
+                    if getattr(error, "subspace", None) is not None:  # continue from where the kept factor got
+                        self._vectors, continued = error.subspace, True
+                else:  # a fresh factor failed (too inaccurate): start afresh in double precision
                     self._vectors = None
                 self._refactor(P if attempt == 0 else Hs, scale, single=attempt == 0)
                 want = min(n, self.num if self._sigma == self.near else self.num + 2)
@@ -622,14 +687,22 @@ class NearSolver:
             raise np.linalg.LinAlgError("Davidson failed even with a double-precision factorisation")
         elapsed = time.perf_counter() - t0
         self.solves += result.solves
-        if fresh:
+        if fresh and not continued:
+            self._t_solve = elapsed / max(1, result.solves)
+            self._cold_solves = max(1, result.solves)
+            # the reference for a kept factor is a warm start (previous vectors) with a fresh factor; a cold
+            # start (random vectors) needs ~2x more, a continuation of a failed attempt far fewer: then the first
+            # solve with the kept factor (one k-step away) sets it
+            self._base_solves = None if start is None else self._cold_solves
+        elif fresh:  # continued a failed attempt: the next solve with this factor sets the reference
+            self._base_solves = None
+        elif self._base_solves is None:
             self._base_solves = max(1, result.solves)
-            self._t_solve = elapsed / self._base_solves
         else:
             self._extra += max(0, result.solves - self._base_solves) * self._t_solve
             if self._extra > self._t_factor:  # refactorising would have been cheaper: do it at the next matrix
                 self._factor = None
-        self._vectors = result.vectors
+        self._vectors = result.subspace if result.subspace is not None else result.vectors
         pick = np.sort(np.argsort(np.abs(result.values - self.near), kind="stable")[:self.num])
         result.values, result.vectors = result.values[pick], result.vectors[:, pick]
         return result
