@@ -52,16 +52,20 @@ def index_table() -> list[str]:
 
 
 def band_solver_table() -> list[str]:
-    """Sparse solver near E_F vs scipy eigsh (Moon–Koshino H), per result file."""
-    rows = ["| file | angle | orbitals | ours, isolated k (s) | ours, per k on a path (s) | eigsh (s) | "
-            "speed-up isolated / path | max abs diff (eV) |", "|---|---|---|---|---|---|---|---|"]
-    for name in ("band_solver.json", "band_solver_1p05_idle.json", "band_solver_idle_1thread_blas.json"):
+    """Sparse solver near E_F vs scipy eigsh (Moon–Koshino or learned H), per result file, with the load average."""
+    rows = ["| file | H | angle | orbitals | threads | load | ours, isolated k (s) | ours, per k on a path (s) | "
+            "eigsh (s) | speed-up isolated / path | max abs diff (eV) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ("band_solver.json", "band_solver_1p05_idle.json", "band_solver_idle_1thread_blas.json",
+                 "band_solver_s7_final.json", "band_solver_s9_idle.json"):
         d = _load(name)
         if not d:
             continue
+        load = d.get("load_average_start")
         for r in d["results"]:
             path = r.get("path") or {}
-            rows.append(f"| `{name}` | {r['angle_deg']:.2f}° | {r['norb']:,} | {r['ours_median_wall_s']:.2f} | "
+            rows.append(f"| `{name}` | {r.get('model', 'Moon–Koshino')} | {r['angle_deg']:.2f}° | {r['norb']:,} | "
+                        f"{r.get('workers', d.get('workers', '–'))} | {_fmt(load[0] if load else None)} | "
+                        f"{r['ours_median_wall_s']:.2f} | "
                         f"{_fmt(path.get('per_k_wall_s'), 2)} | {r['naive_median_wall_s']:.2f} | "
                         f"{r['speedup_wall_same_k']:.1f}× / {_fmt(path.get('speedup_wall'))}× | "
                         f"{r['max_abs_diff_eV']:.0e} |")
