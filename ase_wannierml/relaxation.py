@@ -299,9 +299,18 @@ def equilibrium_bilayer(calc, material: str = "graphene", stacking: str | None =
     (``structures.bilayer``; in-plane cell and positions relaxed, forces < ``fmax`` eV/Å, in-plane stress < 1e-6
     eV/Å³). Building a moiré cell with these (``twisted_bilayer(..., a=a, interlayer=d)``) removes the uniform
     misfit strain, so the expensive moiré relaxation needs no cell degrees of freedom: relaxing the cell of an
-    11,908-atom cell together with the positions converged poorly (in-plane stress stuck at 2 meV/Å³)."""
+    11,908-atom cell together with the positions converged poorly (in-plane stress stuck at 2 meV/Å³).
+
+    A ``WannierMLCalculator`` in lower precision is evaluated in float64 here (a copy; 4 atoms cost nothing): at
+    these thresholds the line search needs energy differences below float32's resolution (with the session-9
+    graphene model both the Wolfe and the Armijo searches failed in float32)."""
+    import torch
+
+    from ase_wannierml.calculator import WannierMLCalculator
     from ase_wannierml.structures import bilayer
 
+    if isinstance(calc, WannierMLCalculator) and calc.dtype != torch.float64:
+        calc = WannierMLCalculator(calc.model, device=calc.device, dtype=torch.float64)
     atoms = bilayer(material, stacking)
     atoms.calc = calc
     result = relax(atoms, fmax=fmax, cell=True, smax=1e-6, steps=500, logfile=None)

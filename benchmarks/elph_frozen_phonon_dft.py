@@ -373,8 +373,9 @@ def compare_k(model: str = "graphene-bilayer", out: Path | None = None) -> int:
         p_saved = np.loadtxt(saved)
         coef, *_ = np.linalg.lstsq(basis.T, p_saved.ravel(), rcond=None)
         resid = float(np.linalg.norm(basis.T @ coef - p_saved.ravel()) / np.linalg.norm(p_saved))
-        # the shipped model made the pattern: exactly in its span; another model's A1' pair differs slightly
-        tol = 1e-6 if model == "graphene-bilayer" else 5e-2
+        # the graphene model shipped until session 8 made the pattern (exactly in its span); any other model's A1'
+        # pair differs slightly (shipped session-9 model: 1.3e-2)
+        tol = 5e-2
         print(f"saved DFT pattern vs the model's A1' pair: relative residual {resid:.2e} (tolerance {tol:.0e})")
         if resid > tol:
             raise RuntimeError(f"the saved pattern is not in the span of the model's A1' pair (residual {resid:.2e})")

@@ -90,7 +90,8 @@ def evaluate_ids(model, frames_dir: Path, ids: list[str], metadata: dict | None 
     from ase_wannierml.training.cli import _examples_for
     from ase_wannierml.training.evaluate import evaluate
 
-    dirs = [str(frames_dir / i) for i in ids if (frames_dir / i).is_dir()]
+    # each frame once: a training split lists a frame as often as ``data.repeat`` visits it per epoch
+    dirs = [str(frames_dir / i) for i in dict.fromkeys(ids) if (frames_dir / i).is_dir()]
     if not dirs:
         return {}
     ev = evaluate(model, _examples_for(model.config, dirs, model.metadata if metadata is None else metadata),

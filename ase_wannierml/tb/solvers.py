@@ -553,7 +553,9 @@ class NearSolver:
     for the following matrices, starting from the previous eigenvectors. The answer stays exact (Rayleigh–Ritz and
     residuals of each H in double precision, same ``tol`` as :func:`solve_near_auto`); only the number of solves
     grows with the distance to k₀. The factorisation is renewed when the extra solves spent since it was made would
-    already have paid for a new one (measured factorisation and solve times), or when Davidson fails with it.
+    already have paid for a new one (measured refactorisation and solve times), or when Davidson with it exceeds
+    its solve budget (1.5× a warm fresh solve plus a refactorisation's worth of solves, at most
+    ``STALE_MAX_SOLVES_FACTOR``×); the new factor then continues from that attempt's Ritz vectors.
     Dense (``method="auto"`` on small matrices, or "dense") solves each matrix independently.
 
     ``solve(H, preconditioner=None)`` → :class:`NearResult` (vectors included unless dense); counters
