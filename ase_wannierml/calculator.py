@@ -29,7 +29,7 @@ from ase.spectrum.band_structure import BandStructure
 from ase_wannierml.model import WannierMLModel, atoms_to_graph, load_model
 from ase_wannierml.model import keys as K
 from ase_wannierml.model.graph import check_layer_labels
-from ase_wannierml.model.committee import CommitteeModel, forces_std_per_atom
+from ase_wannierml.model.committee import CommitteeModel, calibrated_forces_std, forces_std_per_atom
 from ase_wannierml.tb.kmesh import DOS_NPTS, DOS_WIDTH, default_mesh
 from ase_wannierml.threads import safe_default_threads
 from ase_wannierml.tb.tightbinding import TightBinding
@@ -60,8 +60,8 @@ def _committee_mean(out: dict, graph: dict, committee: CommitteeModel) -> tuple[
     Spread results: ``energy_std`` (eV), ``forces_std`` (n_atoms,) eV/Å (per atom, RMS over x, y, z of the member
     standard deviation), ``stress_std`` (Voigt-6, eV/Å³, if stress was computed), ``committee_energy`` (K,) eV and
     ``committee_forces`` (K, n_atoms, 3) eV/Å (learned part; the analytic dispersion is the same for every member).
-    ``forces_std`` is ``forces_std_raw`` (the members' spread) times the committee's calibration factor
-    ``metadata["calibration"]["forces_std_scale"]`` (1 if absent; fitted on validation frames, ``calibrate_forces``).
+    ``forces_std`` is ``forces_std_raw`` (the members' spread) calibrated by ``metadata["calibration"]``
+    (``model.committee.calibrated_forces_std``: s · σ_raw, or a power law; none if absent; ``calibrate_forces``).
     Standard deviations use ddof = 1. Member energies are float64 sums of e0 + learned per-atom energies.
     """
     species = graph[K.SPECIES].cpu().numpy()
@@ -76,8 +76,7 @@ def _committee_mean(out: dict, graph: dict, committee: CommitteeModel) -> tuple[
         forces = out[K.FORCES].detach().cpu().double().numpy()
         mean[K.FORCES] = torch.as_tensor(forces.mean(0))
         spread["forces_std_raw"] = forces_std_per_atom(forces)
-        scale = float(committee.metadata.get("calibration", {}).get("forces_std_scale", 1.0))
-        spread["forces_std"] = scale * spread["forces_std_raw"]
+        spread["forces_std"] = calibrated_forces_std(spread["forces_std_raw"], committee.metadata.get("calibration"))
         spread["committee_forces"] = forces
     if K.STRESS in out:
         stress = out[K.STRESS].detach().cpu().double().numpy()                         # (K, 1, 3, 3)

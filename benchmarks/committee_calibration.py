@@ -43,13 +43,14 @@ def heldout_frames(material: str, committee) -> list[Path]:
         ids = m.metadata.get("training", {}).get("frame_ids", {})
         trained |= set(ids.get("train", [])) | set(ids.get("val", []))
         tests |= set(ids.get("test", []))
+    fitted = set(committee.metadata.get("calibration", {}).get("fit_frames", []))  # calibrated on: not a judge
     out = []
     for p in find_frames([frames_dir]):
         meta = p / "meta.json"
         notes = ((json.loads(meta.read_text()).get("sampling") or {}).get("notes") or {}) if meta.is_file() else {}
         held = p.name in tests or fnmatch.fnmatchcase(p.name, "*-test-*") or \
             (isinstance(notes, dict) and notes.get("split") == "test")
-        if held and p.name not in trained and frame_status(p)[0] == "ok":
+        if held and p.name not in trained and p.name not in fitted and frame_status(p)[0] == "ok":
             out.append(p)
     return out
 
@@ -63,7 +64,7 @@ def calibration(committee, single, paths: list[Path]) -> dict:
         a = fr.atoms.copy()
         a.calc = WannierMLCalculator(committee)
         d = a.get_forces() - fr.forces
-        s = a.calc.results["forces_std"]                   # calibrated (scale · raw member spread)
+        s = a.calc.results["forces_std"]                   # calibrated (committee.metadata["calibration"])
         raw.append(np.repeat(a.calc.results["forces_std_raw"], 3))
         b = fr.atoms.copy()
         b.calc = WannierMLCalculator(single)
@@ -143,8 +144,9 @@ def main(argv=None) -> int:
     print(f"\nheld-out DFT frames ({args.material}, committee of {committee.size})")
     cal = committee.metadata.get("calibration", {})
     result["calibration"] = cal
-    print(f"forces_std scale {cal.get('forces_std_scale', 1.0):.2f} (fitted on {len(cal.get('fit_frames', []))} "
-          f"validation frames)")
+    print(f"forces_std scale {cal.get('forces_std_scale', 1.0):.2f}, power {cal.get('forces_std_power', 1.0):.2f} "
+          f"(fitted on {len(cal.get('fit_frames', []))} "
+          f"frames: the members' validation frames and any set aside)")
     print(f"{'group':22s} {'frames':>6s} {'F RMSE':>7s} {'Fz RMSE':>7s} {'single':>7s} {'<σraw>':>6s} {'<σ>':>6s} "
           f"{'≤1σraw':>6s} {'≤2σraw':>6s} {'≤1σ':>5s} {'≤2σ':>5s}   (meV/Å)")
     for key in ("heldout_small_cells", "heldout_16plus_atoms"):

@@ -59,6 +59,12 @@ def main(argv=None) -> int:
     ap.add_argument("--freeze", nargs="*", default=[])
     ap.add_argument("--heldout-pattern", nargs="*", default=[],
                     help="extra frame-id globs kept out of every member's training (added to data.test_patterns)")
+    ap.add_argument("--calibration-frames", nargs="*", default=[],
+                    help="frame-id globs of held-out frames (never trained on) set aside to calibrate forces_std "
+                         "together with the members' validation frames; the calibration benchmark then leaves "
+                         "them out of its held-out groups (e.g. 'md2x2-*-test-r1-*': thermal snapshots)")
+    ap.add_argument("--calibration-power", choices=["1", "fit"], default="1",
+                    help="forces_std = s·σ_raw ('1') or s·σ_ref·(σ_raw/σ_ref)^b with b fitted ('fit')")
     ap.add_argument("--out", default=None, help="committee file (default pretrained/committee/<name>.pt)")
     args = ap.parse_args(argv)
 
@@ -103,13 +109,22 @@ def main(argv=None) -> int:
     committee = CommitteeModel(members, meta)
     val = sorted({f for m in members for f in m.metadata.get("training", {}).get("frame_ids", {}).get("val", [])})
     frames_dir = REPO / "datasets" / args.name / "frames"
-    if val:      # forces_std scale from validation frames (never trained on by any member, not the test set)
+    import fnmatch
+
+    trained = {f for m in members for f in m.metadata.get("training", {}).get("frame_ids", {}).get("train", [])}
+    extra = sorted(p.name for p in frames_dir.iterdir() if p.is_dir()
+                   and any(fnmatch.fnmatchcase(p.name, g) for g in args.calibration_frames))
+    leaked = [f for f in extra if f in trained]
+    if leaked:
+        raise SystemExit(f"--calibration-frames must be held out, but members trained on {leaked[:5]}")
+    fit = [frames_dir / f for f in [*val, *extra] if (frames_dir / f).is_dir()]
+    if fit:      # forces_std calibration from frames no member trained on (validation + set-aside held-out frames)
         from ase_wannierml.model.committee import calibrate_forces
 
-        cal = calibrate_forces(committee, [frames_dir / f for f in val if (frames_dir / f).is_dir()])
-        print(f"calibration on {len(cal['fit_frames'])} validation frames: raw within 1σ "
+        cal = calibrate_forces(committee, fit, power=None if args.calibration_power == "fit" else 1.0)
+        print(f"calibration on {len(cal['fit_frames'])} frames ({len(extra)} set aside): raw within 1σ "
               f"{cal['raw_within_1sigma']:.2f}, 2σ {cal['raw_within_2sigma']:.2f}; forces_std scale "
-              f"{cal['forces_std_scale']:.2f}")
+              f"{cal['forces_std_scale']:.2f}, power {cal['forces_std_power']:.2f}")
     out = Path(args.out) if args.out else REPO / "ase_wannierml" / "pretrained" / "committee" / f"{args.name}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_committee(committee, out, base=args.name)

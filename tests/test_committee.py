@@ -226,3 +226,46 @@ def test_training_helpers_for_members_and_held_out_sets(tmp_path):
         assert p.requires_grad == (not n.startswith("hamiltonian.near"))
     with pytest.raises(ValueError, match="no parameter"):
         freeze_parameters(m, ["nonexistent"])
+
+
+def test_power_law_calibration_of_forces_std():
+    """σ = s·σ_ref·(σ_raw/σ_ref)^b: b = 1 is the plain scale; the fitted exponent recovers errors that grow as
+    σ_raw² (a committee of fine-tuned copies underestimates large errors more than small ones)."""
+    from ase_wannierml.model.committee import CALIBRATION_REFERENCE, calibrated_forces_std, fit_power
+
+    raw = np.array([0.002, 0.01, 0.05])
+    assert np.allclose(calibrated_forces_std(raw, {"forces_std_scale": 2.0}), 2 * raw)
+    assert np.allclose(calibrated_forces_std(raw, None), raw)
+    cal = {"forces_std_scale": 3.0, "forces_std_power": 2.0}
+    assert np.allclose(calibrated_forces_std(raw, cal), 3.0 * CALIBRATION_REFERENCE * (raw / CALIBRATION_REFERENCE) ** 2)
+    rng = np.random.default_rng(0)
+    sig_atom = np.exp(rng.uniform(np.log(0.003), np.log(0.1), size=400))
+    err = np.abs(rng.normal(size=(400, 3))) * (sig_atom[:, None] / 0.01) ** 2 * 0.02
+    b = fit_power(err.ravel(), np.repeat(sig_atom, 3))
+    assert abs(b - 2.0) < 0.15
+    assert fit_power(np.ones(6), np.full(6, 0.01)) == 1.0          # no spread of σ: no exponent to fit
+
+
+def test_calibrate_forces_with_fitted_power(tmp_path):
+    from ase.calculators.emt import EMT
+
+    from ase_wannierml.active import write_frame
+    from ase_wannierml.model.committee import calibrate_forces, calibrated_forces_std, force_errors_and_spreads
+
+    for k in range(3):
+        atoms = cell()
+        atoms.rattle(0.02 + 0.04 * k, seed=20 + k)
+        a = atoms.copy()
+        a.calc = EMT()
+        write_frame(tmp_path / "frames" / f"f{k}", atoms, a.get_potential_energy(), a.get_forces())
+    committee = CommitteeModel([tiny(s) for s in (0, 1, 2)])
+    info = calibrate_forces(committee, [tmp_path / "frames"], power=None)
+    assert 0.5 <= info["forces_std_power"] <= 3.0
+    err, raw, _ = force_errors_and_spreads(committee, [tmp_path / "frames"])
+    frac = np.mean(err <= calibrated_forces_std(raw, info))
+    assert 0.66 <= frac <= 0.70                                   # 68 % within 1σ on the fit frames
+    atoms = cell()
+    atoms.calc = WannierMLCalculator(committee)
+    atoms.get_forces()
+    r = atoms.calc.results
+    assert np.allclose(r["forces_std"], calibrated_forces_std(r["forces_std_raw"], info))

@@ -140,7 +140,7 @@ def test_inaccurate_single_precision_factor_falls_back_to_double(monkeypatch):
     solver = solvers.NearSolver(6, 0.79, method="multifrontal")
     e = np.array([solver.solve(tb.hamiltonian_sparse(k, allow_real=True)).values for k in k_k3])
     np.testing.assert_allclose(e, e_ref, atol=1e-8)
-    assert not solver._single_ok and solver._factor.dtype in (np.float64, np.complex128)
+    assert not solver._single_ok and solver._last.dtype in (np.float64, np.complex128)  # the last factor made
     r = solvers.solve_near_auto(tb.hamiltonian_sparse(k_k3[1]), 6, 0.79, method="multifrontal")
     np.testing.assert_allclose(r.values, e_ref[1], atol=1e-8)
 

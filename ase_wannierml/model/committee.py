@@ -376,17 +376,58 @@ def force_errors_and_spreads(committee: CommitteeModel, frame_dirs: Sequence[str
     return np.concatenate(errs), np.concatenate(sigs), names
 
 
-def calibrate_forces(committee: CommitteeModel, frame_dirs: Sequence[str | Path], quantile: float = 0.68) -> dict:
-    """Fit the scale s of ``forces_std`` on DFT frames no member trained on (validation frames, never the test
-    set): s = the ``quantile`` (68 %) of |error| / σ_raw over all force components, so that on those frames 68 % of
-    the components lie within 1 s·σ_raw. Stores it in ``committee.metadata["calibration"]`` (the calculator
-    reports ``forces_std`` = s · σ_raw and keeps ``forces_std_raw``) and returns that dict (with the raw 1σ / 2σ
-    fractions on the fit frames)."""
+#: Reference spread (eV/Å) of the power-law calibration σ = s · σ_ref · (σ_raw / σ_ref)^b: s is then the scale at
+#: σ_raw = σ_ref, whatever b.
+CALIBRATION_REFERENCE = 0.01
+
+
+def calibrated_forces_std(raw: np.ndarray, calibration: Mapping[str, Any] | None) -> np.ndarray:
+    """Calibrated per-atom ``forces_std`` (eV/Å) from the members' raw spread ``raw`` (n_atoms,) eV/Å:
+    s · σ_ref · (σ_raw / σ_ref)^b with ``calibration`` = {"forces_std_scale": s, "forces_std_power": b (default 1),
+    "forces_std_reference": σ_ref (default ``CALIBRATION_REFERENCE``)}; b = 1 is the plain scale s · σ_raw. No
+    calibration: σ_raw."""
+    raw = np.asarray(raw, dtype=float)
+    if not calibration:
+        return raw
+    s = float(calibration.get("forces_std_scale", 1.0))
+    b = float(calibration.get("forces_std_power", 1.0))
+    ref = float(calibration.get("forces_std_reference", CALIBRATION_REFERENCE))
+    if b == 1.0:
+        return s * raw
+    return s * ref * (np.maximum(raw, 0.0) / ref) ** b
+
+
+def fit_power(err: np.ndarray, sig: np.ndarray, components_per_atom: int = 3) -> float:
+    """Exponent b of |error| ∝ σ_raw^b: least-squares slope of log(RMS error of an atom's components) against
+    log(σ_raw of the atom), over atoms (``err``, ``sig``: per component, ``components_per_atom`` consecutive
+    entries per atom, as :func:`force_errors_and_spreads` returns them); clipped to [0.5, 3]."""
+    e = np.sqrt(np.mean(np.asarray(err, float).reshape(-1, components_per_atom) ** 2, axis=1))
+    x = np.asarray(sig, float).reshape(-1, components_per_atom)[:, 0]
+    ok = (e > 0) & (x > 0)
+    if ok.sum() < 3 or np.ptp(np.log(x[ok])) < 1e-6:
+        return 1.0
+    slope = np.polyfit(np.log(x[ok]), np.log(e[ok]), 1)[0]
+    return float(np.clip(slope, 0.5, 3.0))
+
+
+def calibrate_forces(committee: CommitteeModel, frame_dirs: Sequence[str | Path], quantile: float = 0.68,
+                     power: float | None = 1.0) -> dict:
+    """Fit the calibration of ``forces_std`` on DFT frames no member trained on (validation frames, and any other
+    frames set aside for calibration; never those used to judge it). ``power``: the exponent b of
+    σ = s · σ_ref · (σ_raw / σ_ref)^b (:func:`calibrated_forces_std`), 1 (a plain scale) or None (fitted,
+    :func:`fit_power`: a committee of fine-tuned copies underestimates large errors more than small ones); then s =
+    the ``quantile`` (68 %) of |error| / (σ_ref (σ_raw/σ_ref)^b) over all force components, so that on those frames
+    68 % of the components lie within 1σ. Stores the result in ``committee.metadata["calibration"]`` (the
+    calculator reports ``forces_std`` calibrated and keeps ``forces_std_raw``) and returns that dict (with the raw
+    1σ / 2σ fractions on the fit frames)."""
     committee.metadata.pop("calibration", None)
     err, sig, names = force_errors_and_spreads(committee, frame_dirs)
-    ratio = err / np.maximum(sig, 1e-12)
-    scale = float(np.quantile(ratio, quantile))
-    info = {"forces_std_scale": scale, "quantile": quantile, "fit_frames": names, "fit_components": int(err.size),
-            "raw_within_1sigma": float(np.mean(ratio <= 1)), "raw_within_2sigma": float(np.mean(ratio <= 2))}
+    b = fit_power(err, sig) if power is None else float(power)
+    unit = calibrated_forces_std(sig, {"forces_std_scale": 1.0, "forces_std_power": b})
+    ratio_raw = err / np.maximum(sig, 1e-12)
+    scale = float(np.quantile(err / np.maximum(unit, 1e-12), quantile))
+    info = {"forces_std_scale": scale, "forces_std_power": b, "forces_std_reference": CALIBRATION_REFERENCE,
+            "quantile": quantile, "fit_frames": names, "fit_components": int(err.size),
+            "raw_within_1sigma": float(np.mean(ratio_raw <= 1)), "raw_within_2sigma": float(np.mean(ratio_raw <= 2))}
     committee.metadata["calibration"] = info
     return info
