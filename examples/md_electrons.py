@@ -15,8 +15,8 @@ Writes to ``--outdir``: ``md_electrons.json`` (series, costs), ``timeseries.png`
 same command continues from the last snapshot (``--steps`` may be raised to extend a finished run; a checkpoint of
 a different ``--m``/``--every``/``--temperature``/``--seed`` is refused; ``--restart`` discards it).
 
-Caveat (issue 16): the shipped graphene model's own 300 K MD is not yet physical for long runs (layers drift apart,
-flexural forces too soft); rerun this with the new models when they land.
+The graphene model shipped until session 8 was not physical in long 300 K MD (layers drifted apart, flexural forces
+too soft); the session-9 model holds the layer distance (docs/electron_phonon.md, "Electrons along MD").
 """
 from __future__ import annotations
 
