@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         if "layer" not in atoms.arrays:
             raise SystemExit(f"{args.structure}: no per-atom 'layer' array (write it with the twisted cell)")
         angle = atoms.info.get("twist_angle")
-        args.m = atoms.info.get("twist_m", args.m)
+        args.m = int(atoms.info.get("twist_m", args.m))
         print(f"{args.structure}: {len(atoms)} atoms, twist {angle}, committee of {committee.size}", flush=True)
         res, t_relax = None, 0.0
     else:
