@@ -56,7 +56,7 @@ def band_solver_table() -> list[str]:
     rows = ["| file | H | angle | orbitals | threads | load | ours, isolated k (s) | ours, per k on a path (s) | "
             "eigsh (s) | speed-up isolated / path | max abs diff (eV) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ("band_solver.json", "band_solver_1p05_idle.json", "band_solver_idle_1thread_blas.json",
-                 "band_solver_s7_final.json", "band_solver_s9_idle.json"):
+                 "band_solver_s7_final.json", "band_solver_s9_idle.json", "band_solver_s9_idle_newmodel.json"):
         d = _load(name)
         if not d:
             continue
