@@ -32,6 +32,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from ase_wannierml.cli import atomic_output, atomic_write_text  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Naik & Jain, PRL 121, 266401 (2018): width of the highest valence band (meV), as quoted in the accuracy issue.
 NAIK_JAIN_WIDTH_MEV = {"R": 23.0, "H": 5.0}
@@ -41,6 +43,9 @@ FAMILIES = {"R": ("AA", "3.5°"), "H": ("AA'", "56.5°")}
 def valence_widths(e_kn: np.ndarray, e_f: float) -> dict:
     """Widths (meV) of the two highest valence bands from ``e_kn`` (nk, num) eV, valence = below the mid-gap ``e_f``;
     ValueError if some k-point has fewer than two states below ``e_f`` (ask for more states)."""
+    e_kn = np.asarray(e_kn, dtype=float)
+    if e_kn.ndim != 2 or not np.all(np.isfinite(e_kn)) or not np.isfinite(e_f):
+        raise ValueError(f"e_kn must be a finite (nk, num) array and e_f finite, got shape {e_kn.shape}, e_f {e_f}")
     below = np.where(e_kn < e_f, e_kn, -np.inf)
     top2 = -np.sort(-below, axis=1)[:, :2]
     if not np.all(np.isfinite(top2)):
@@ -73,7 +78,7 @@ def run_family(family: str, m: int, fmax: float, npoints: int, num: int, steps: 
     layer = atoms.arrays["layer"]
     mo = np.array(atoms.get_chemical_symbols()) == "Mo"
     d_mo = z[mo & (layer == 1)].mean() - z[mo & (layer == 0)].mean()
-    corrugation = float(np.ptp(z[mo & (layer == 1)] - 0.0))
+    corrugation = float(np.ptp(z[mo & (layer == 1)]))
 
     calc = WannierMLCalculator(load_model("mos2-bilayer", committee=True))
     atoms.calc = calc
@@ -135,9 +140,9 @@ def plot(results: dict, png: Path) -> None:
         ax.set_xticks([])
         ax.legend()
     fig.tight_layout()
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, png)
+    with atomic_output(png) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -155,9 +160,7 @@ def main(argv=None) -> int:
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     for fam in args.families:
         results[fam] = run_family(fam, args.m, args.fmax, args.npoints, args.num, args.steps)
-        tmp = args.out.with_suffix(".tmp.json")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, json.dumps(results, indent=1))   # each family as soon as it is done
     print("| Naik–Jain angle | atoms | VB1 width, mean H (meV) | committee std (meV) | VB2 width (meV) | gap (eV) | "
           "Naik–Jain VB1 (meV) |")
     print("|---|---|---|---|---|---|---|")

@@ -67,6 +67,12 @@ def main(argv=None) -> int:
                     help="forces_std = s·σ_raw ('1') or s·σ_ref·(σ_raw/σ_ref)^b with b fitted ('fit')")
     ap.add_argument("--out", default=None, help="committee file (default pretrained/committee/<name>.pt)")
     args = ap.parse_args(argv)
+    import fnmatch
+
+    names = [p.name for p in (REPO / "datasets" / args.name / "frames").glob("*") if p.is_dir()]
+    unmatched = [g for g in args.calibration_frames if not any(fnmatch.fnmatchcase(f, g) for f in names)]
+    if unmatched:     # checked before any training: a typo would otherwise calibrate on nothing extra
+        ap.error(f"--calibration-frames {unmatched} matched no frame in datasets/{args.name}/frames")
 
     import torch
 
@@ -109,8 +115,6 @@ def main(argv=None) -> int:
     committee = CommitteeModel(members, meta)
     val = sorted({f for m in members for f in m.metadata.get("training", {}).get("frame_ids", {}).get("val", [])})
     frames_dir = REPO / "datasets" / args.name / "frames"
-    import fnmatch
-
     trained = {f for m in members for f in m.metadata.get("training", {}).get("frame_ids", {}).get("train", [])}
     extra = sorted(p.name for p in frames_dir.iterdir() if p.is_dir()
                    and any(fnmatch.fnmatchcase(p.name, g) for g in args.calibration_frames))

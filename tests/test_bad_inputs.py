@@ -751,3 +751,49 @@ def test_phonon_and_mesh_helpers_refuse_bad_input():
         bench.frequencies("r3", zeros[:2])
     calc_free = bench.frequencies("r3", zeros)                    # no forces at all: every frequency is 0
     assert np.allclose(calc_free["Gamma"], 0.0, atol=1e-6)
+
+
+def test_committee_calibration_refuses_bad_parameters_and_nan(monkeypatch):
+    """A corrupt or hand-edited calibration (non-positive or NaN scale/power/reference) is refused by name, never
+    turned into NaN or negative forces_std; NaN force errors and a non-positive power are refused when fitting."""
+    from ase_wannierml.model.committee import calibrate_forces, calibrated_forces_std
+
+    raw = np.array([0.01, 0.02])
+    for bad in ({"forces_std_scale": float("nan")}, {"forces_std_scale": -1.0},
+                {"forces_std_scale": 2.0, "forces_std_power": 0.0},
+                {"forces_std_scale": 2.0, "forces_std_power": 1.5, "forces_std_reference": 0.0}):
+        with pytest.raises(ValueError, match="calibration"):
+            calibrated_forces_std(raw, bad)
+    import ase_wannierml.model.committee as committee_module
+
+    def fake_errors(committee, frame_dirs, nan=False):
+        err = np.array([0.01, np.nan if nan else 0.02, 0.03])
+        return err, np.array([0.01, 0.01, 0.01]), ["f0"]
+
+    class Fake:
+        metadata: dict = {}
+
+    monkeypatch.setattr(committee_module, "force_errors_and_spreads", lambda c, d: fake_errors(c, d, nan=True))
+    with pytest.raises(ValueError, match="non-finite"):
+        calibrate_forces(Fake(), [])
+    monkeypatch.setattr(committee_module, "force_errors_and_spreads", fake_errors)
+    with pytest.raises(ValueError, match="power"):
+        calibrate_forces(Fake(), [], power=-1.0)
+
+
+def test_naik_jain_widths_and_committee_cli_refuse_bad_input(tmp_path):
+    """The Naik–Jain band bookkeeping refuses NaN energies (they would count as 'no valence state'), and
+    train_committee refuses a --calibration-frames glob that matches no frame before training anything."""
+    from conftest import load_repo_module
+
+    nj = load_repo_module("benchmarks/naik_jain_mos2.py")
+    e = np.array([[-0.5, -0.6, 0.7], [np.nan, -0.6, 0.7]])
+    with pytest.raises(ValueError, match="finite"):
+        nj.valence_widths(e, 0.1)
+    with pytest.raises(ValueError, match="finite"):
+        nj.valence_widths(np.array([-0.5, 0.7]), 0.1)
+    tc = load_repo_module("scripts/train_committee.py")
+    with pytest.raises(SystemExit):
+        tc.main(["--name", "graphene-bilayer", "--config", "configs/graphene-bilayer-active3b.yaml",
+                 "--calibration-frames", "no-such-frame-*", "--out", str(tmp_path / "c.pt")])
+    assert not (tmp_path / "c.pt").exists()

@@ -392,6 +392,9 @@ def calibrated_forces_std(raw: np.ndarray, calibration: Mapping[str, Any] | None
     s = float(calibration.get("forces_std_scale", 1.0))
     b = float(calibration.get("forces_std_power", 1.0))
     ref = float(calibration.get("forces_std_reference", CALIBRATION_REFERENCE))
+    if not (np.isfinite(s) and s > 0 and np.isfinite(b) and b > 0 and np.isfinite(ref) and ref > 0):
+        raise ValueError(f"committee calibration needs finite forces_std_scale, forces_std_power and "
+                         f"forces_std_reference > 0, got {s}, {b}, {ref}")
     if b == 1.0:
         return s * raw
     return s * ref * (np.maximum(raw, 0.0) / ref) ** b
@@ -422,6 +425,10 @@ def calibrate_forces(committee: CommitteeModel, frame_dirs: Sequence[str | Path]
     1σ / 2σ fractions on the fit frames)."""
     committee.metadata.pop("calibration", None)
     err, sig, names = force_errors_and_spreads(committee, frame_dirs)
+    if not (np.all(np.isfinite(err)) and np.all(np.isfinite(sig))):
+        raise ValueError(f"non-finite force errors or spreads on the calibration frames {names}")
+    if power is not None and not (np.isfinite(power) and power > 0):
+        raise ValueError(f"power must be None (fit it) or a finite number > 0, got {power}")
     b = fit_power(err, sig) if power is None else float(power)
     unit = calibrated_forces_std(sig, {"forces_std_scale": 1.0, "forces_std_power": b})
     ratio_raw = err / np.maximum(sig, 1e-12)
