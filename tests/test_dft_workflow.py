@@ -253,6 +253,33 @@ def test_default_stacking_grid_ends_with_separated_layers():
     assert len({p.frame_id for p in grid}) == len(grid)
 
 
+def test_extra_stacking_grid_has_its_own_ids_and_the_cli_refuses_clashes(tmp_path, capsys):
+    """An extra grid (e.g. the binding-curve minimum) gets ids that cannot collide with the default grid's, and the
+    batch CLI refuses an extra grid without its own prefix, grid options without --stacking-grid and bad gaps."""
+    from ase_wannierml.dft import batch
+    from ase_wannierml.dft.sampling import stacking_grid
+
+    default_ids = {p.frame_id for p in stacking_grid(GRAPHENE_BILAYER)}
+    extra = stacking_grid(GRAPHENE_BILAYER, gaps=(3.35, 3.45), path_fractions=(1.0,), prefix="bc")
+    assert [p.frame_id for p in extra] == ["bc000-scf-t1.00-g3.35", "bc001-scf-t1.00-g3.45"]
+    assert not default_ids & {p.frame_id for p in extra}
+    assert [p.gap for p in extra] == [3.35, 3.45] and all(p.kind == "scf" for p in extra)
+    for bad in ({"prefix": ""}, {"prefix": "b/c"}, {"gaps": (3.3, float("nan"))}, {"gaps": (0.0,)}):
+        with pytest.raises(ValueError, match="stacking_grid"):
+            stacking_grid(GRAPHENE_BILAYER, **{"gaps": (3.3,), **bad, "prefix": bad.get("prefix", "bc")})
+    base = ["--material", "graphene-bilayer", "--dry-run", "--scratch", str(tmp_path)]
+    for argv, msg in ((["--stacking-grid", "--grid-gaps", "3.3"], "own --grid-prefix"),
+                      (["--stacking-grid", "--grid-gaps", "3.3", "--grid-prefix", "s"], "own --grid-prefix"),
+                      (["--n-frames", "2", "--grid-gaps", "3.3", "--grid-prefix", "bc"], "only apply with"),
+                      (["--stacking-grid", "--grid-gaps", "-1", "--grid-prefix", "bc"], "finite and > 0")):
+        with pytest.raises(SystemExit) as exc:
+            batch.main(base + argv)
+        assert exc.value.code == 2 and msg in capsys.readouterr().err
+    assert batch.main(base + ["--stacking-grid", "--grid-gaps", "3.35", "--grid-fractions", "1", "--grid-prefix",
+                              "bc"]) == 0
+    assert (tmp_path / "dry-run" / "graphene-bilayer" / "bc000-scf-t1.00-g3.35").is_dir()
+
+
 def test_strain_series_is_biaxial_and_builds_the_strained_cell():
     """Biaxial frames: both lattice vectors scaled by 1 + ε (no shear), reference stacking, stable ids."""
     from ase_wannierml.dft.materials import get_material

@@ -64,20 +64,43 @@ def main(argv: list[str] | None = None, frame_fn=None) -> int:
     ap.add_argument("--max-consecutive-errors", dest="max_failures", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--stacking-grid", action="store_true",
                     help="run the SCF-only stacking x gap grid (sampling.stacking_grid) instead of the frame plan")
+    ap.add_argument("--grid-gaps", type=float, nargs="+", default=None, metavar="GAP",
+                    help="--stacking-grid on these interlayer gaps (Å) instead of the default grid; needs "
+                         "--grid-prefix")
+    ap.add_argument("--grid-fractions", type=float, nargs="+", default=None, metavar="T",
+                    help="stacking-path fractions of the grid (0 = AA-type, 1 = the reference stacking; default "
+                         "0 0.5 0.75 1)")
+    ap.add_argument("--grid-prefix", default=None,
+                    help="frame-id prefix of an extra grid (the default grid's ids start with 's')")
     ap.add_argument("--strain-series", action="store_true",
                     help="run the biaxially strained reference frames (sampling.strain_series) instead of the plan")
     ap.add_argument("--dry-run", action="store_true", help="write the inputs of each frame to scratch, run nothing")
     args = ap.parse_args(argv)
     if args.stacking_grid and args.strain_series:
         ap.error("--stacking-grid and --strain-series are separate batches: run one at a time per command")
+    extra_grid = args.grid_gaps is not None or args.grid_fractions is not None or args.grid_prefix is not None
+    if extra_grid and not args.stacking_grid:
+        ap.error("--grid-gaps / --grid-fractions / --grid-prefix only apply with --stacking-grid")
+    if extra_grid and (args.grid_prefix is None or args.grid_prefix == "s"):
+        ap.error("an extra stacking grid needs its own --grid-prefix (not 's', the default grid's), so its frame ids "
+                 "stay unique")
     series = "stacking_grid" if args.stacking_grid else "strain_series" if args.strain_series else None
     if args.n_frames is None and series is None:
         ap.error("--n-frames is required (or --stacking-grid / --strain-series)")
 
     material = get_material(args.material)
     dataset = args.dataset_dir or REPO / "datasets" / material.name
-    plan = stacking_grid(material) if args.stacking_grid else strain_series(material) if args.strain_series \
-        else frame_plan(material, args.n_frames, args.master_seed)
+    if args.stacking_grid and extra_grid:
+        try:
+            plan = stacking_grid(material, gaps=tuple(args.grid_gaps) if args.grid_gaps else None,
+                                 path_fractions=tuple(args.grid_fractions or (0.0, 0.5, 0.75, 1.0)),
+                                 prefix=args.grid_prefix)
+        except ValueError as exc:
+            ap.error(str(exc))
+        series = f"stacking_grid_{args.grid_prefix}"
+    else:
+        plan = stacking_grid(material) if args.stacking_grid else strain_series(material) if args.strain_series \
+            else frame_plan(material, args.n_frames, args.master_seed)
     kinds = set(args.kinds.split(",")) if args.kinds else None
     if args.dry_run:
         for p in plan:
@@ -126,7 +149,7 @@ def main(argv: list[str] | None = None, frame_fn=None) -> int:
         if "band_max_meV" in q:
             _log(f"{fid}: band max/rms {q['band_max_meV']:.1f}/{q.get('band_rms_meV', float('nan')):.1f} meV, "
                  f"{r.get('timings_s')}")
-    _write_summary(dataset, summary, material, settings, scf_only=bool(series == "stacking_grid"))
+    _write_summary(dataset, summary, material, settings, scf_only=bool(series and series.startswith("stacking_grid")))
     _log(f"batch finished: {summary.line()}")
     for fid, reason in summary.failed.items():
         _log(f"FAILED {fid} after {summary.attempts.get(fid, 0)} attempts: {reason[:500]} (see its meta.json)")

@@ -321,20 +321,26 @@ SEPARATED_GAPS = (6.0, 8.0)
 
 
 def stacking_grid(material: MaterialSpec, gaps: tuple[float, ...] | None = None,
-                  path_fractions: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0)) -> list[FrameParams]:
+                  path_fractions: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0), prefix: str = "s") -> list[FrameParams]:
     """SCF-only frames (energy, forces, stress; no Wannier step) of the rigid, unstrained bilayer on a grid of
     stackings × interlayer gaps (Å; default: ``GRID_GAP_OFFSETS`` around the reference gap): the stacking shift runs along the straight line from the AA-type origin
     (fraction 0) to the material's first reference stacking (fraction 1: AB graphene, 2H MoS2), through the
     saddle point at 0.5. They pin down the interlayer energy landscape (binding curve and stacking-fault
     energies) that relaxation of twisted cells depends on. The default grid ends with ``SEPARATED_GAPS`` frames
-    (AA-type and reference stacking), the zero of the binding energy."""
+    (AA-type and reference stacking), the zero of the binding energy. ``prefix`` starts each frame id
+    (``<prefix>000-scf-t1.00-g3.35``): an extra grid on other gaps needs its own prefix so its ids stay unique."""
+    if not prefix or not prefix.replace("_", "").isalnum():
+        raise ValueError(f"stacking_grid: prefix must be a non-empty alphanumeric string, got {prefix!r}")
+    bad = [g for g in (gaps or ()) if not (np.isfinite(g) and g > 0)]
+    if bad:
+        raise ValueError(f"stacking_grid: interlayer gaps must be finite and > 0 Å, got {bad}")
     name, variant, shift, _ = material.references[0]
     pairs = [(t, g) for t in path_fractions for g in gaps] if gaps is not None else \
         [(t, round(material.gap_reference + d, 3)) for t in path_fractions for d in GRID_GAP_OFFSETS] + \
         [(t, g) for t in (0.0, 1.0) for g in SEPARATED_GAPS]      # appended: existing ids stay the same
     out = []
     for i, (t, gap) in enumerate(pairs):
-        out.append(FrameParams(frame_id=f"s{i:03d}-scf-t{t:.2f}-g{gap:.2f}", material=material.name,
+        out.append(FrameParams(frame_id=f"{prefix}{i:03d}-scf-t{t:.2f}-g{gap:.2f}", material=material.name,
                                seed=_frame_seed(7, i), kind="scf", top_variant=variant,
                                shift=(t * shift[0], t * shift[1]), gap=float(gap),
                                notes={"stacking_path_fraction": t, "towards": name}))
