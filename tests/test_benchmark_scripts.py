@@ -109,3 +109,21 @@ def test_stacking_landscape_relative_energies():
     assert "dft_rel_wide_meV" not in aa3
     assert sl._GRID_ID.match("s017-scf-t1.00-g3.18")["gap"] == "3.18"
     assert sl._GRID_ID.match("0003-1x1") is None
+
+
+def test_heldout_errors_mos2_filling_and_material_guard(tmp_path):
+    """The held-out evaluation works for MoS2: its onsite analysis fills the Wannier bands with MoS2's 14 electrons
+    per 11 orbitals (a half-filling rule, right for graphene pz, would put the 'neutrality level' inside the valence
+    bands, ~1 eV off), and a model of the other material is refused instead of scored."""
+    from ase_wannierml.model import load_model
+
+    he = _load("heldout_errors")
+    frame = he.frames_dir("mos2-bilayer") / "0003-1x1"
+    res = he.hamiltonian_errors(load_model("mos2-bilayer").eval(), [frame])
+    rec = res["onsite"]["frames"]["0003-1x1"]
+    assert abs(rec["neutrality_shift"]) < 150.0, rec          # meV: predicted and DFT gap centres agree
+    assert res["metrics"]["band MAE ±1 eV (meV)"] < 100.0
+    with pytest.raises(SystemExit, match="not a mos2-bilayer model"):
+        he.main(["evaluate", "--material", "mos2-bilayer", "--model", "g=graphene-bilayer",
+                 "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()

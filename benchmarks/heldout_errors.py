@@ -1,39 +1,44 @@
-"""Active-learning round 1 for graphene: held-out errors before/after retraining, onsite-error analysis, MD drift.
+"""Held-out errors of models and committees (before/after an active-learning round), onsite analysis, MD drift.
 
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-    python benchmarks/active_round1_graphene.py evaluate --model before=graphene-bilayer \
+    python benchmarks/heldout_errors.py evaluate --model before=graphene-bilayer \
         --committee before_committee=graphene-bilayer          # the shipped model and committee
-    python benchmarks/active_round1_graphene.py evaluate --model after=runs/active1-graphene/model.pt
-    python benchmarks/active_round1_graphene.py md --model before=graphene-bilayer --supercell 2 --steps 500
-    python benchmarks/active_round1_graphene.py md --model after=runs/active1-graphene/model.pt --supercell 2 ...
-    python benchmarks/active_round1_graphene.py table            # before/after table from the JSON
-    python benchmarks/active_round1_graphene.py record --model runs/active1b-graphene/model.pt  # active-learning log
+    python benchmarks/heldout_errors.py evaluate --model after=runs/active1-graphene/model.pt
+    python benchmarks/heldout_errors.py evaluate --material mos2-bilayer --model shipped=mos2-bilayer \
+        stage7=runs/mos2-bilayer-pretrained-7/model.pt              # -> benchmarks/results/heldout_mos2.json
+    python benchmarks/heldout_errors.py md --model before=graphene-bilayer --supercell 2 --steps 500
+    python benchmarks/heldout_errors.py md --material mos2-bilayer --model shipped=mos2-bilayer --supercell 2
+    python benchmarks/heldout_errors.py table [--material mos2-bilayer]   # before/after table from the JSON
+    python benchmarks/heldout_errors.py record --model runs/active1b-graphene/model.pt  # graphene round-1 log
 
-Held-out frames (never trained on by the shipped model nor by the round-1 model): the shipped model's hash test
-split (``metadata.training.frame_ids.test``), frame ids matching ``*-test-*`` and frames whose ``meta.json`` says split
-"test"; frames with status "ok" only. Two groups, reported apart: **md16** (≥ 16 atoms: the 2×2 MD snapshots
-``md2x2-T*-test-*`` of the shipped model's own Langevin MD) and **small** (< 16 atoms: 1×1 / reference / SCF stacking
-frames). Per group and model:
+Held-out frames (never trained on by the shipped model nor by the evaluated models, checked): the shipped model's
+hash test split (``metadata.training.frame_ids.test``), frame ids matching ``*-test-*`` and frames whose
+``meta.json`` says split "test"; frames with status "ok" only. Two groups, reported apart: **md16** (≥ 16 atoms: MD
+snapshots of a model's own Langevin MD, e.g. graphene ``md2x2-T*-test-*``, MoS2 18-atom ``md3x1-T*-test-*``) and
+**small** (< 16 atoms: 1×1 / reference / SCF stacking frames). Per group and model:
 
 - forces (calculator = what users get, dispersion included): RMSE of all components, of z (out of plane) and of
   x, y (in plane), meV/Å;
-- energy relative to the relaxed reference cell per atom: err = [E_model(f)/N − E_model(ref)/4] − [E_DFT(f)/N −
-  E_DFT(ref)/4], ref = frame ``0000-refAB`` (AB bilayer, a = 2.46 Å, d = 3.35 Å, DFT max force 18 meV/Å); mean
-  signed and MAE, meV/atom;
+- energy relative to the reference cell per atom: err = [E_model(f)/N − E_model(ref)/N_ref] − [E_DFT(f)/N −
+  E_DFT(ref)/N_ref], ref = frame ``0000-refAB`` for graphene (AB bilayer, a = 2.46 Å, d = 3.35 Å, DFT max force
+  18 meV/Å), ``0000-ref2H`` for MoS2; mean signed and MAE, meV/atom;
 - H and bands (full Wannier frames only) through ``training.evaluate`` (``wannierml evaluate`` metrics, the model's
   own energy zero = vacuum): H MAE per category incl. onsite, band MAE within ±0.5 / ±1 eV of the frame's
   neutrality level, band mean error;
 - onsite analysis (per frame): mean signed onsite error (a rigid per-frame offset), onsite MAE after subtracting it,
   onsite and band errors when prediction and target are each referenced to their own charge-neutrality level (T =
-  0, 48×48 grid, Wigner–Seitz-shifted Wannier H for the target as in the dataset), and the frame's vacuum level.
+  0, 48×48 grid, filling from the model's ``wannier_electrons``, Wigner–Seitz-shifted Wannier H for the target as in
+  the dataset), and the frame's vacuum level.
 - committee (``--committee``): the committee mean for forces/energies/H (mean of the members' H blocks) and the
   fraction of force components within 1σ / 2σ of their atom's calibrated ``forces_std``.
 
-``md``: Langevin MD (1 fs, friction 0.01 /fs) of the n×n AB supercell with a single model, after relaxing the
-primitive AB bilayer with the same model (``relaxation.equilibrium_bilayer``: in-plane cell + positions): mean
-interlayer distance (mean z of layer 1 − mean z of layer 0) over the second half of the run vs the relaxed one.
+``md``: Langevin MD (1 fs, friction 0.01 /fs) of the n×n supercell of the reference bilayer (AB graphene, 2H MoS2)
+with a single model, after relaxing the primitive bilayer with the same model (``relaxation.equilibrium_bilayer``:
+in-plane cell + positions): mean interlayer distance (mean z of layer 1 − mean z of layer 0) over the second half of
+the run vs the relaxed one.
 
-Results: ``benchmarks/results/active_round1_graphene.json`` (merged: each run adds or replaces its tag).
+Results (merged: each run adds or replaces its tag): ``benchmarks/results/active_round1_graphene.json`` (graphene;
+the name of its first use) and ``benchmarks/results/heldout_mos2.json``.
 """
 from __future__ import annotations
 
@@ -49,10 +54,18 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-FRAMES = REPO / "datasets" / "graphene-bilayer" / "frames"
-OUT = REPO / "benchmarks" / "results" / "active_round1_graphene.json"
-REF_FRAME = "0000-refAB"
+# material -> (reference frame of the relative energies, structures.bilayer name, default results file)
+MATERIALS = {"graphene-bilayer": ("0000-refAB", "graphene", "active_round1_graphene.json"),
+             "mos2-bilayer": ("0000-ref2H", "mos2", "heldout_mos2.json")}
 NEUTRALITY_KGRID = 48
+
+
+def frames_dir(material: str) -> Path:
+    return REPO / "datasets" / material / "frames"
+
+
+def default_out(material: str) -> Path:
+    return REPO / "benchmarks" / "results" / MATERIALS[material][2]
 
 
 def _load_json(path: Path) -> dict:
@@ -65,14 +78,14 @@ def _save_json(path: Path, data: dict) -> None:
     atomic_write_text(str(path), json.dumps(data, indent=1, default=float))
 
 
-def heldout_groups(test_ids: set[str]) -> dict[str, list[Path]]:
+def heldout_groups(test_ids: set[str], frames: Path) -> dict[str, list[Path]]:
     """{"md16": [...], "small": [...]}: frame dirs held out from training (see the module docstring)."""
     from ase.io import read
 
     from ase_wannierml.training.frames import find_frames, frame_status
 
     groups: dict[str, list[Path]] = {"md16": [], "small": []}
-    for p in find_frames([FRAMES]):
+    for p in find_frames([frames]):
         meta = p / "meta.json"
         notes = ((json.loads(meta.read_text()).get("sampling") or {}).get("notes") or {}) if meta.is_file() else {}
         held = p.name in test_ids or fnmatch.fnmatchcase(p.name, "*-test-*") or \
@@ -151,15 +164,17 @@ def label_errors(model, paths: list[Path], ref_path: Path) -> dict:
     return out
 
 
-def onsite_analysis(model, examples: list[dict], frame_ids: list[str], dtype: torch.dtype) -> dict:
-    """Per-frame onsite error decomposition (see the module docstring); energies in meV."""
+def onsite_analysis(model, examples: list[dict], frame_ids: list[str], dtype: torch.dtype,
+                    electrons: list[float]) -> dict:
+    """Per-frame onsite error decomposition (see the module docstring); energies in meV. ``electrons``: electrons in
+    the Wannier manifold of each frame (spin-degenerate bands: electrons / 2 occupied per k)."""
     from ase_wannierml.model import keys as K
     from ase_wannierml.training.bands import band_energies
     from ase_wannierml.training.loss import collate
     from ase_wannierml.training.targets import band_kpoints
 
     per, raw, centred, neutral, bands_raw, bands_neutral = {}, [], [], [], [], []
-    for fid, ex in zip(frame_ids, examples):
+    for fid, ex, n_el in zip(frame_ids, examples, electrons):
         if not bool(ex["has_ham"]):
             continue
         batch = collate([ex], dtype)
@@ -177,7 +192,7 @@ def onsite_analysis(model, examples: list[dict], frame_ids: list[str], dtype: to
         norb = fb.bands.shape[1]
         kgrid = torch.as_tensor(band_kpoints(np.array([True, True, False]), NEUTRALITY_KGRID), dtype=torch.float64)
         e_pred = np.sort(band_energies(blocks, index, shift, fb.orbital_index, norb, kgrid).numpy().ravel())
-        n_occ = int(round(0.5 * len(e_pred)))          # 1 electron per pz orbital: half filling
+        n_occ = int(round(0.5 * n_el)) * len(kgrid)     # T = 0 filling of the Wannier bands
         level_pred = 0.5 * (e_pred[n_occ - 1] + e_pred[n_occ])
         level_ref = float(fb.centre)
         pred_b = band_energies(blocks, index, shift, fb.orbital_index, norb, fb.kpts.to(torch.float64)).numpy()
@@ -213,6 +228,8 @@ def onsite_analysis(model, examples: list[dict], frame_ids: list[str], dtype: to
 
 def hamiltonian_errors(model, paths: list[Path]) -> dict:
     """``training.evaluate`` metrics and the onsite analysis on the full Wannier frames of ``paths``."""
+    from ase.io import read
+
     from ase_wannierml.training.cli import _examples_for
     from ase_wannierml.training.evaluate import evaluate
 
@@ -226,8 +243,10 @@ def hamiltonian_errors(model, paths: list[Path]) -> dict:
     module.eval()
     dtype = torch.float64 if single.dtype == torch.float64 else torch.float32
     ev = evaluate(module, examples, dtype=dtype, batch_size=1)
+    per_atom = single.config.wannier_electrons
+    electrons = [sum(per_atom[s] for s in read(p / "structure.extxyz").get_chemical_symbols()) for p in full]
     return {"metrics": ev.metrics(), "counts": ev.counts(), "frames": ids,
-            "onsite": onsite_analysis(module, examples, ids, dtype)}
+            "onsite": onsite_analysis(module, examples, ids, dtype, electrons)}
 
 
 def _load(ref: str, committee: bool):
@@ -241,12 +260,17 @@ def cmd_evaluate(args) -> int:
     from ase_wannierml.model import load_model
 
     torch.set_num_threads(1)
-    shipped = load_model("graphene-bilayer")
+    frames = frames_dir(args.material)
+    out = Path(args.out) if args.out else default_out(args.material)
+    shipped = load_model(args.material)
     test_ids = set(shipped.metadata.get("training", {}).get("frame_ids", {}).get("test", []))
-    groups = heldout_groups(test_ids)
+    groups = heldout_groups(test_ids, frames)
     if args.extra_frames:        # e.g. training-trajectory frames that arrived after the retraining started
-        groups["md16_unseen_train"] = [FRAMES / f for f in args.extra_frames]
-    data = _load_json(Path(args.out))
+        missing = [f for f in args.extra_frames if not (frames / f / "meta.json").is_file()]
+        if missing:
+            raise SystemExit(f"--extra-frames: no frame {missing} in {frames}")
+        groups["md16_unseen_train"] = [frames / f for f in args.extra_frames]
+    data = _load_json(out)
     data.setdefault("heldout_frames", {})
     data["heldout_frames"] = {g: [p.name for p in ps] for g, ps in groups.items()}
     data.setdefault("models", {})
@@ -261,16 +285,18 @@ def cmd_evaluate(args) -> int:
         if not is_committee:
             tr = model.metadata.get("training", {})
             rec["training"] = {k: tr.get(k) for k in ("step", "train_frames", "training_time_s", "init_from")}
+            if model.config.orbitals and set(model.config.orbitals) != set(shipped.config.orbitals):
+                raise SystemExit(f"{ref} is not a {args.material} model (elements {sorted(model.config.orbitals)})")
             overlap = set(tr.get("frame_ids", {}).get("train", [])) & {p.name for ps in groups.values() for p in ps}
             if overlap:
                 raise RuntimeError(f"{ref} trained on held-out frames {sorted(overlap)}")
         for g, paths in groups.items():
-            rec[g] = {"labels": label_errors(model, paths, FRAMES / REF_FRAME),
+            rec[g] = {"labels": label_errors(model, paths, frames / MATERIALS[args.material][0]),
                       "hamiltonian": hamiltonian_errors(model, paths)}
             print(f"[{tag}] {g}: {_summary(rec[g])}", flush=True)
         rec["seconds"] = round(time.time() - t0, 1)
         data["models"][tag] = rec
-        _save_json(Path(args.out), data)
+        _save_json(out, data)
     print(table(data))
     return 0
 
@@ -314,12 +340,12 @@ def table(data: dict) -> str:
     return "\n".join(rows)
 
 
-def _equilibrium_fire(calc, fmax: float = 1e-3) -> tuple[float, float]:
-    """(a, d) in Å of the AB primitive bilayer relaxed with FIRE (in-plane cell + positions, forces < fmax)."""
+def _equilibrium_fire(calc, structure: str, fmax: float = 1e-3) -> tuple[float, float]:
+    """(a, d) in Å of the primitive reference bilayer relaxed with FIRE (in-plane cell + positions, forces < fmax)."""
     from ase_wannierml.relaxation import relax
     from ase_wannierml.structures import bilayer
 
-    atoms = bilayer("graphene")
+    atoms = bilayer(structure)
     atoms.calc = calc
     result = relax(atoms, fmax=fmax, cell=True, optimizer="fire", steps=2000, logfile=None)
     if not result.converged:
@@ -341,14 +367,15 @@ def cmd_md(args) -> int:
     torch.set_num_threads(1)
     tag, ref = args.model.split("=", 1)
     model = _load(ref, False)
+    structure = MATERIALS[args.material][1]
     calc = WannierMLCalculator(model)
     try:
-        a0, d0 = equilibrium_bilayer(calc, "graphene")
+        a0, d0 = equilibrium_bilayer(calc, structure)
         relaxed_with = "equilibrium_bilayer (precon L-BFGS, cell + positions)"
     except RuntimeError as err:          # e.g. the precon line search fails on a rougher energy surface
-        a0, d0 = _equilibrium_fire(calc)
+        a0, d0 = _equilibrium_fire(calc, structure)
         relaxed_with = f"FIRE + FrechetCellFilter (in-plane cell + positions; precon failed: {str(err)[:80]})"
-    atoms = bilayer("graphene", a=a0, interlayer=d0).repeat((args.supercell, args.supercell, 1))
+    atoms = bilayer(structure, a=a0, interlayer=d0).repeat((args.supercell, args.supercell, 1))
     atoms.calc = WannierMLCalculator(model)
     rng = np.random.default_rng(args.seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
@@ -366,16 +393,18 @@ def cmd_md(args) -> int:
     dyn.run(args.steps)
     sec = time.time() - t0
     half = np.array(dist[len(dist) // 2:])
-    rec = {"model_tag": tag, "model": ref, "supercell": args.supercell, "n_atoms": len(atoms),
+    rec = {"model_tag": tag, "model": ref, "material": args.material, "supercell": args.supercell,
+           "n_atoms": len(atoms),
            "temperature_K": args.temperature, "steps": args.steps, "seed": args.seed,
            "relaxed_a_A": a0, "relaxed_interlayer_A": d0, "relaxed_with": relaxed_with,
            "mean_interlayer_second_half_A": float(half.mean()), "std_interlayer_second_half_A": float(half.std()),
            "max_interlayer_A": float(max(dist)), "drift_A": float(half.mean() - d0),
            "interlayer_every_50_steps_A": dist[::50], "mean_temperature_second_half_K": float(np.mean(temps[len(temps) // 2:])),
            "seconds_per_step": sec / args.steps, "load_average_end": os.getloadavg()[0]}
-    data = _load_json(Path(args.out))
+    out = Path(args.out) if args.out else default_out(args.material)
+    data = _load_json(out)
     data.setdefault("md", {})[f"{tag}-{args.supercell}x{args.supercell}-T{args.temperature:.0f}-{args.steps}"] = rec
-    _save_json(Path(args.out), data)
+    _save_json(out, data)
     print(json.dumps({k: v for k, v in rec.items() if k != "interlayer_every_50_steps_A"}, indent=1))
     return 0
 
@@ -394,6 +423,7 @@ def cmd_record(args) -> int:
 
     after = load_model(args.model)
     tr = after.metadata.get("training", {})
+    frames = frames_dir("graphene-bilayer")
     new = sorted({f for f in tr.get("frame_ids", {}).get("train", []) if fnmatch.fnmatchcase(f, "md2x2-*")})
     stages, path = [], args.model
     while path and Path(path).is_file():           # the chain of warm starts behind the model file
@@ -411,7 +441,7 @@ def cmd_record(args) -> int:
     shutil.copyfile(args.model, kept)               # the run folder is not kept; the log's model is
     trained = {"kind": "one model, warm start from the shipped model (committee not retrained)",
                "configs": args.configs, "stages": stages[::-1], "model_file": str(kept)}
-    rec = record_round(cfg, [FRAMES / f for f in new], load_model(cfg.committee, committee=True), after,
+    rec = record_round(cfg, [frames / f for f in new], load_model(cfg.committee, committee=True), after,
                        str(kept), trained,
                        selection="16-atom 2x2 snapshots of the shipped model's own Langevin MD at 300 / 600 K "
                                  "(scripts/md_snapshot_frames.py, every snapshot of the training trajectories; "
@@ -432,16 +462,18 @@ def main(argv=None) -> int:
     e.add_argument("--extra-frames", nargs="*", default=[],
                    help="frame ids reported as a third group (not held out by rule, but trained on by no model "
                         "evaluated here; checked)")
-    e.add_argument("--out", default=str(OUT))
+    e.add_argument("--out", default=None, help="results JSON (default: per material, see the module docstring)")
     m = sub.add_parser("md")
     m.add_argument("--model", required=True, help="tag=model")
     m.add_argument("--supercell", type=int, default=2)
     m.add_argument("--temperature", type=float, default=300.0)
     m.add_argument("--steps", type=int, default=500)
     m.add_argument("--seed", type=int, default=7)
-    m.add_argument("--out", default=str(OUT))
+    m.add_argument("--out", default=None)
     t = sub.add_parser("table")
-    t.add_argument("--out", default=str(OUT))
+    t.add_argument("--out", default=None)
+    for p in (e, m, t):
+        p.add_argument("--material", choices=sorted(MATERIALS), default="graphene-bilayer")
     r = sub.add_parser("record")
     r.add_argument("--model", required=True, help="the retrained model file")
     r.add_argument("--config", default=str(REPO / "configs" / "active-graphene-round1.yaml"))
@@ -457,7 +489,7 @@ def main(argv=None) -> int:
         return cmd_evaluate(args)
     if args.cmd == "md":
         return cmd_md(args)
-    print(table(_load_json(Path(args.out))))
+    print(table(_load_json(Path(args.out) if args.out else default_out(args.material))))
     return 0
 
 
