@@ -85,6 +85,22 @@ def test_early_stopping_after_patience(frames, tmp_path, monkeypatch):
     assert summary["stopped_early"] and summary["step"] == 4 and summary["best_val"] == 0.5
 
 
+@pytest.mark.parametrize("save_model, step", [("best", 2), ("last", 5)])
+def test_save_model_best_or_last(frames, tmp_path, monkeypatch, save_model, step):
+    """run.save_model: 'best' keeps the model of lowest validation loss, 'last' the end of training (e.g. when a
+    one-frame validation set cannot judge a warm start on new data); a bad value is refused."""
+    cfg = tiny_train_config(frames, tmp_path / save_model, optim={"max_steps": 5},
+                            run={"eval_every": 1, "patience": 0, "save_model": save_model})
+    losses = iter([1.0, 0.5, 0.7, 0.6, 0.9])          # best at step 2
+    monkeypatch.setattr(Trainer, "evaluate_loss", lambda self, idx: {"loss": next(losses)})
+    Trainer(cfg).train()
+    from ase_wannierml.model import load_model
+
+    assert load_model(tmp_path / save_model / "model.pt").metadata["training"]["step"] == step
+    with pytest.raises(ValueError, match="run.save_model"):
+        tiny_train_config(frames, tmp_path / "bad", run={"save_model": "final"}).validate()
+
+
 @pytest.mark.slow
 def test_overfits_four_frames_to_near_zero_loss(tmp_path):
     folder = tmp_path / "frames"

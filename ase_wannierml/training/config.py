@@ -146,6 +146,10 @@ class RunConfig:
         ``seed``) before training: committee members start apart (their spread then grows where data are missing).
     freeze: parameter-name prefixes kept fixed (e.g. ``hamiltonian.near.nets``), so a committee member stores only
         the tensors it trained.
+    save_model: which EMA model ``<output>/model.pt`` holds: ``"best"`` (lowest validation loss; the default) or
+        ``"last"`` (the end of training). Use ``"last"`` when the validation split is too small to choose by, e.g. a
+        warm start whose few validation frames cannot see the new data (a single-frame validation set once kept the
+        step-250 model of a 2000-step MoS2 run).
     """
 
     output: str = "runs/train"
@@ -161,6 +165,7 @@ class RunConfig:
     init_from: str = ""
     init_noise: float = 0.0
     freeze: list[str] = field(default_factory=list)
+    save_model: str = "best"
 
 
 @dataclass
@@ -207,6 +212,8 @@ class TrainConfig:
         if len(self.loss.hamiltonian_categories) != len(HAM_CATEGORIES):
             raise ValueError(f"config: loss.hamiltonian_categories needs {len(HAM_CATEGORIES)} weights "
                              f"({', '.join(HAM_CATEGORIES)}), got {self.loss.hamiltonian_categories}")
+        if self.run.save_model not in ("best", "last"):
+            raise ValueError(f"config: run.save_model must be 'best' or 'last', got {self.run.save_model!r}")
         for name in ("dtype", "save_dtype"):
             if getattr(self.run, name) not in ("float32", "float64"):
                 raise ValueError(f"config: run.{name} must be 'float32' or 'float64', got {getattr(self.run, name)!r}")

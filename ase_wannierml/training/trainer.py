@@ -3,7 +3,7 @@
 Data order: epoch e visits the training frames in ``randperm(n, seed + e)``; batches are consecutive slices of
 ``optim.batch_size`` frames (the last one may be shorter). With ``world_size`` processes each takes
 ``batch[rank::world_size]``. Validation uses the EMA weights, all band k-points, and drives early stopping and
-``<output>/model.pt`` (the best EMA model). ``<output>/metrics.jsonl`` gets one JSON line per log/validation event.
+``<output>/model.pt`` (the EMA model of lowest validation loss, or the last one: ``run.save_model``). ``<output>/metrics.jsonl`` gets one JSON line per log/validation event.
 
 Example::
 
@@ -138,7 +138,7 @@ class Trainer:
                     or self.step == self.cfg.optim.max_steps:
                 self.save_checkpoint()
         bar.close()
-        if not self.val_idx and self.dist.is_main:
+        if (not self.val_idx or self.cfg.run.save_model == "last") and self.dist.is_main:
             with self.ema.applied():
                 self._save_model(self.out / "model.pt")
         best = self.best_val if math.isfinite(self.best_val) else None
@@ -223,7 +223,7 @@ class Trainer:
         improved = metrics["loss"] < self.best_val
         if improved:
             self.best_val, self.bad_evals = metrics["loss"], 0
-            if self.dist.is_main:
+            if self.dist.is_main and self.cfg.run.save_model == "best":
                 with self.ema.applied():
                     self._save_model(self.out / "model.pt")
         else:
