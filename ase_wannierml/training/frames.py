@@ -88,8 +88,9 @@ def frame_status(path: Path) -> tuple[str, str]:
     return str(meta.get("status", "ok")), str(meta.get("reason", ""))
 
 
-def iter_frames(source: Path) -> Iterator[Frame]:
+def iter_frames(source: str | Path) -> Iterator[Frame]:
     """Frames of one source: a frame directory (one frame) or an extxyz file (each image a force-only frame)."""
+    source = Path(source)
     if source.is_file():
         for index, atoms in enumerate(read(source, index=":")):
             yield _labelled(f"{source.stem}:{index}", atoms, [str(source)])
@@ -97,8 +98,9 @@ def iter_frames(source: Path) -> Iterator[Frame]:
     yield load_frame_dir(source)
 
 
-def load_frame_dir(path: Path) -> Frame:
+def load_frame_dir(path: str | Path) -> Frame:
     """Read one frame directory; malformed files raise ``FrameError`` naming the frame and the file."""
+    path = Path(path)
     frame_id = path.name
     struct = path / STRUCTURE_FILE
     if not struct.is_file():
