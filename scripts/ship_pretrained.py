@@ -21,6 +21,8 @@ import math
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+
 import numpy as np
 import torch
 
@@ -251,7 +253,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="trained model file (e.g. runs/graphene-bilayer-pretrained/model.pt)")
     p.add_argument("--name", default="graphene-bilayer")
-    p.add_argument("--frames", default="datasets/graphene-bilayer/frames")
+    p.add_argument("--frames", default=None, help="frame folder (default: datasets/<name>/frames)")
     p.add_argument("--force", action="store_true", help="ship even if not better than the installed model")
     p.add_argument("--dry-run", action="store_true", help="evaluate and print, do not write")
     p.add_argument("--no-train-eval", action="store_true", help="skip the (slower) training-set metrics")
@@ -260,7 +262,10 @@ def main(argv=None) -> int:
     from ase_wannierml.model import load_model
     from ase_wannierml.model.io import PRETRAINED_DIR
 
-    frames_dir = Path(args.frames)
+    frames_dir = Path(args.frames) if args.frames else REPO / "datasets" / args.name / "frames"
+    if not frames_dir.is_dir():
+        print(f"no frame folder {frames_dir} (pass --frames)", file=sys.stderr)
+        return 2
     model = load_run_model(args.model)
     training = model.metadata.get("training", {})
     ids = training.get("frame_ids", {})
@@ -270,6 +275,11 @@ def main(argv=None) -> int:
         return 1
     result = {"test": evaluate_ids(model, frames_dir, test_ids), "val": evaluate_ids(model, frames_dir,
                                                                                       ids.get("val", []))}
+    n_test = (result["test"].get("counts") or {}).get("frames", 0)
+    if n_test == 0:      # e.g. the frames of another material under the same ids: never score (and ship) on nothing
+        print(f"none of the model's {len(test_ids)} test frames could be evaluated from {frames_dir} (wrong --frames "
+              f"or --name for this model?); nothing shipped", file=sys.stderr)
+        return 2
     if not args.no_train_eval:
         result["train"] = evaluate_ids(model, frames_dir, ids.get("train", []))
     for part in ("test", "val", "train"):

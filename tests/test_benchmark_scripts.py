@@ -127,3 +127,19 @@ def test_heldout_errors_mos2_filling_and_material_guard(tmp_path):
         he.main(["evaluate", "--material", "mos2-bilayer", "--model", "g=graphene-bilayer",
                  "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_ship_pretrained_refuses_to_score_on_no_frames(tmp_path, capsys):
+    """A MoS2 model pointed at the graphene frames (same ids, other elements) used to score 0.00 against 0.00;
+    now nothing is scored or shipped and the message names the frame folder. The default folder follows --name."""
+    spec = importlib.util.spec_from_file_location("ship_pretrained", BENCH.parent / "scripts" / "ship_pretrained.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    from ase_wannierml.model.io import PRETRAINED_DIR
+
+    model = str(PRETRAINED_DIR / "mos2-bilayer.pt")
+    graphene = str(BENCH.parent / "datasets" / "graphene-bilayer" / "frames")
+    assert ship.main([model, "--name", "mos2-bilayer", "--frames", graphene, "--dry-run", "--no-train-eval"]) == 2
+    assert "none of the model's" in capsys.readouterr().err
+    assert ship.main([model, "--name", "mos2-bilayer", "--frames", str(tmp_path / "nope"), "--dry-run"]) == 2
+    assert "no frame folder" in capsys.readouterr().err
