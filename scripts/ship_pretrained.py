@@ -21,10 +21,10 @@ import math
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 import numpy as np
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 from ase_wannierml.training.trainer import energy_zero_description
 

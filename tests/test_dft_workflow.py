@@ -264,14 +264,16 @@ def test_extra_stacking_grid_has_its_own_ids_and_the_cli_refuses_clashes(tmp_pat
     assert [p.frame_id for p in extra] == ["bc000-scf-t1.00-g3.35", "bc001-scf-t1.00-g3.45"]
     assert not default_ids & {p.frame_id for p in extra}
     assert [p.gap for p in extra] == [3.35, 3.45] and all(p.kind == "scf" for p in extra)
-    for bad in ({"prefix": ""}, {"prefix": "b/c"}, {"gaps": (3.3, float("nan"))}, {"gaps": (0.0,)}):
+    for bad in ({"prefix": ""}, {"prefix": "b/c"}, {"gaps": (3.3, float("nan"))}, {"gaps": (0.0,)}, {"gaps": ()},
+                {"path_fractions": ()}, {"path_fractions": (1.0, float("nan"))}):
         with pytest.raises(ValueError, match="stacking_grid"):
             stacking_grid(GRAPHENE_BILAYER, **{"gaps": (3.3,), **bad, "prefix": bad.get("prefix", "bc")})
     base = ["--material", "graphene-bilayer", "--dry-run", "--scratch", str(tmp_path)]
     for argv, msg in ((["--stacking-grid", "--grid-gaps", "3.3"], "own --grid-prefix"),
                       (["--stacking-grid", "--grid-gaps", "3.3", "--grid-prefix", "s"], "own --grid-prefix"),
                       (["--n-frames", "2", "--grid-gaps", "3.3", "--grid-prefix", "bc"], "only apply with"),
-                      (["--stacking-grid", "--grid-gaps", "-1", "--grid-prefix", "bc"], "finite and > 0")):
+                      (["--stacking-grid", "--grid-gaps", "-1", "--grid-prefix", "bc"], "finite and > 0"),
+                      (["--stacking-grid", "--grid-fractions", "nan", "--grid-prefix", "bc"], "must be finite")):
         with pytest.raises(SystemExit) as exc:
             batch.main(base + argv)
         assert exc.value.code == 2 and msg in capsys.readouterr().err

@@ -331,9 +331,13 @@ def stacking_grid(material: MaterialSpec, gaps: tuple[float, ...] | None = None,
     (``<prefix>000-scf-t1.00-g3.35``): an extra grid on other gaps needs its own prefix so its ids stay unique."""
     if not prefix or not prefix.replace("_", "").isalnum():
         raise ValueError(f"stacking_grid: prefix must be a non-empty alphanumeric string, got {prefix!r}")
+    if gaps is not None and len(gaps) == 0 or len(path_fractions) == 0:
+        raise ValueError("stacking_grid: an empty list of gaps or stacking-path fractions gives no frames")
     bad = [g for g in (gaps or ()) if not (np.isfinite(g) and g > 0)]
     if bad:
         raise ValueError(f"stacking_grid: interlayer gaps must be finite and > 0 Å, got {bad}")
+    if not all(np.isfinite(t) for t in path_fractions):
+        raise ValueError(f"stacking_grid: stacking-path fractions must be finite, got {list(path_fractions)}")
     name, variant, shift, _ = material.references[0]
     pairs = [(t, g) for t in path_fractions for g in gaps] if gaps is not None else \
         [(t, round(material.gap_reference + d, 3)) for t in path_fractions for d in GRID_GAP_OFFSETS] + \

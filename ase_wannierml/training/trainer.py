@@ -3,7 +3,8 @@
 Data order: epoch e visits the training frames in ``randperm(n, seed + e)``; batches are consecutive slices of
 ``optim.batch_size`` frames (the last one may be shorter). With ``world_size`` processes each takes
 ``batch[rank::world_size]``. Validation uses the EMA weights, all band k-points, and drives early stopping and
-``<output>/model.pt`` (the EMA model of lowest validation loss, or the last one: ``run.save_model``). ``<output>/metrics.jsonl`` gets one JSON line per log/validation event.
+``<output>/model.pt`` (the EMA model of lowest validation loss, or the last one: ``run.save_model``).
+``<output>/metrics.jsonl`` gets one JSON line per log/validation event.
 
 Example::
 
