@@ -195,3 +195,54 @@ def test_band_window_sits_at_the_frame_centre_for_vacuum_referenced_targets(tmp_
         terms.append(_band_term(batch, blocks, scales, cfg, band_seed=None))
     assert terms[0].count > 0 and terms[1].count == terms[0].count
     assert float(terms[1].value) == pytest.approx(float(terms[0].value), rel=1e-6)
+
+
+def test_layer_force_term_sees_a_coherent_error_that_the_force_rmse_averages_away(data):
+    """A per-atom force error of +e on one layer and -e on the other (a too-flat binding curve) is the whole
+    layer-mean error; a zero-mean error pattern inside each layer gives no layer term although the force RMSE is
+    the same. Single-layer structures contribute nothing; the term is off at weight 0."""
+    from ase_wannierml.training.loss import layer_mean_force_errors
+
+    _, ds = data
+    batch = collate(ds.examples, torch.float64)
+    g, t = batch.graph, batch.targets
+    layer = g[K.LAYER]
+    assert set(layer.tolist()) == {0, 1}
+    e = 0.05
+    coherent = t["target_forces"].clone()
+    coherent[:, 2] += torch.where(layer == 1, -e, e)                  # layers pulled together, every atom
+    alternating = t["target_forces"].clone()
+    for s in range(batch.size):                                     # +e, -e, +e, -e inside each layer
+        for lay in (0, 1):
+            idx = torch.nonzero((g[K.BATCH] == s) & (layer == lay)).flatten()
+            alternating[idx, 2] += e * (1 - 2 * (torch.arange(len(idx)) % 2)).double()
+    mask = t["atom_has_forces"]
+    err_c = layer_mean_force_errors(g, coherent - t["target_forces"], mask)
+    err_a = layer_mean_force_errors(g, alternating - t["target_forces"], mask)
+    assert err_c.shape == (2 * batch.size, 3)
+    np.testing.assert_allclose(err_c[:, 2].abs().numpy(), e, rtol=1e-6)
+    np.testing.assert_allclose(err_a.numpy(), 0.0, atol=1e-9)
+    scales = Scales(forces=1.0, layer_forces=0.01)
+    on = LossConfig(energy=0.0, forces=1.0, layer_forces=2.0, stress=0.0, hamiltonian=0.0)
+    for forces, expected in ((coherent, 2.0 * (e / 0.01) ** 2 / 3), (alternating, 0.0)):   # z of x, y, z
+        terms = loss_terms(batch, {K.FORCES: forces}, scales, on)
+        counts = {n: x.count for n, x in terms.items()}
+        assert counts["layer_forces"] == 2 * batch.size * 3
+        assert float(combine({"layer_forces": terms["layer_forces"]}, counts, on)) == pytest.approx(expected)
+        assert terms["forces"].sq == pytest.approx(terms["forces"].count / 3 * e ** 2)   # same force RMSE both ways
+    off = LossConfig(energy=0.0, forces=1.0, stress=0.0, hamiltonian=0.0)
+    assert "layer_forces" not in loss_terms(batch, {K.FORCES: coherent}, scales, off)
+    one_layer = dict(g, **{K.LAYER: torch.zeros_like(layer)})        # a monolayer: ΣF = 0, nothing to learn
+    assert layer_mean_force_errors(one_layer, coherent - t["target_forces"], mask).shape == (0, 3)
+
+
+def test_layer_force_settings_are_validated():
+    from ase_wannierml.training.config import TrainConfig
+
+    for bad in ({"layer_forces": -1.0}, {"layer_forces_scale": 0.0}):
+        cfg = TrainConfig()
+        cfg.data.frames = ["x"]
+        for k, v in bad.items():
+            setattr(cfg.loss, k, v)
+        with pytest.raises(ValueError, match=f"loss.{next(iter(bad))}"):
+            cfg.validate()

@@ -81,6 +81,9 @@ class DataConfig:
 class LossConfig:
     """Weights of the joint loss (each term is a mean square divided by its own scale², see ``loss.py``).
 
+    layer_forces: weight of the mean-force-per-layer term (0: off; see ``loss.layer_mean_force_errors``): the
+        rigid-layer force per atom, whose error sets the interlayer binding curve and sliding barrier in MD.
+    layer_forces_scale: eV/Å, the mean-force-per-layer error that counts as 1.
     hamiltonian_categories: extra weight per category (onsite, intra_near, intra_far, inter).
     ham_distance_bin: Å; width of the distance shells of the Hamiltonian scales (0: one scale per category).
     ham_bin_power: p in σ = σ_category^(1−p) · σ_shell^p (see ``loss.py``).
@@ -103,6 +106,8 @@ class LossConfig:
 
     energy: float = 1.0
     forces: float = 1.0
+    layer_forces: float = 0.0
+    layer_forces_scale: float = 0.01
     stress: float = 0.1
     hamiltonian: float = 1.0
     bands: float = 0.0
@@ -233,6 +238,10 @@ class TrainConfig:
                 raise ValueError(f"config: data.repeat[{pattern!r}] must be an integer >= 1, got {n!r}")
         if self.data.band_kgrid < 1:
             raise ValueError("config: data.band_kgrid must be >= 1")
+        if not self.loss.layer_forces >= 0:
+            raise ValueError(f"config: loss.layer_forces must be >= 0, got {self.loss.layer_forces!r}")
+        if not self.loss.layer_forces_scale > 0:
+            raise ValueError(f"config: loss.layer_forces_scale must be > 0 (eV/Å), got {self.loss.layer_forces_scale!r}")
 
     def cache_path(self) -> Path:
         """The dataset cache file (``data.cache`` or ``<run.output>/dataset_cache.pt``)."""

@@ -3,10 +3,11 @@
 Every term is a mean of squared errors divided by that term's own scale² (``Scales``, from the training set), then
 weighted (``LossConfig``):
 
-    L = w_E ⟨(ΔE/N)²⟩/σ_E² + w_F ⟨ΔF²⟩/σ_F² + w_S ⟨Δσ²⟩/σ_S²
+    L = w_E ⟨(ΔE/N)²⟩/σ_E² + w_F ⟨ΔF²⟩/σ_F² + w_L ⟨ΔF̄_layer²⟩/σ_L² + w_S ⟨Δσ²⟩/σ_S²
         + w_H Σ_c w_c ⟨ΔH_c²⟩/σ_c² + w_b ⟨Δε²⟩/σ_b² + w_k ⟨ω_k |ΔH(k)|²⟩/σ_k²
 
-⟨·⟩ averages over the labelled items of the batch (frames for E, force components, stress components, known
+⟨·⟩ averages over the labelled items of the batch (frames for E, force components, components of the mean force
+per layer F̄_layer (the rigid-layer force per atom: what drives interlayer binding and sliding), stress components, known
 Hamiltonian elements of category c, band energies within ±window of E_F at the sampled k-points). For the
 Hamiltonian, σ = σ_c^(1−p) σ_{c,shell}^p mixes the RMS of the training targets of the element's category (σ_c)
 and of its category *and distance shell* (σ_{c,shell}, bins of ``loss.ham_distance_bin`` Å); onsite diagonals are
@@ -32,12 +33,13 @@ from .config import HAM_CATEGORIES, LossConfig
 
 TARGET_KEYS = ("target_energy", "target_forces", "target_stress", "target_ham", "target_ham_mask",
                "has_energy", "has_forces", "has_stress", "has_ham")
-TERM_NAMES = ("energy", "forces", "stress") + tuple(f"ham_{c}" for c in HAM_CATEGORIES) + ("bands", "hk")
+TERM_NAMES = ("energy", "forces", "layer_forces", "stress") + tuple(f"ham_{c}" for c in HAM_CATEGORIES) + ("bands", "hk")
 
 
 @dataclass
 class Scales:
-    """Per-term error scales: energy eV/atom, forces eV/Å, stress eV/Å³, ham per category eV, bands eV.
+    """Per-term error scales: energy eV/atom, forces eV/Å, stress eV/Å³, mean force per layer eV/Å, ham per category
+    eV, bands eV.
 
     ham_bins[c][b]: eV, RMS target of category c's elements at pair distance in [b·w, (b+1)·w), w =
     ham_bin_width Å (bins beyond the list use ``ham[c]``); an element's scale is ham[c]^(1−p) · ham_bins[c][b]^p,
@@ -47,6 +49,7 @@ class Scales:
     energy: float = 1.0
     forces: float = 1.0
     stress: float = 1.0
+    layer_forces: float = 0.01     # eV/Å: error of the mean force per layer that counts as 1
     ham: list[float] = field(default_factory=lambda: [1.0] * len(HAM_CATEGORIES))
     bands: float = 0.05
     ham_bin_width: float = 0.5
@@ -178,6 +181,10 @@ def loss_terms(batch: Batch, out: dict[str, torch.Tensor], scales: Scales, cfg: 
     f_mask = t["atom_has_forces"]
     if cfg.forces > 0 and bool(f_mask.any()) and K.FORCES in out:
         terms["forces"] = _term(out[K.FORCES][f_mask] - t["target_forces"][f_mask], scales.forces)
+    if getattr(cfg, "layer_forces", 0.0) > 0 and bool(f_mask.any()) and K.FORCES in out:
+        err = layer_mean_force_errors(batch.graph, out[K.FORCES] - t["target_forces"], f_mask)
+        if err.numel():
+            terms["layer_forces"] = _term(err, scales.layer_forces)
     s_mask = t["has_stress"]
     if cfg.stress > 0 and bool(s_mask.any()) and K.STRESS in out:
         terms["stress"] = _term(out[K.STRESS][s_mask] - t["target_stress"][s_mask], scales.stress)
@@ -195,6 +202,27 @@ def loss_terms(batch: Batch, out: dict[str, torch.Tensor], scales: Scales, cfg: 
     if cfg.bands > 0 and cfg.band_kpoints > 0 and batch.frames and K.HAM_BLOCKS in out:
         terms["bands"] = _band_term(batch, out[K.HAM_BLOCKS], scales, cfg, band_seed)
     return terms
+
+
+def layer_mean_force_errors(graph: dict[str, torch.Tensor], force_error: torch.Tensor,
+                            atom_mask: torch.Tensor) -> torch.Tensor:
+    """Error of the mean force per layer (eV/Å), (n_layers_with_forces, 3), over the structures of a batch that
+    have ≥ 2 layers and forces. Per-atom force errors that are small but share one sign over a layer (a binding
+    curve that is too flat) add up here instead of averaging out: F̄_layer is −(1/N_layer) dE/d(rigid shift)."""
+    layer, batch = graph[K.LAYER], graph[K.BATCH]
+    n_layer_ids = int(layer.max()) + 1 if layer.numel() else 1
+    group = batch * n_layer_ids + layer
+    err, grp, bat = force_error[atom_mask], group[atom_mask], batch[atom_mask]
+    if grp.numel() == 0:
+        return force_error.new_zeros((0, 3))
+    uniq, inv = torch.unique(grp, return_inverse=True)
+    sums = force_error.new_zeros((len(uniq), 3)).index_add(0, inv, err)
+    count = force_error.new_zeros(len(uniq)).index_add(0, inv, torch.ones_like(err[:, 0]))
+    owner = torch.div(uniq, n_layer_ids, rounding_mode="floor")              # structure of each layer group
+    layers_per_structure = torch.zeros(int(bat.max()) + 1, dtype=torch.long).index_add(
+        0, owner, torch.ones_like(owner))
+    keep = layers_per_structure[owner] >= 2
+    return (sums / count[:, None])[keep]
 
 
 def _band_term(batch: Batch, blocks: torch.Tensor, scales: Scales, cfg: LossConfig,

@@ -96,6 +96,7 @@ def build_training_model(cfg: TrainConfig, train_examples: Sequence[dict], model
     model = build_model(mc.orbitals, mc.cutoff, dtype=dtype, seed=cfg.run.seed, **options)
     scales = compute_scales(train_examples, mc.e0s, mc.onsite_reference, cfg.loss.scale_floor,
                             cfg.loss.band_scale, cfg.loss.ham_distance_bin, cfg.loss.ham_bin_power)
+    scales.layer_forces = float(cfg.loss.layer_forces_scale)
     return model, _plain(mc.to_dict()), scales
 
 
