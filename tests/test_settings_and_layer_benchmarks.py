@@ -1,0 +1,66 @@
+"""The settings-vs-cost benchmark's comparisons (benchmarks/dft_settings_cost.py) and the rigid-layer force of
+benchmarks/layer_forces.py, on real QE 6.7 + Wannier90 3.1 files of the workflow (tests/data/wannier90/)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.io import read
+
+from conftest import load_repo_module
+
+DATA = Path(__file__).parent / "data" / "wannier90"
+
+
+def _frame(tmp: Path, name: str, vacuum: float, energy: float, mesh: list[int]) -> Path:
+    """A frame directory as the workflow writes it (the parts the benchmark reads) from the stored test frame."""
+    d = tmp / name
+    d.mkdir()
+    for f in ("structure.extxyz", "wannier90_hr.dat.gz", "wannier90_wsvec.dat.gz", "dft_check_bands.json",
+              "dft_extra_bands.json"):
+        shutil.copy(DATA / "graphene_1x1" / f, d / f)
+    meta = {"status": "ok", "energy_eV": energy, "vacuum_level_eV": vacuum,
+            "settings": {"kmesh_scf": [15, 15, 1], "kmesh_nscf": mesh},
+            "material_spec": {"dft": {"ecutwfc": 30.0}},
+            "timings_s": {"scf": 1.0, "total": 2.0}, "cpu_timings_s": {"scf": 2.0, "total": 4.0}}
+    (d / "meta.json").write_text(json.dumps(meta))
+    return d
+
+
+def test_a_frame_against_itself_changes_nothing_and_a_moved_vacuum_level_moves_only_the_onsite_terms(tmp_path,
+                                                                                                     monkeypatch):
+    bench = load_repo_module("benchmarks/dft_settings_cost.py")
+    monkeypatch.setattr(bench, "REPO", tmp_path)
+    e = read(DATA / "graphene_1x1" / "structure.extxyz").get_potential_energy()
+    ref = _frame(tmp_path, "ref", vacuum=4.0, energy=e, mesh=[8, 8, 1])
+    same = bench.variant_row(_frame(tmp_path, "same", 4.0, e, [8, 8, 1]), ref)
+    assert same["dH_onsite_max_meV"] == 0.0 and same["dH_other_max_meV"] == 0.0
+    assert same["d_energy_meV_per_atom"] == 0.0 and same["d_forces_max_meV_A"] == 0.0
+    assert same["vs_ref_max_meV"] < 20.0                     # the 8x8 frame's own interpolation error (docs: 15)
+    assert same["own_offmesh_max_meV"] == pytest.approx(15.0, abs=1.0)
+    # same H, vacuum level 0.1 eV higher: measured from the vacuum, every band and onsite energy sits 0.1 eV lower
+    moved = bench.variant_row(_frame(tmp_path, "moved", 4.1, e + 0.4, [8, 8, 1]), ref)
+    assert moved["dH_onsite_max_meV"] == pytest.approx(100.0, abs=1e-6)
+    assert moved["dH_other_max_meV"] == 0.0
+    assert moved["d_vacuum_level_meV"] == pytest.approx(100.0)
+    assert moved["d_energy_meV_per_atom"] == pytest.approx(100.0)        # 0.4 eV over 4 atoms
+    assert moved["vs_ref_max_meV"] == pytest.approx(100.0, abs=20.0)
+    # another Wannier mesh: H(R) is not comparable element by element (Wigner-Seitz splitting), bands are
+    other = bench.variant_row(_frame(tmp_path, "other", 4.0, e, [12, 12, 1]), ref)
+    assert "dH_onsite_max_meV" not in other and other["vs_ref_max_meV"] is not None
+
+
+def test_top_layer_mean_force_picks_the_upper_layer_whatever_its_label():
+    bench = load_repo_module("benchmarks/layer_forces.py")
+    atoms = Atoms("C4", positions=[[0, 0, 10], [1.4, 0, 10], [0, 0, 13.4], [1.4, 0, 13.4]], cell=[5, 5, 25])
+    forces = np.array([[0, 0, 0.3], [0, 0, 0.1], [0.2, 0, -0.1], [0, 0, -0.3]])
+    for labels, top in (([0, 0, 1, 1], [0.1, 0, -0.2]), ([1, 1, 0, 0], [0.1, 0, -0.2])):
+        atoms.set_array("layer", np.array(labels))
+        np.testing.assert_allclose(bench.top_layer_mean_force(atoms, forces), top)
+    atoms.set_array("layer", np.zeros(4, int))
+    with pytest.raises(ValueError, match="one layer"):
+        bench.top_layer_mean_force(atoms, forces)
