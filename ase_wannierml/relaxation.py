@@ -123,8 +123,8 @@ def relax(atoms: Atoms, fmax: float = 0.01, cell: bool = False, smax: float = 1e
     t0 = time.perf_counter()
     stopped, converged = None, False
     with _CountingCalls(atoms.calc) as counter:
-        iterator = _precon_irun(opt, fmax, smax, steps) if optimizer == "precon" else \
-            opt.irun(fmax=fmax, steps=steps)
+        iterator = _precon_irun(opt, fmax, smax, steps, target, logfile, trajectory) if optimizer == "precon" \
+            else opt.irun(fmax=fmax, steps=steps)
         for converged in iterator:
             elapsed = time.perf_counter() - t0
             if progress_every and opt.nsteps % progress_every == 0:
@@ -133,6 +133,9 @@ def relax(atoms: Atoms, fmax: float = 0.01, cell: bool = False, smax: float = 1e
                 stopped = f"time cap of {max_minutes:g} min reached after {opt.nsteps} steps"
                 break
         converged = bool(converged)
+        if not converged and getattr(opt, "line_search_failure", None):
+            stopped = (f"line search failed after {opt.nsteps} steps ({opt.line_search_failure}): forces/stress "
+                       "are at the model's numerical noise; loosen fmax/smax or use optimizer='fire'")
         forces = atoms.get_forces()
         stress = atoms.get_stress(voigt=True) if cell else None
         energy = float(atoms.get_potential_energy())
@@ -287,10 +290,34 @@ def _optimizer(atoms: Atoms, name: str, cell_mask, logfile, trajectory, precon_m
     return target, cls(target, logfile=logfile, trajectory=trajectory)
 
 
-def _precon_irun(opt, fmax: float, smax: float, steps: int):
-    """``PreconLBFGS.irun`` with its stress threshold set (its ``run`` sets ``smax``, ``irun`` does not)."""
+def _precon_irun(opt, fmax: float, smax: float, steps: int, target=None, logfile=None, trajectory=None):
+    """``PreconLBFGS.irun`` with its stress threshold set (its ``run`` sets ``smax``, ``irun`` does not).
+
+    If its Wolfe line search fails (it raises ``RuntimeError``; seen near tight thresholds, where energy changes
+    reach the model's numerical noise), the relaxation continues from the current geometry with the same
+    preconditioner and ASE's Armijo line search (which resets the Hessian instead of giving up) for the remaining
+    steps; ``opt.nsteps`` keeps counting."""
     opt.smax = smax
-    yield from opt.irun(fmax=fmax, steps=steps)
+    try:
+        yield from opt.irun(fmax=fmax, steps=steps)
+        return
+    except RuntimeError as err:
+        if target is None or "ine" not in str(err) or "earch" not in str(err):
+            raise
+        done, first = opt.nsteps, str(err)
+    from ase.optimize.precon import PreconLBFGS
+
+    retry = PreconLBFGS(target, precon=opt.precon, use_armijo=True, logfile=logfile, trajectory=trajectory)
+    retry.smax = smax
+    retry.nsteps = done
+    opt.nsteps = done
+    try:
+        for converged in retry.irun(fmax=fmax, steps=max(steps - done, 1)):
+            opt.nsteps = retry.nsteps
+            yield converged
+    except RuntimeError as err2:     # no descent direction found either: the energy is at its noise floor
+        opt.line_search_failure = f"{first}; then {err2}"
+        yield False
 
 
 def equilibrium_bilayer(calc, material: str = "graphene", stacking: str | None = None,
