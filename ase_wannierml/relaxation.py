@@ -302,7 +302,7 @@ def _precon_irun(opt, fmax: float, smax: float, steps: int, target=None, logfile
         yield from opt.irun(fmax=fmax, steps=steps)
         return
     except RuntimeError as err:
-        if target is None or "ine" not in str(err) or "earch" not in str(err):
+        if target is None or "linesearch" not in str(err).lower():     # ASE: "Wolff lineSearch failed!"
             raise
         done, first = opt.nsteps, str(err)
     from ase.optimize.precon import PreconLBFGS

@@ -87,9 +87,9 @@ def run_variant(frame: Path, variant: str, np_: int, nk: int, scratch: Path) -> 
     from ase_wannierml.dft.parse import read_xml_bands
     from ase_wannierml.dft.workflow import PREFIX, run_frame
 
-    material, params, atoms = _frame_inputs(frame)
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+    material, params, atoms = _frame_inputs(frame)
     dft = dataclasses.replace(material.dft, **VARIANTS[variant])
     mat = dataclasses.replace(material, dft=dft)
     fid = f"{params.frame_id}-{variant}"

@@ -64,3 +64,24 @@ def test_top_layer_mean_force_picks_the_upper_layer_whatever_its_label():
     atoms.set_array("layer", np.zeros(4, int))
     with pytest.raises(ValueError, match="one layer"):
         bench.top_layer_mean_force(atoms, forces)
+
+
+def test_settings_benchmark_refuses_unknown_variants_and_frames_without_layers(tmp_path):
+    """Bad input is named before any DFT starts: an unknown variant, a structure without a 'layer' array, a
+    directory that is not a frame."""
+    bench = load_repo_module("benchmarks/dft_settings_cost.py")
+    frame = _frame(tmp_path, "f", 4.0, 0.0, [8, 8, 1])
+    meta = json.loads((frame / "meta.json").read_text())
+    meta.update(material="graphene-bilayer", sampling={"frame_id": "f", "material": "graphene-bilayer", "seed": 1,
+                                                       "shift": [0, 0], "strain": [0, 0, 0]})
+    (frame / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unknown variant 'scf5'"):
+        bench.run_variant(frame, "scf5", 1, 1, tmp_path / "scratch")
+    atoms = read(frame / "structure.extxyz")
+    del atoms.arrays["layer"]
+    atoms.write(frame / "structure.extxyz")
+    with pytest.raises(ValueError, match="no 'layer' array"):
+        bench.run_variant(frame, "ref", 1, 1, tmp_path / "scratch")
+    with pytest.raises(SystemExit):
+        bench.main(["report", "--frame", str(tmp_path)])          # no meta.json: argparse error, exit 2
+    assert not (tmp_path / "scratch").exists()

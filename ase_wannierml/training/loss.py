@@ -181,7 +181,7 @@ def loss_terms(batch: Batch, out: dict[str, torch.Tensor], scales: Scales, cfg: 
     f_mask = t["atom_has_forces"]
     if cfg.forces > 0 and bool(f_mask.any()) and K.FORCES in out:
         terms["forces"] = _term(out[K.FORCES][f_mask] - t["target_forces"][f_mask], scales.forces)
-    if getattr(cfg, "layer_forces", 0.0) > 0 and bool(f_mask.any()) and K.FORCES in out:
+    if cfg.layer_forces > 0 and bool(f_mask.any()) and K.FORCES in out:
         err = layer_mean_force_errors(batch.graph, out[K.FORCES] - t["target_forces"], f_mask)
         if err.numel():
             terms["layer_forces"] = _term(err, scales.layer_forces)
