@@ -38,3 +38,16 @@ def test_yaml_numbers_without_a_dot_are_read_as_floats(tmp_path):
     path.write_text("data: {frames: [f]}\noptim: {lr: 1e-3, max_steps: 10}\n")   # YAML reads 1e-3 as a string
     cfg = load_config(path)
     assert cfg.optim.lr == 1e-3 and cfg.optim.max_steps == 10
+
+
+def test_init_from_takes_a_shipped_model_name_and_a_local_file_wins(tmp_path, monkeypatch):
+    from ase_wannierml.model.io import resolve_model_path
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {frames: [f]}\nrun: {init_from: graphene-bilayer}\n")
+    assert Path(load_config(path).run.init_from) == resolve_model_path("graphene-bilayer").resolve()
+    (tmp_path / "graphene-bilayer").write_bytes(b"")          # a file of that name in the working directory wins
+    assert load_config(path).run.init_from == "graphene-bilayer"
+    path.write_text("data: {frames: [f]}\nrun: {init_from: no-such-model}\n")
+    assert load_config(path).run.init_from == "no-such-model"      # reported by name when training starts

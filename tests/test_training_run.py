@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -185,3 +186,45 @@ def test_warm_start_to_another_energy_zero_refits_the_onsite_reference(tmp_path)
             assert not torch.allclose(v.float(), saved[k].float())
         elif "_compiled_" not in k and v.is_floating_point():
             torch.testing.assert_close(v.float(), saved[k].float())
+
+
+def test_init_from_a_missing_model_is_named(frames, tmp_path):
+    cfg = tiny_train_config(frames, tmp_path / "a", run={"init_from": str(tmp_path / "nothing.pt")})
+    with pytest.raises(FileNotFoundError, match=r"run.init_from .*nothing.pt: no such model file .*shipped: \["):
+        Trainer(cfg)
+
+
+def test_warm_start_to_more_pair_capacity_keeps_the_function_then_trains_it(frames, tmp_path):
+    """run.init_from a model without the pair-head options, config with pair_sh_lmax 3 and pair_node_product:
+    before any step the new model predicts the saved model's energies, forces and every H block (to rounding of
+    the float32 file); the new paths start at zero and do move when trained; shrinking back is refused."""
+    from ase_wannierml.model import load_model
+    from ase_wannierml.model.pair_heads import NodeProduct, PairBlockNet
+    from ase_wannierml.structures import bilayer
+    from model_helpers import run
+
+    Trainer(tiny_train_config(frames, tmp_path / "a", optim={"max_steps": 2})).train()
+    model_file = tmp_path / "a" / "model.pt"
+    saved = load_model(model_file, dtype=torch.float64)
+    grown_cfg = tiny_train_config(frames, tmp_path / "b", run={"init_from": str(model_file)}, optim={"max_steps": 3},
+                                  model={"pair_sh_lmax": 3, "pair_node_product": True})
+    warm = Trainer(grown_cfg)
+    assert warm.model.config.pair_sh_lmax == 3 and warm.model.config.pair_node_product
+    nets = [m for m in warm.model.modules() if isinstance(m, PairBlockNet)]
+    assert nets and all(n.lmax_sh == 3 for n in nets) and len(nets[0].paths) > len(
+        [m for m in saved.modules() if isinstance(m, PairBlockNet)][0].paths)
+    atoms = bilayer("graphene")
+    atoms.rattle(0.05, seed=3)
+    ref, new = run(saved, atoms), run(warm.model.to(torch.float64), atoms)
+    for key in ("energy", "forces", "ham_blocks"):
+        np.testing.assert_allclose(new[key], ref[key], rtol=1e-6, atol=1e-8)   # float32 constants of the file
+    warm.model.to(warm.dtype)
+    warm.train()
+    product = [m for m in warm.model.modules() if isinstance(m, NodeProduct)]
+    assert product and any(m.tp.weight.abs().max() > 0 for m in product)
+    with pytest.raises(ValueError, match="pair_sh_lmax can only grow"):
+        Trainer(tiny_train_config(frames, tmp_path / "c", run={"init_from": str(tmp_path / "b" / "model.pt")},
+                                  model={"pair_sh_lmax": 0, "pair_node_product": True}))
+    with pytest.raises(ValueError, match="pair_node_product cannot be switched off"):
+        Trainer(tiny_train_config(frames, tmp_path / "d", run={"init_from": str(tmp_path / "b" / "model.pt")},
+                                  model={"pair_sh_lmax": 3, "pair_node_product": False}))

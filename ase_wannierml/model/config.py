@@ -40,6 +40,13 @@ class ModelConfig:
             far <= near disables the far head); ham_cutoff_inter: interlayer pairs.
         ham_switch_width: Å, the near head fades out and the far head in over [near - width, near].
         ham_irreps: per-atom features the pair heads start from; ham_num_radial: Bessel functions per head.
+        pair_sh_lmax: lowest l_max of the bond harmonics Y(r̂) in the pair heads; 0 (the default, and the
+            setting of every model before it existed): max(2, highest irrep of the block). A p–p block of atoms
+            in trigonal sites (S in MoS2) needs 3: its antisymmetric (1e) part and its M = ±1 quadrupole part
+            along an in-plane bond come only from the site's l = 3 tensor ⊗ Y^3 (docs/accuracy.md, session 12).
+        pair_node_product: add x ⊗ x of each atom's features to its pair features (``pair_heads.NodeProduct``):
+            the pseudo-tensor channels (1e, 2o, 3e, 4e) of ``ham_irreps`` are otherwise zero when the backbone
+            carries natural-parity irreps only; e.g. the symmetric pz–p⊥ part of an in-plane S–S hopping needs them.
         ham_scale: eV, scale of every predicted block; onsite_reference: eV, per element and orbital, added to
             onsite diagonals (e.g. mean onsite energies of the training data).
     Graph building:
@@ -74,6 +81,8 @@ class ModelConfig:
     ham_irreps: str = "16x0e+8x1o+8x1e+8x2e+8x2o"
     ham_num_radial: int = 10
     ham_scale: float = 1.0
+    pair_sh_lmax: int = 0
+    pair_node_product: bool = False
     onsite_reference: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     min_distance: float = 0.5
     layer_bond_factor: float = 1.2
@@ -124,6 +133,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.ham_switch_width <= self.ham_cutoff_near:
             raise ValueError(f"ham_switch_width must be in (0, ham_cutoff_near], got {self.ham_switch_width}")
+        if not 0 <= self.pair_sh_lmax <= 6:
+            raise ValueError(f"pair_sh_lmax must be 0 (automatic) … 6, got {self.pair_sh_lmax}")
         if self.num_interactions < 1:
             raise ValueError(f"num_interactions must be >= 1, got {self.num_interactions}")
 

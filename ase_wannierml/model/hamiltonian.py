@@ -34,7 +34,7 @@ class HamiltonianHeads(nn.Module):
         shells = [config.orbitals[s] for s in config.species]
         self.max_orb = config.max_orbitals
         args = (self.irreps_in, config.ham_irreps, shells, self.max_orb)
-        radial = (config.ham_num_radial, config.radial_hidden)
+        radial = (config.ham_num_radial, config.radial_hidden, config.pair_sh_lmax, config.pair_node_product)
         self.onsite = OnsiteHead(*args)
         self.near = PairHead(*args, config.ham_cutoff_near, *radial)
         self.has_far = config.ham_cutoff_far > config.ham_cutoff_near

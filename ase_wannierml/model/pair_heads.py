@@ -15,6 +15,7 @@ orientations, ``H_ij(r) = ½ [B(i, j, r) + B(j, i, -r)ᵀ]``: independent of whi
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import NamedTuple, Sequence
 
 import torch
@@ -39,12 +40,12 @@ class PairBlockNet(nn.Module):
     """
 
     def __init__(self, irreps_in: o3.Irreps, shells_a: Sequence[str], shells_b: Sequence[str],
-                 num_invariants: int, radial_hidden: int, rank: int = 8) -> None:
+                 num_invariants: int, radial_hidden: int, rank: int = 8, sh_lmax_min: int = 0) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out, m = block_basis(shells_a, shells_b)
         self.n_a, self.n_b, self.rank = m.shape[1], m.shape[2], rank
-        self.lmax_sh = max(2, self.irreps_out.lmax)
+        self.lmax_sh = max(2, self.irreps_out.lmax, sh_lmax_min)
         self.paths = [(role, i1, l2, k) for role in (0, 1) for l2 in range(self.lmax_sh + 1)
                       for i1, (_, ir1) in enumerate(self.irreps_in) for k, (_, ir) in enumerate(self.irreps_out)
                       if ir in ir1 * o3.Irrep(l2, (-1) ** l2)]
@@ -59,6 +60,25 @@ class PairBlockNet(nn.Module):
         self.groups = self._groups()
         self.d_role = tuple(sum(g[3] - g[2] for g in self.groups if g[0] == role) for role in (0, 1))
         self.fold = (self.lmax_sh + 1) ** 2 * self.n_a * self.n_b < min(self.d_role)
+
+    def inherit(self, old: "PairBlockNet") -> None:
+        """Take over a trained net with the same features and blocks but fewer bond harmonics (lower ``lmax_sh``):
+        the same function (each old path's weights rescaled by √(paths now / paths before) of its block irrep, as
+        the coupling normalises by the path count), the new paths start at zero and learn from there."""
+        if (old.irreps_in != self.irreps_in or old.irreps_out != self.irreps_out or old.rank != self.rank
+                or not set(old.paths) <= set(self.paths)):
+            raise ValueError(f"cannot inherit a pair net ({old.irreps_in} -> {old.irreps_out}, l_max(Y) "
+                             f"{old.lmax_sh}) into ({self.irreps_in} -> {self.irreps_out}, l_max(Y) {self.lmax_sh})")
+        count_old = Counter(p[3] for p in old.paths)
+        count_new = Counter(p[3] for p in self.paths)
+        index = {p: n for n, p in enumerate(old.paths)}
+        self.mlp.load_state_dict(old.mlp.state_dict())
+        with torch.no_grad():
+            for p, w in zip(self.paths, self.weights):
+                if p in index:
+                    w.copy_(old.weights[index[p]] * (count_new[p[3]] / count_old[p[3]]) ** 0.5)
+                else:
+                    w.zero_()
 
     def _coupling(self, m: torch.Tensor) -> torch.Tensor:
         """Constant C (dim Y, D, n_a n_b): Wigner 3j of every path folded with the block assembly M."""
@@ -131,22 +151,46 @@ class PairNodeCache(NamedTuple):
     feats: list[tuple[torch.Tensor, torch.Tensor]]
 
 
+class NodeProduct(nn.Module):
+    """x ⊗ x of an atom's features, into the pair features: z = Linear(h) (at most 4 channels per irrep of h),
+    then FullyConnectedTensorProduct(z, z → irreps_pair). Gives the pair heads the pseudo-tensor channels (1e,
+    2o, 3e, 4e) that a linear map of natural-parity backbone features (0e, 1o, 2e, 3o) leaves at zero. Its
+    weights start at zero: a model that gains it (warm start) keeps its function."""
+
+    def __init__(self, irreps_node: o3.Irreps, irreps_pair: o3.Irreps, channels: int = 4) -> None:
+        super().__init__()
+        reduced = o3.Irreps([(min(mul, channels), ir) for mul, ir in o3.Irreps(irreps_node)]).simplify()
+        self.reduce = o3.Linear(irreps_node, reduced)
+        self.tp = o3.FullyConnectedTensorProduct(reduced, reduced, irreps_pair)
+        with torch.no_grad():
+            self.tp.weight.zero_()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.reduce(h)
+        return self.tp(z, z)
+
+
 class PairHead(nn.Module):
-    """Blocks of atom pairs of one category; Bessel basis on [0, cutoff] Å; ``irreps_in`` = backbone features."""
+    """Blocks of atom pairs of one category; Bessel basis on [0, cutoff] Å; ``irreps_in`` = backbone features.
+
+    sh_lmax_min: lowest l_max of the bond harmonics (``ModelConfig.pair_sh_lmax``); node_product: add
+    :class:`NodeProduct` to the per-atom pair features (``ModelConfig.pair_node_product``)."""
 
     def __init__(self, irreps_node: o3.Irreps, irreps_pair: o3.Irreps, shells: Sequence[Sequence[str]],
-                 max_orb: int, cutoff: float, num_radial: int, radial_hidden: int) -> None:
+                 max_orb: int, cutoff: float, num_radial: int, radial_hidden: int, sh_lmax_min: int = 0,
+                 node_product: bool = False) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_node)
         irreps_pair = o3.Irreps(irreps_pair)
         self.max_orb, self.num_species = max_orb, len(shells)
         self.project = o3.Linear(self.irreps_in, irreps_pair)
+        self.product = NodeProduct(self.irreps_in, irreps_pair) if node_product else None
         self.register_buffer("scalars", scalar_index(irreps_pair), persistent=False)
         self.radial_basis = BesselBasis(cutoff, num_radial)
         self.pairs = [(a, b) for a in range(len(shells)) for b in range(len(shells))]
         n_inv = num_radial + 2 * len(self.scalars)
-        self.nets = nn.ModuleList([PairBlockNet(irreps_pair, shells[a], shells[b], n_inv, radial_hidden)
-                                   for a, b in self.pairs])
+        self.nets = nn.ModuleList([PairBlockNet(irreps_pair, shells[a], shells[b], n_inv, radial_hidden,
+                                                sh_lmax_min=sh_lmax_min) for a, b in self.pairs])
         lmax = max(net.lmax_sh for net in self.nets)
         self.spherical_harmonics = o3.SphericalHarmonics(o3.Irreps.spherical_harmonics(lmax, p=-1), normalize=True,
                                                          normalization="component")
@@ -154,6 +198,8 @@ class PairHead(nn.Module):
     def node_features(self, h: torch.Tensor, species: torch.Tensor) -> PairNodeCache:
         """Per-atom projections of h (n_atoms, irreps_in.dim), species (n_atoms,), gathered later per pair."""
         x = self.project(h)
+        if self.product is not None:
+            x = x + self.product(h)
         row = torch.zeros_like(species)
         for s in range(self.num_species):
             mask = species == s

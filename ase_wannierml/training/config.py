@@ -145,7 +145,7 @@ class RunConfig:
 
     patience: stop after this many validations without improvement of the validation loss (0: never).
     save_dtype: dtype of the written model files (``<output>/model.pt``); training runs in ``dtype``.
-    init_from: model file whose weights *and* model settings (e0s, scales, onsite reference, architecture) start
+    init_from: model file (or a shipped model's name, e.g. ``mos2-bilayer``) whose weights *and* model settings (e0s, scales, onsite reference, architecture) start
         a new run (warm start, e.g. continue on a grown data set; ``--resume`` needs unchanged training frames).
     init_noise: with ``init_from``, multiply every trainable weight by (1 + init_noise · N(0, 1)) (seeded by
         ``seed``) before training: committee members start apart (their spread then grows where data are missing).
@@ -197,6 +197,10 @@ class TrainConfig:
         )
         if base_dir is not None:
             cfg._resolve_paths(Path(base_dir))
+        if cfg.run.init_from and _is_shipped_name(cfg.run.init_from, Path(base_dir or ".")):
+            from ase_wannierml.model.io import resolve_model_path
+
+            cfg.run.init_from = str(resolve_model_path(cfg.run.init_from))
         cfg.validate()
         return cfg
 
@@ -256,8 +260,15 @@ class TrainConfig:
         if self.data.cache:
             self.data.cache = fix(self.data.cache)
         self.run.output = fix(self.run.output)
-        if self.run.init_from:
+        if self.run.init_from and not _is_shipped_name(self.run.init_from, base):
             self.run.init_from = fix(self.run.init_from)
+
+
+def _is_shipped_name(init_from: str, base: Path) -> bool:
+    """``init_from`` names a shipped model (e.g. ``mos2-bilayer``) and no file of that name exists (a file wins)."""
+    from ase_wannierml.model.io import available_models
+
+    return init_from in available_models() and not (base / init_from).exists()
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -77,6 +77,11 @@ class Trainer:
         model_kwargs = None if state is None else state["model_kwargs"]
         init = None
         if state is None and cfg.run.init_from:
+            if not Path(cfg.run.init_from).is_file():
+                from ase_wannierml.model.io import available_models
+
+                raise FileNotFoundError(f"run.init_from {cfg.run.init_from}: no such model file and no shipped model "
+                                        f"of that name (shipped: {available_models()})")
             init = torch.load(cfg.run.init_from, map_location="cpu", weights_only=True)
             model_kwargs = _init_model_kwargs(cfg, init["config"])
             if "e0s" not in model_kwargs:          # dispersion changed: refit e0s to the new targets
@@ -90,11 +95,13 @@ class Trainer:
         self.model, self.model_kwargs, self.scales = build_training_model(cfg, train_examples, model_kwargs,
                                                                           self.dtype)
         if init is not None:
+            grown = _grow_pair_heads(self.model, cfg.run.init_from, init)   # pair heads given more capacity
             weights = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in init["state_dict"].items()
                        if "._compiled_" not in k      # e3nn's compiled constants are rebuilt by the model
-                       and not (refit_onsite and k.endswith("onsite_reference"))}
+                       and not (refit_onsite and k.endswith("onsite_reference"))
+                       and not k.startswith(grown)}
             missing, unexpected = self.model.load_state_dict(weights, strict=False)
-            bad = [k for k in missing if "._compiled_" not in k
+            bad = [k for k in missing if "._compiled_" not in k and not k.startswith(grown)
                    and not (refit_onsite and k.endswith("onsite_reference"))] + list(unexpected)
             if bad:
                 raise ValueError(f"run.init_from {cfg.run.init_from}: weights do not fit the model: {bad[:5]}")
@@ -356,6 +363,31 @@ def _claim_run_folder(out: Path, overwrite: bool, is_main: bool) -> None:
         print(f"--overwrite: deleted {len(found)} file(s) of the previous run in {out}")
 
 
+def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tuple[str, ...]:
+    """Warm start to pair heads with more capacity, keeping the saved model's function: a larger
+    ``pair_sh_lmax`` (each grown pair net inherits the saved one, ``PairBlockNet.inherit``: new paths at zero)
+    and/or ``pair_node_product`` switched on (its weights start at zero). Returns the state-dict prefixes handled
+    here (not loaded from the file)."""
+    from ase_wannierml.model import load_model
+    from ase_wannierml.model.pair_heads import PairBlockNet
+
+    grown = []
+    if not init["config"].get("pair_node_product", False) and model.config.pair_node_product:
+        grown += [name + "." for name, m in model.named_modules() if name.endswith(".product")]
+        print(f"warm start: pair_node_product added to {len(grown)} pair heads (its weights start at zero)")
+    if init["config"].get("pair_sh_lmax", 0) != model.config.pair_sh_lmax:
+        old = dict(load_model(init_from, dtype=model.dtype).named_modules())
+        nets = []
+        for name, net in model.named_modules():
+            if isinstance(net, PairBlockNet) and old[name].lmax_sh != net.lmax_sh:
+                net.inherit(old[name])
+                nets.append(name + ".")
+        print(f"warm start: pair_sh_lmax {init['config'].get('pair_sh_lmax', 0)} -> {model.config.pair_sh_lmax}: "
+              f"{len(nets)} pair nets gained bond-harmonic paths (started at zero)")
+        grown += nets
+    return tuple(grown)
+
+
 def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any]:
     """Model settings of a warm start: the saved model's (weights only make sense with them), except that graph
     settings given in the config must agree.
@@ -374,9 +406,20 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
         return json.dumps(normalised[k], default=str) != json.dumps(kwargs[k], default=str)
 
     clash = {k: (v, kwargs[k]) for k, v in given.items() if differs(k)
-             and k not in ("e0s", "onsite_reference", "energy_scale", "ham_scale", "fermi_level", "dispersion")}
+             and k not in ("e0s", "onsite_reference", "energy_scale", "ham_scale", "fermi_level", "dispersion",
+                           "pair_sh_lmax", "pair_node_product")}
     if clash:
         raise ValueError(f"run.init_from {cfg.run.init_from}: model settings differ from the config: {clash}")
+    if "pair_sh_lmax" in given and differs("pair_sh_lmax"):
+        if normalised["pair_sh_lmax"] < kwargs["pair_sh_lmax"]:
+            raise ValueError(f"run.init_from {cfg.run.init_from}: pair_sh_lmax can only grow in a warm start "
+                             f"({kwargs['pair_sh_lmax']} -> {normalised['pair_sh_lmax']})")
+        kwargs["pair_sh_lmax"] = normalised["pair_sh_lmax"]
+    if "pair_node_product" in given and differs("pair_node_product"):
+        if not normalised["pair_node_product"]:
+            raise ValueError(f"run.init_from {cfg.run.init_from}: pair_node_product cannot be switched off in a warm "
+                             "start (its trained weights would be dropped)")
+        kwargs["pair_node_product"] = True
     if "dispersion" in given and differs("dispersion"):
         print(f"warm start: dispersion {kwargs['dispersion'] or None} -> {normalised['dispersion'] or None}; "
               "e0s are refitted to the new targets")
