@@ -230,14 +230,14 @@ def hamiltonian_errors(model, paths: list[Path]) -> dict:
     """``training.evaluate`` metrics and the onsite analysis on the full Wannier frames of ``paths``."""
     from ase.io import read
 
-    from ase_wannierml.training.cli import _examples_for
+    from ase_wannierml.training.cli import examples_for_model
     from ase_wannierml.training.evaluate import evaluate
 
     full = [p for p in paths if any((p / n).is_file() for n in ("wannier90_hr.dat.gz", "wannier90_hr.dat"))]
     if not full:
         return {"n_frames": 0}
     single = model.members[0] if hasattr(model, "members") else model
-    examples = _examples_for(single.config, [str(p) for p in full], single.metadata)
+    examples = examples_for_model(single.config, [str(p) for p in full], single.metadata)
     ids = [p.name for p in full]
     module = MeanOfMembers(model) if hasattr(model, "members") else model
     module.eval()

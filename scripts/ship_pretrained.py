@@ -89,14 +89,14 @@ def score(m: dict, binding: dict | None = None) -> float:
 
 
 def evaluate_ids(model, frames_dir: Path, ids: list[str], metadata: dict | None = None) -> dict:
-    from ase_wannierml.training.cli import _examples_for
+    from ase_wannierml.training.cli import examples_for_model
     from ase_wannierml.training.evaluate import evaluate
 
     # each frame once: a training split lists a frame as often as ``data.repeat`` visits it per epoch
     dirs = [str(frames_dir / i) for i in dict.fromkeys(ids) if (frames_dir / i).is_dir()]
     if not dirs:
         return {}
-    ev = evaluate(model, _examples_for(model.config, dirs, model.metadata if metadata is None else metadata),
+    ev = evaluate(model, examples_for_model(model.config, dirs, model.metadata if metadata is None else metadata),
                   dtype=model.dtype)
     return {"metrics": {k: (None if math.isnan(v) else round(v, 3)) for k, v in ev.metrics().items()},
             "counts": ev.counts(), "table": ev.table()}

@@ -143,3 +143,35 @@ def test_ship_pretrained_refuses_to_score_on_no_frames(tmp_path, capsys):
     assert "none of the model's" in capsys.readouterr().err
     assert ship.main([model, "--name", "mos2-bilayer", "--frames", str(tmp_path / "nope"), "--dry-run"]) == 2
     assert "no frame folder" in capsys.readouterr().err
+
+
+def test_hamiltonian_floor_sees_a_symmetric_target_and_a_broken_one(tmp_path):
+    """The symmetry floor of the DFT 2H reference cell is small (12 operations, < 2 meV in every category), and a
+    target with one hopping changed by 0.1 eV has a floor in that category; a pair shell's residual is model −
+    target; a folder that is not a frame is refused."""
+    import json
+
+    import torch
+
+    from ase_wannierml.model import load_model
+    from ase_wannierml.orbitals import orbitals_per_atom
+    from ase_wannierml.training.cli import examples_for_model
+
+    hf = _load("hamiltonian_floor")
+    frame = Path(__file__).resolve().parents[1] / "datasets" / "mos2-bilayer" / "frames" / "0000-ref2H"
+    model = load_model("mos2-bilayer", dtype=torch.float64)
+    (example,) = examples_for_model(model.config, [str(frame)], model.metadata)
+    orbitals = orbitals_per_atom(["Mo", "S", "S", "Mo", "S", "S"], dict(model.config.orbitals))
+    floor = hf.symmetry_floor(example, orbitals)
+    assert floor["ops"] == 12 and all(floor[c] < 2.0 for c in hf.CATEGORIES), floor
+    broken = dict(example, target_ham=example["target_ham"].clone())
+    k = int(torch.nonzero(example["ham_pair_category"] == 3)[0])
+    broken["target_ham"][k, 0, 0] += 0.1
+    assert hf.symmetry_floor(broken, orbitals)["inter"] > floor["inter"] + 0.01
+    rows = hf.shell_residuals(model, example)
+    assert rows and all(r["residual_rmse_meV"] >= r["residual_mae_meV"] > 0 for r in rows)
+    with pytest.raises(SystemExit):
+        hf.main(["--model", "m=mos2-bilayer", "--frames", str(tmp_path), "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
+    hf.main(["--model", "m=mos2-bilayer", "--frames", str(frame), "--out", str(tmp_path / "y.json")])
+    assert json.loads((tmp_path / "y.json").read_text())["frames"]["0000-ref2H"]["symmetry_floor_meV"]["ops"] == 12

@@ -68,7 +68,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from .evaluate import evaluate
 
     model = load_model(args.model)
-    examples = _examples_for(model.config, args.data, model.metadata)
+    examples = examples_for_model(model.config, args.data, model.metadata)
     if not examples:
         print(f"wannierml evaluate: no usable frames in {' '.join(args.data)} (frame folders need "
               "structure.extxyz; see the 'left out' lines above)", file=sys.stderr)
@@ -83,7 +83,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _examples_for(model_config, data: Sequence[str], metadata: dict | None = None) -> list[dict]:
+def examples_for_model(model_config, data: Sequence[str], metadata: dict | None = None) -> list[dict]:
     """Examples built with the model's own graph settings (a cache must have been built with them too) and the
     energy zero of its training data (``metadata["training"]["config"]["data"]``: DFT Fermi level or neutrality
     level)."""
