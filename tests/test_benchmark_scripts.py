@@ -175,3 +175,17 @@ def test_hamiltonian_floor_sees_a_symmetric_target_and_a_broken_one(tmp_path):
     assert not (tmp_path / "x.json").exists()
     hf.main(["--model", "m=mos2-bilayer", "--frames", str(frame), "--out", str(tmp_path / "y.json")])
     assert json.loads((tmp_path / "y.json").read_text())["frames"]["0000-ref2H"]["symmetry_floor_meV"]["ops"] == 12
+
+
+def test_model_cost_compare_interleaves_and_reports_ratios(tmp_path):
+    import json
+
+    mc = _load("model_cost_compare")
+    out = tmp_path / "cost.json"
+    mc.main(["--material", "graphene-bilayer", "--model", "a=graphene-bilayer", "b=graphene-bilayer",
+             "--supercells", "1", "--repeats", "1", "--out", str(out)])
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["n_atoms"] == 4 and row["cpu_ratio_to_a"]["a"] == 1.0 and row["median_cpu_s"]["b"] > 0
+    for bad in (["--model", "graphene-bilayer"], ["--model", "a=graphene-bilayer", "--repeats", "0"]):
+        with pytest.raises(SystemExit):
+            mc.main(["--material", "graphene-bilayer", *bad])
