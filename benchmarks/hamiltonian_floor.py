@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['category']:10s} {row['pair']:6s} {row['distance_A']:6.2f} {row['dz_A']:5.2f} {row['n_pairs']:3d} "
                   f"{row['target_rms_meV']:9.1f} {cells}")
         results["frames"][fid] = entry
+    if not results["frames"]:
+        raise SystemExit("no frame with a usable Wannier Hamiltonian among --frames (SCF-only frames have none)")
     if args.out:
         atomic_write_text(args.out, json.dumps(results, indent=1))
         print(f"\nwrote {args.out}")

@@ -173,6 +173,10 @@ def test_hamiltonian_floor_sees_a_symmetric_target_and_a_broken_one(tmp_path):
     with pytest.raises(SystemExit):
         hf.main(["--model", "m=mos2-bilayer", "--frames", str(tmp_path), "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()
+    scf_only = frame.parent / "s018-scf-t1.00-g3.48"                  # energies and forces, no Hamiltonian
+    with pytest.raises(SystemExit, match="no frame with a usable Wannier Hamiltonian"):
+        hf.main(["--model", "m=mos2-bilayer", "--frames", str(scf_only), "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
     hf.main(["--model", "m=mos2-bilayer", "--frames", str(frame), "--out", str(tmp_path / "y.json")])
     assert json.loads((tmp_path / "y.json").read_text())["frames"]["0000-ref2H"]["symmetry_floor_meV"]["ops"] == 12
 

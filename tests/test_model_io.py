@@ -63,6 +63,11 @@ def test_config_rejects_unknown_fields_and_bad_orbitals():
         build_model({"C": ["pz"]}, num_interaction=2)
     with pytest.raises(ValueError, match="unknown orbital shell"):
         ModelConfig(species=("C",), orbitals={"C": ("f",)})
+    for bad in ({"pair_sh_lmax": 7}, {"pair_sh_lmax": -1}, {"pair_sh_lmax": 2.5}, {"pair_sh_lmax": True}):
+        with pytest.raises(ValueError, match="pair_sh_lmax must be an integer"):
+            ModelConfig(species=("C",), orbitals={"C": ("pz",)}, **bad)
+    with pytest.raises(ValueError, match="pair_node_product must be true or false"):
+        ModelConfig(species=("C",), orbitals={"C": ("pz",)}, pair_node_product="yes")
 
 
 def test_tightbinding_metadata(model):

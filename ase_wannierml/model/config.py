@@ -133,8 +133,11 @@ class ModelConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.ham_switch_width <= self.ham_cutoff_near:
             raise ValueError(f"ham_switch_width must be in (0, ham_cutoff_near], got {self.ham_switch_width}")
-        if not 0 <= self.pair_sh_lmax <= 6:
-            raise ValueError(f"pair_sh_lmax must be 0 (automatic) … 6, got {self.pair_sh_lmax}")
+        if isinstance(self.pair_sh_lmax, bool) or not isinstance(self.pair_sh_lmax, int) \
+                or not 0 <= self.pair_sh_lmax <= 6:
+            raise ValueError(f"pair_sh_lmax must be an integer 0 (automatic) … 6, got {self.pair_sh_lmax!r}")
+        if not isinstance(self.pair_node_product, bool):
+            raise ValueError(f"pair_node_product must be true or false, got {self.pair_node_product!r}")
         if self.num_interactions < 1:
             raise ValueError(f"num_interactions must be >= 1, got {self.num_interactions}")
 
