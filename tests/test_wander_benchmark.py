@@ -117,3 +117,85 @@ def test_benchmark_metrics_reproduce_the_seed_numbers(bench):
     assert out["gap_error_meV"] == pytest.approx(54.5, abs=0.1)
     shifted = mod.compare(e_ref + 0.3, e_ref, n_occ)   # a rigid shift is removed by the VBM alignment
     assert shifted["pm1.0eV"]["MAE_after_VBM_alignment_meV"] == pytest.approx(0.0, abs=1e-9)
+
+
+def _elements_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "wander_mos2_201_elements.py"
+    spec = importlib.util.spec_from_file_location("wander_mos2_201_elements", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_local_frame_transform_gives_the_site_symmetric_onsite_blocks(bench):
+    """The target's local-frame functions, mapped to our global-frame Wannier90 harmonics by the Löwdin frame of
+    ``wander_mos2_201_elements.frame_transform``, must give onsite blocks of the sites' symmetry: Mo (D3h) diagonal
+    with dxz = dyz and dx2-y2 = dxy; S (C3v) diagonal with px = py. A wrong axis or orbital order gives
+    off-diagonal elements. Onsite blocks cannot see a permutation or mirror of equivalent functions, so the
+    nearest Mo–S blocks must also obey C3 (a bond rotated by 120° carries the block rotated by Wigner D matrices),
+    and the same axes attached to the wrong slots must fail that check."""
+    mod = _elements_module()
+    wfs = bench["info"]["wannier_functions"]
+    T = mod.frame_transform(wfs, 737)
+    np.testing.assert_allclose(T.T @ T, np.eye(737), atol=1e-12)
+    tb = bench["tb"]
+    onsite = (tb.R == 0).all(axis=1)
+    H = np.zeros((737, 737))
+    H[tb.rows[onsite], tb.cols[onsite]] = tb.values[onsite]
+    Hg = T @ H @ T.T
+    worst_off, worst_pair = 0.0, 0.0
+    for atom in range(1, 202):
+        ks = [i for i, w in enumerate(wfs) if w["atom"] == atom]
+        block = Hg[np.ix_(ks, ks)]
+        worst_off = max(worst_off, np.abs(block - np.diag(np.diag(block))).max())
+        d = np.diag(block)
+        pairs = [(1, 2), (3, 4)] if len(ks) == 5 else [(1, 2)]
+        worst_pair = max(worst_pair, max(abs(d[a] - d[b]) for a, b in pairs))
+    assert worst_off < 0.015 and worst_pair < 0.015  # eV; the twisted environment breaks C3 only weakly
+    assert _bond_violation(T, tb, wfs) < 0.02
+    # control: the same S axes attached to the wrong slots (slot 1 <-> slot 2) break the bond relation
+    wrong = [dict(w, axis=wfs[i + (1 if w["slot"] == 1 else -1)]["axis"]) if w["element"] == "S" and w["slot"] < 3
+             else w for i, w in enumerate(wfs)]
+    assert _bond_violation(mod.frame_transform(wrong, 737), tb, wfs) > 0.2
+
+
+def _bond_violation(T, tb, wfs):
+    """Largest relative violation of B(C3·bond) = D_d(C3) B(bond) D_p(C3)ᵀ over the three upper nearest Mo–S bonds
+    of the first Mo of each layer; B are the target's Mo–S blocks brought to the global frame, T H(R) Tᵀ."""
+    import torch
+
+    from ase_wannierml.model.irreps_basis import wigner_d_w90
+
+    atoms = tb.atoms
+    pos, cell = atoms.positions, atoms.cell.array
+    c3 = np.array([[-0.5, -np.sqrt(3) / 2, 0], [np.sqrt(3) / 2, -0.5, 0], [0, 0, 1]])
+    d_d = wigner_d_w90(2, torch.from_numpy(c3)).numpy()
+    d_p = wigner_d_w90(1, torch.from_numpy(c3)).numpy()
+    R_all = tb.R
+    worst = 0.0
+    for layer in (0, 1):
+        a = next(i for i, w in enumerate(atoms.arrays["layer"]) if w == layer and atoms[i].symbol == "Mo")
+        bonds = []
+        for j in np.flatnonzero(np.array(atoms.get_chemical_symbols()) == "S"):
+            for R in ((x, y, 0) for x in (-1, 0, 1) for y in (-1, 0, 1)):
+                v = pos[j] + np.array(R) @ cell - pos[a]
+                if np.linalg.norm(v) < 2.6 and v[2] > 0:
+                    bonds.append((j, R, v))
+        assert len(bonds) == 3
+        ka = [i for i, w in enumerate(wfs) if w["atom"] == a + 1]
+        blocks = []
+        for j, R, _ in bonds:
+            kj = [i for i, w in enumerate(wfs) if w["atom"] == j + 1]
+            sel = (R_all == R).all(axis=1) & np.isin(tb.rows, ka) & np.isin(tb.cols, kj)
+            B = np.zeros((737, 737))
+            B[tb.rows[sel], tb.cols[sel]] = tb.values[sel]
+            blocks.append((T @ B @ T.T)[np.ix_(ka, kj)])
+        for b, (_, _, v) in enumerate(bonds):
+            target = c3 @ v
+            b2 = next(i for i, (_, _, u) in enumerate(bonds) if np.linalg.norm(u - target) < 1e-3)
+            rotated = d_d @ blocks[b] @ d_p.T
+            worst = max(worst, np.abs(rotated - blocks[b2]).max() / np.abs(blocks[b2]).max())
+    return worst
