@@ -90,12 +90,13 @@ def test_sparse_near_fermi_level_matches_dense(bench):
         np.testing.assert_allclose(e_n, expected, atol=1e-8)
 
 
-def _benchmark_module():
+def _benchmark_module(name: str = "wander_mos2_201"):
+    """A script of ``benchmarks/`` imported as a module."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "wander_mos2_201.py"
-    spec = importlib.util.spec_from_file_location("wander_mos2_201", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -119,17 +120,6 @@ def test_benchmark_metrics_reproduce_the_seed_numbers(bench):
     assert shifted["pm1.0eV"]["MAE_after_VBM_alignment_meV"] == pytest.approx(0.0, abs=1e-9)
 
 
-def _elements_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "wander_mos2_201_elements.py"
-    spec = importlib.util.spec_from_file_location("wander_mos2_201_elements", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_local_frame_transform_gives_the_site_symmetric_onsite_blocks(bench):
     """The target's local-frame functions, mapped to our global-frame Wannier90 harmonics by the Löwdin frame of
     ``wander_mos2_201_elements.frame_transform``, must give onsite blocks of the sites' symmetry: Mo (D3h) diagonal
@@ -137,7 +127,7 @@ def test_local_frame_transform_gives_the_site_symmetric_onsite_blocks(bench):
     off-diagonal elements. Onsite blocks cannot see a permutation or mirror of equivalent functions, so the
     nearest Mo–S blocks must also obey C3 (a bond rotated by 120° carries the block rotated by Wigner D matrices),
     and the same axes attached to the wrong slots must fail that check."""
-    mod = _elements_module()
+    mod = _benchmark_module("wander_mos2_201_elements")
     wfs = bench["info"]["wannier_functions"]
     T = mod.frame_transform(wfs, 737)
     np.testing.assert_allclose(T.T @ T, np.eye(737), atol=1e-12)
