@@ -94,10 +94,10 @@ def frame_transform(wfs: list[dict], norb: int) -> np.ndarray:
 
 def dense_by_R(tb, norb: int) -> tuple[list[tuple[int, ...]], np.ndarray]:
     """Our H as dense (nR, norb, norb) blocks H(R) (eV) and the list of R."""
-    R_list = [tuple(int(x) for x in r) for r in tb.R_r]
-    H = np.zeros((len(R_list), norb, norb))
-    np.add.at(H, (np.asarray(tb._r_index), np.asarray(tb.rows), np.asarray(tb.cols)), np.real(tb.values))
-    return R_list, H
+    R_unique, r_index = np.unique(np.asarray(tb.R), axis=0, return_inverse=True)
+    H = np.zeros((len(R_unique), norb, norb))
+    np.add.at(H, (r_index.ravel(), np.asarray(tb.rows), np.asarray(tb.cols)), np.real(tb.values))
+    return [tuple(int(x) for x in r) for r in R_unique], H
 
 
 def bands(R_list, H_Rmn: np.ndarray, kpts: np.ndarray) -> np.ndarray:
