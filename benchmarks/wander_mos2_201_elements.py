@@ -53,29 +53,42 @@ def _load_compare():
     return mod
 
 
+#: Points on the unit sphere where the local d functions are fitted (fixed, so results are reproducible).
+_SPHERE = np.random.default_rng(7).normal(size=(400, 3))
+_SPHERE /= np.linalg.norm(_SPHERE, axis=1, keepdims=True)
+
+
+def _unit(v, what: str) -> np.ndarray:
+    v = np.asarray(v, float)
+    n = np.linalg.norm(v)
+    if v.shape != (3,) or not np.isfinite(n) or n < 1e-8:
+        raise ValueError(f"{what} must be a finite non-zero 3-vector, got {v.tolist()}")
+    return v / n
+
+
 def local_function_coefficients(wf: dict) -> tuple[int, np.ndarray]:
     """(l, coefficients in Wannier90 real harmonics) of one target local-frame function of ``orbitals.json``."""
     from ase_wannierml.orbitals import real_harmonics
 
-    rng = np.random.default_rng(7)
-    xyz = rng.normal(size=(400, 3))
-    xyz /= np.linalg.norm(xyz, axis=1, keepdims=True)
+    where = f"WF {wf.get('wf', '?')} ({wf.get('element')} {wf.get('label')})"
     if wf["element"] == "S":
-        v = np.asarray(wf["axis"], float)
-        v /= np.linalg.norm(v)
+        v = _unit(wf["axis"], f"{where} axis")
         return 1, np.array([v[2], v[0], v[1]])  # p_v = v·(px, py, pz), Wannier90 order pz, px, py
     label = wf["label"].split()[0]
+    if label not in ("dz2", "dxz", "dyz"):
+        raise ValueError(f"{where}: only dz2, dxz, dyz local functions are known, got {label!r}")
     if label == "dz2":
-        z = np.asarray(wf["local_z"], float)
-        x = np.cross([0.0, 0.0, 1.0], z)
-        x /= np.linalg.norm(x)
+        z = _unit(wf["local_z"], f"{where} local_z")
+        x = _unit(np.cross([0.0, 0.0, 1.0], z), f"{where} (local_z along global z)")
     else:
-        x, z = np.asarray(wf["local_x"], float), np.asarray(wf["local_z"], float)
+        x, z = _unit(wf["local_x"], f"{where} local_x"), _unit(wf["local_z"], f"{where} local_z")
+        if abs(x @ z) > 1e-3:
+            raise ValueError(f"{where}: local_x and local_z are not orthogonal (x·z = {x @ z:.3f})")
     y = np.cross(z, x)
-    local = xyz @ np.stack([x, y, z]).T  # coordinates in the local frame
+    local = _SPHERE @ np.stack([x, y, z]).T  # coordinates in the local frame
     column = {"dz2": 0, "dxz": 1, "dyz": 2}[label]
     f = real_harmonics(2, local)[:, column]
-    c, *_ = np.linalg.lstsq(real_harmonics(2, xyz), f, rcond=None)
+    c, *_ = np.linalg.lstsq(real_harmonics(2, _SPHERE), f, rcond=None)
     return 2, c
 
 
@@ -88,6 +101,9 @@ def frame_transform(wfs: list[dict], norb: int) -> np.ndarray:
     for atom, ks in by_atom.items():
         V = np.stack([local_function_coefficients(wfs[k])[1] for k in ks], axis=1)
         w, U = np.linalg.eigh(V.T @ V)
+        if w.min() < 1e-6:
+            raise ValueError(f"atom {atom}: its {len(ks)} local functions are linearly dependent "
+                             f"(smallest overlap eigenvalue {w.min():.1e}); check their axes in orbitals.json")
         T[np.ix_(ks, ks)] = V @ (U @ np.diag(w ** -0.5) @ U.T)
     return T
 
@@ -100,15 +116,14 @@ def dense_by_R(tb, norb: int) -> tuple[list[tuple[int, ...]], np.ndarray]:
     return [tuple(int(x) for x in r) for r in R_unique], H
 
 
-def bands(R_list, H_Rmn: np.ndarray, kpts: np.ndarray) -> np.ndarray:
-    """Sorted eigenvalues (nk, norb) of H(k) = Σ_R e^{2πi k·R} H(R)."""
-    R = np.array(R_list, float)
-    out = []
-    for k in kpts:
-        ph = np.exp(2j * np.pi * (R @ k))
-        Hk = np.tensordot(ph, H_Rmn, axes=1)
-        out.append(np.linalg.eigvalsh(0.5 * (Hk + Hk.conj().T)))
-    return np.array(out)
+def bands(tb, R_list, H_Rmn: np.ndarray, kpts: np.ndarray) -> np.ndarray:
+    """Sorted eigenvalues (nk, norb) of the H(R) blocks ``H_Rmn`` (eV), through a ``TightBinding`` with ``tb``'s
+    cell and orbitals (so a hybrid that is not Hermitian is refused, not diagonalised)."""
+    from ase_wannierml import TightBinding
+
+    r, m, n = np.nonzero(H_Rmn)
+    hybrid = TightBinding(tb.cell, np.asarray(R_list)[r], m, n, H_Rmn[r, m, n], orbitals=tb.orbitals, pbc=tb.pbc)
+    return np.sort(np.real(hybrid.eigenvalues(kpts)), axis=1)
 
 
 def main(argv=None) -> int:
@@ -219,7 +234,7 @@ def main(argv=None) -> int:
     print(f"\n{'Hamiltonian':62s} {'±0.5 eV':>8s} {'±1 eV':>7s} {'gap err':>8s}   (meV, {len(kpts)} k)")
     for name, H in variants.items():
         t0 = time.perf_counter()
-        res = cmp.compare(bands(R_ours, H, kpts), e_ref, n_occ)
+        res = cmp.compare(bands(tb, R_ours, H, kpts), e_ref, n_occ)
         row = {"hamiltonian": name, "pm0.5eV_MAE_meV": res["pm0.5eV"]["MAE_after_VBM_alignment_meV"],
                "pm1.0eV_MAE_meV": res["pm1.0eV"]["MAE_after_VBM_alignment_meV"], "gap_error_meV": res["gap_error_meV"],
                "seconds": time.perf_counter() - t0}

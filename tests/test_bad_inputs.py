@@ -797,3 +797,41 @@ def test_naik_jain_widths_and_committee_cli_refuse_bad_input(tmp_path):
         tc.main(["--name", "graphene-bilayer", "--config", "configs/graphene-bilayer-active3b.yaml",
                  "--calibration-frames", "no-such-frame-*", "--out", str(tmp_path / "c.pt")])
     assert not (tmp_path / "c.pt").exists()
+
+
+# ------------------------------------------------------------------ benchmarks/wander_mos2_201_elements.py
+def _elements_benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("wander_elements_bad", REPO / "benchmarks" / "wander_mos2_201_elements.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_seed_frame_transform_refuses_degenerate_or_unknown_local_functions():
+    """A zero or NaN axis, two identical axes on one atom, an unknown d label or non-orthogonal local axes in
+    orbitals.json must be named, not turned into NaN or a silently wrong frame."""
+    mod = _elements_benchmark()
+    s = [{"wf": k + 1, "atom": 1, "element": "S", "label": "p", "axis": ax}
+         for k, ax in enumerate([[1, 0, 1], [-0.5, 0.866, 1], [-0.5, -0.866, 1]])]
+    T = mod.frame_transform(s, 3)
+    np.testing.assert_allclose(T.T @ T, np.eye(3), atol=1e-12)
+    for bad, match in ((dict(s[0], axis=[0, 0, 0]), "finite non-zero"),
+                       (dict(s[0], axis=[float("nan"), 0, 1]), "finite non-zero"),
+                       (dict(s[0], axis=s[1]["axis"]), "linearly dependent")):
+        with pytest.raises(ValueError, match=match):
+            mod.frame_transform([bad] + s[1:], 3)
+    mo = {"wf": 1, "atom": 1, "element": "Mo", "label": "dxz", "local_x": [1, 0, 0], "local_z": [0, 0, 1]}
+    with pytest.raises(ValueError, match="only dz2, dxz, dyz"):
+        mod.local_function_coefficients(dict(mo, label="dxy"))
+    with pytest.raises(ValueError, match="not orthogonal"):
+        mod.local_function_coefficients(dict(mo, local_x=[1, 0, 1]))
+    with pytest.raises(ValueError, match="local_z along global z"):
+        mod.local_function_coefficients(dict(mo, label="dz2", local_z=[0, 0, 1]))
+
+
+def test_seed_elements_benchmark_refuses_bad_k_step(capsys):
+    mod = _elements_benchmark()
+    with pytest.raises(SystemExit, match="--k-step must be >= 1"):
+        mod.main(["--k-step", "0"])
