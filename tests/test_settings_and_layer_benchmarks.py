@@ -85,3 +85,45 @@ def test_settings_benchmark_refuses_unknown_variants_and_frames_without_layers(t
     with pytest.raises(SystemExit):
         bench.main(["report", "--frame", str(tmp_path)])          # no meta.json: argparse error, exit 2
     assert not (tmp_path / "scratch").exists()
+
+
+def test_force_fit_slope_and_errors_see_a_too_soft_model():
+    bench = load_repo_module("benchmarks/force_fit.py")
+    rng = np.random.default_rng(0)
+    f_dft = rng.normal(size=(20, 3))
+    soft = f_dft.copy()
+    soft[:, 2] *= 0.8                                            # out-of-plane forces 20 % too soft
+    e = bench.force_errors(soft, f_dft)
+    assert e["z_slope"] == pytest.approx(0.8)
+    assert e["rmse_xy_meV_A"] == 0.0
+    assert e["rmse_z_meV_A"] == pytest.approx(200.0 * np.sqrt(np.mean(f_dft[:, 2] ** 2)))
+    assert bench.force_errors(f_dft, f_dft)["z_slope"] == pytest.approx(1.0)
+    assert np.isnan(bench.z_slope(np.ones(3), np.zeros(3)))
+    with pytest.raises(ValueError, match=r"\(n, 3\)"):
+        bench.force_errors(soft[:, :2], f_dft[:, :2])
+
+
+def test_force_fit_groups_skip_rejected_frames_and_refuse_empty_or_malformed_groups(tmp_path):
+    bench = load_repo_module("benchmarks/force_fit.py")
+    for name, status in (("md-train-0", "ok"), ("md-train-1", "rejected")):
+        d = tmp_path / name
+        d.mkdir()
+        shutil.copy(DATA / "graphene_1x1" / "structure.extxyz", d / "structure.extxyz")
+        (d / "meta.json").write_text(json.dumps({"status": status}))
+    groups, rejected = bench.expand_groups([f"train={tmp_path}/md-train-*"])
+    assert [p.name for p in groups["train"]] == ["md-train-0"] and rejected == ["md-train-1"]
+    with pytest.raises(ValueError, match="no frame directory matches"):
+        bench.expand_groups([f"test={tmp_path}/md-test-*"])
+    with pytest.raises(ValueError, match="label=glob"):
+        bench.expand_groups([f"{tmp_path}/md-train-*"])
+    (tmp_path / "not-a-frame").mkdir()
+    with pytest.raises(ValueError, match="not a frame directory"):
+        bench.expand_groups([f"x={tmp_path}/not-a-frame"])
+
+
+def test_force_fit_upper_layer_by_label_or_height():
+    bench = load_repo_module("benchmarks/force_fit.py")
+    atoms = Atoms("C4", positions=[[0, 0, 13.4], [1.4, 0, 10], [0, 0, 10], [1.4, 0, 13.4]], cell=[5, 5, 25])
+    assert bench.layer_labels(atoms).tolist() == [True, False, False, True]
+    atoms.arrays["layer"] = np.array([1, 0, 0, 1])
+    assert bench.layer_labels(atoms).tolist() == [True, False, False, True]
