@@ -5,7 +5,9 @@ optimisation), not short of data. For each model and each group of frames (``--g
 force RMSE of all components, of the out-of-plane (z) and in-plane components, and the *z-force slope*: the least-
 squares slope of the model's z forces against DFT's, through the origin (1: right stiffness; 0.8: the model's
 out-of-plane forces are 20 % too soft). Per frame also the layer distance and the error of the mean force on the top
-layer (the rigid-layer force).
+layer (the rigid-layer force). With ``--bond-cutoff`` (Å; 1.75 for graphene) also the *curvature stiffness* of DFT and
+of each model: k in F_z,i ≈ −k · c_i, where c_i = z_i − (mean z of i's bonded neighbours) is the local pyramidalisation
+(eV/Å²; the flexural restoring force that dominates out-of-plane forces of a rippled sheet).
 
     python benchmarks/force_fit.py --material graphene-bilayer --model shipped=graphene-bilayer \
         --group 'train 2x2=datasets/graphene-bilayer/frames/md2x2-*-train-*' \
@@ -58,6 +60,24 @@ def force_errors(f_model: np.ndarray, f_dft: np.ndarray) -> dict:
             "z_slope": z_slope(f_model[:, 2], f_dft[:, 2])}
 
 
+def curvature(atoms, bond_cutoff: float) -> np.ndarray:
+    """(n_atoms,) Å: c_i = z_i − mean z of the atoms within ``bond_cutoff`` of i (periodic images included)."""
+    from ase.neighborlist import neighbor_list
+
+    i, d_vec = neighbor_list("iD", atoms, bond_cutoff)
+    counts = np.bincount(i, minlength=len(atoms))
+    if (counts == 0).any():
+        raise ValueError(f"atoms {np.flatnonzero(counts == 0)[:5].tolist()} have no neighbour within "
+                         f"--bond-cutoff {bond_cutoff} Å")
+    return -np.bincount(i, weights=d_vec[:, 2], minlength=len(atoms)) / counts
+
+
+def curvature_stiffness(f_z: np.ndarray, curv: np.ndarray) -> float:
+    """eV/Å²: least-squares k in f_z ≈ −k · curv (NaN for a flat frame)."""
+    denom = float(curv @ curv)
+    return float(-(np.ravel(f_z) @ curv) / denom) if denom > 0 else float("nan")
+
+
 def layer_labels(atoms) -> np.ndarray:
     """(n_atoms,) bool: True for the upper layer (the ``layer`` array if present, else z above the mean)."""
     if "layer" in atoms.arrays:
@@ -91,7 +111,7 @@ def expand_groups(specs: list[str]) -> tuple[dict[str, list[Path]], list[str]]:
     return groups, sorted(set(rejected))
 
 
-def measure(model_spec: str, groups: dict[str, list[Path]], threads: int) -> dict:
+def measure(model_spec: str, groups: dict[str, list[Path]], threads: int, bond_cutoff: float | None = None) -> dict:
     import torch
     from ase.io import read
 
@@ -115,11 +135,18 @@ def measure(model_spec: str, groups: dict[str, list[Path]], threads: int) -> dic
                    "layer_distance_A": float(a.positions[top, 2].mean() - a.positions[~top, 2].mean()),
                    "top_layer_fz_error_meV_A": 1e3 * float((f_ml[top, 2] - f_dft[top, 2]).mean())}
             row.update(force_errors(f_ml, f_dft))
+            if bond_cutoff:
+                curv = curvature(a, bond_cutoff)
+                row["curvature_rms_A"] = float(np.sqrt(np.mean(curv ** 2)))
+                row["k_curv_dft_eV_A2"] = curvature_stiffness(f_dft[:, 2], curv)
+                row["k_curv_model_eV_A2"] = curvature_stiffness(f_ml[:, 2], curv)
             rows.append(row)
             fm_all.append(f_ml)
             fd_all.append(f_dft)
             print(f"  {label:10s} {f.name:34s} F {row['rmse_meV_A']:7.1f}  z {row['rmse_z_meV_A']:7.1f}  "
-                  f"slope {row['z_slope']:5.2f}  d {row['layer_distance_A']:5.2f} Å", flush=True)
+                  f"slope {row['z_slope']:5.2f}  d {row['layer_distance_A']:5.2f} Å"
+                  + (f"  k DFT {row['k_curv_dft_eV_A2']:5.1f} model {row['k_curv_model_eV_A2']:5.1f} eV/Å²"
+                     if bond_cutoff else ""), flush=True)
         summary = force_errors(np.concatenate(fm_all), np.concatenate(fd_all)) if rows else {}
         summary["n_frames"] = len(rows)
         out["groups"][label] = {"summary": summary, "rows": rows}
@@ -131,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--material", required=True)
     ap.add_argument("--model", action="append", required=True, help="label=name-or-path (repeatable)")
     ap.add_argument("--group", action="append", required=True, help="label=glob of frame directories (repeatable)")
+    ap.add_argument("--bond-cutoff", type=float, default=None,
+                    help="Å; also report the curvature stiffness (bonded neighbours within this distance)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -144,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.model:
         label = spec.partition("=")[0]
         print(f"model {label}")
-        results[label] = measure(spec, groups, args.threads)
+        results[label] = measure(spec, groups, args.threads, args.bond_cutoff)
     print(f"\n{'model':14s} {'group':12s} {'frames':>6s} {'F RMSE':>8s} {'F_z':>8s} {'F_xy':>8s} {'DFT z rms':>9s} "
           f"{'z slope':>7s}   (meV/Å)")
     for m, res in results.items():
@@ -161,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "force fit of models on groups of DFT frames (training vs held-out)",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "material": args.material,
         "groups": {g: [p.name for p in ps] for g, ps in groups.items()}, "rejected_skipped": rejected,
+        "bond_cutoff_A": args.bond_cutoff,
         "models": results, "load_average": os.getloadavg()}, indent=1))
     print(f"wrote {out}")
     return 0

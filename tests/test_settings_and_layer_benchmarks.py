@@ -127,3 +127,52 @@ def test_force_fit_upper_layer_by_label_or_height():
     assert bench.layer_labels(atoms).tolist() == [True, False, False, True]
     atoms.arrays["layer"] = np.array([1, 0, 0, 1])
     assert bench.layer_labels(atoms).tolist() == [True, False, False, True]
+
+
+def test_force_fit_curvature_stiffness_recovers_a_known_flexural_constant():
+    from ase.build import graphene
+
+    bench = load_repo_module("benchmarks/force_fit.py")
+    sheet = graphene(a=2.46, vacuum=8.0).repeat((3, 3, 1))
+    sheet.pbc = True
+    rng = np.random.default_rng(1)
+    sheet.positions[:, 2] += rng.normal(scale=0.05, size=len(sheet))      # a rippled sheet
+    curv = bench.curvature(sheet, 1.75)
+    assert np.allclose(curv.sum(), 0.0, atol=1e-9)                        # three bonds each, every bond twice
+    i = 4
+    nb = [j for j in range(len(sheet)) if j != i and sheet.get_distance(i, j, mic=True) < 1.75]
+    assert len(nb) == 3
+    z = sheet.positions[:, 2]
+    assert curv[i] == pytest.approx(z[i] - z[nb].mean())
+    assert bench.curvature_stiffness(-14.0 * curv, curv) == pytest.approx(14.0)
+    assert np.isnan(bench.curvature_stiffness(np.zeros(3), np.zeros(3)))
+    with pytest.raises(ValueError, match="no neighbour within"):
+        bench.curvature(sheet, 1.0)
+
+
+def test_ripple_frames_differ_only_in_the_layer_distance_and_bad_requests_are_refused(tmp_path):
+    bench = load_repo_module("benchmarks/ripple_stiffness.py")
+    a, b = bench.rippled_bilayer(3.10), bench.rippled_bilayer(3.60)
+    layer = np.asarray(a.arrays["layer"])
+    assert len(a) == 16 and sorted(set(layer.tolist())) == [0, 1]
+    for atoms, gap in ((a, 3.10), (b, 3.60)):
+        z = atoms.positions[:, 2]
+        assert z[layer == 1].mean() - z[layer == 0].mean() == pytest.approx(gap)
+    rel = lambda atoms, lab: atoms.positions[layer == lab, 2] - atoms.positions[layer == lab, 2].mean()  # noqa: E731
+    for lab in (0, 1):
+        assert np.allclose(rel(a, lab), rel(b, lab))                    # the same ripple at both distances
+        assert np.sqrt(np.mean(rel(a, lab) ** 2)) == pytest.approx(0.05, rel=0.6)
+    assert np.allclose(a.positions[:, :2], b.positions[:, :2])
+    assert not np.allclose(rel(a, 0), rel(bench.rippled_bilayer(3.10, seed=15), 0))
+    with pytest.raises(ValueError, match="outside 2.5"):
+        bench.rippled_bilayer(1.0)
+    with pytest.raises(ValueError, match="amplitude"):
+        bench.rippled_bilayer(3.3, amplitude=1.0)
+    d = tmp_path / "frames" / "ripple-scf-abc"
+    d.mkdir(parents=True)
+    (d / "meta.json").write_text(json.dumps({"status": "ok", "sampling": {"notes": {"source_info": {}}}}))
+    with pytest.raises(ValueError, match="no ripple_gap_A"):
+        bench.dft_frames("ripple", tmp_path)
+    (d / "meta.json").write_text(json.dumps({"status": "ok", "sampling": {"notes": {"source_info":
+                                                                                   {"ripple_gap_A": 3.2}}}}))
+    assert [(g, p.name) for g, p in bench.dft_frames("ripple", tmp_path)] == [(3.2, "ripple-scf-abc")]
