@@ -134,21 +134,50 @@ class Backbone(nn.Module):
         self.irreps_sh = o3.Irreps.spherical_harmonics(config.sh_lmax, p=-1)
         self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
         self.radial_basis = BesselBasis(config.cutoff, config.num_radial)
+        self.interlayer_radial = bool(config.interlayer_radial)
+        radial_in = config.num_radial * (2 if self.interlayer_radial else 1)
         layers, irreps_in = [], irreps_embed
         for _ in range(config.num_interactions):
-            layer = Interaction(irreps_in, hidden, self.irreps_sh, self.num_species, config.num_radial,
+            layer = Interaction(irreps_in, hidden, self.irreps_sh, self.num_species, radial_in,
                                 config.radial_hidden, config.avg_num_neighbors)
             layers.append(layer)
             irreps_in = layer.irreps_out
         self.layers = nn.ModuleList(layers)
         self.irreps_out = irreps_in
 
-    def forward(self, onehot: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor,
-                edge_chunk: int = EDGE_CHUNK) -> torch.Tensor:
-        """onehot (n_atoms, n_species), edge_index (2, n_edges), edge_vectors r_ij (n_edges, 3) Å
-        → node features (n_atoms, irreps_out.dim); ``edge_chunk``: see :meth:`Interaction.forward`."""
+    def edge_radial(self, edge_vectors: torch.Tensor, edge_inter: torch.Tensor | None = None) -> torch.Tensor:
+        """Radial inputs of the interactions: Bessel basis × envelope (n_edges, num_radial); with
+        ``interlayer_radial``, [R·(1 − inter), R·inter] (n_edges, 2 num_radial) from ``edge_inter`` (n_edges,) bool."""
         d = edge_vectors.norm(dim=1)
         radial = self.radial_basis(d) * polynomial_envelope(d, self.cutoff, self.envelope_p).unsqueeze(-1)
+        if not self.interlayer_radial:
+            return radial
+        if edge_inter is None or edge_inter.shape != d.shape:
+            raise ValueError("interlayer_radial needs edge_inter, one bool per edge (the graph's layer labels)")
+        inter = edge_inter.to(radial.dtype).unsqueeze(-1)
+        return torch.cat([radial * (1 - inter), radial * inter], dim=1)
+
+    def inherit_radial(self, old: "Backbone") -> None:
+        """Take over a trained backbone without ``interlayer_radial``: the same function (each radial MLP's first
+        layer becomes √2·[W, W], e3nn's 1/√fan-in normalisation included), intra- and interlayer weights then
+        learn apart. Every other weight must be loaded separately (same names)."""
+        if old.interlayer_radial or not self.interlayer_radial or len(old.layers) != len(self.layers):
+            raise ValueError("inherit_radial: from a backbone without interlayer_radial into one with it, "
+                             "same number of interactions")
+        with torch.no_grad():
+            for new_layer, old_layer in zip(self.layers, old.layers):
+                w_old = old_layer.radial.layer0.weight
+                new_layer.radial.layer0.weight.copy_(torch.cat([w_old, w_old], dim=0) * math.sqrt(2.0))
+                for name, p in old_layer.radial.state_dict().items():
+                    if name != "layer0.weight":
+                        new_layer.radial.state_dict()[name].copy_(p)
+
+    def forward(self, onehot: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor,
+                edge_chunk: int = EDGE_CHUNK, edge_inter: torch.Tensor | None = None) -> torch.Tensor:
+        """onehot (n_atoms, n_species), edge_index (2, n_edges), edge_vectors r_ij (n_edges, 3) Å
+        → node features (n_atoms, irreps_out.dim); ``edge_chunk``: see :meth:`Interaction.forward`;
+        ``edge_inter`` (n_edges,) bool, True for interlayer edges (needed with ``interlayer_radial``)."""
+        radial = self.edge_radial(edge_vectors, edge_inter)
         sh = self.spherical_harmonics(edge_vectors)
         h = self.embedding(onehot)
         checkpointed = self.needs_checkpointing(edge_index.shape[1], edge_vectors.element_size())

@@ -46,7 +46,6 @@ from .backbone import EDGE_CHUNK
 from .config import ModelConfig
 from .graph import atoms_to_graph
 from .model import WannierMLModel, cell_volume, differentiable_geometry
-from .radial import polynomial_envelope
 from .utils import scatter_sum
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,11 +142,12 @@ class CommitteeModel(nn.Module):
             vectors = positions[j] - positions[i] + (shift.to(positions.dtype).unsqueeze(-1) * cell[batch[i]]).sum(1)
             species = graph[K.SPECIES]
             onehot = nn.functional.one_hot(species, len(self.config.species)).to(positions.dtype)
-            geom = _geometry(members[0].backbone, vectors)
+            edge_inter = graph[K.LAYER][i] != graph[K.LAYER][j] if self.config.interlayer_radial else None
+            geom = _geometry(members[0].backbone, vectors, edge_inter)
             shared = _stages(members[0].backbone, onehot, edge_index, geom, vectors, edge_chunk, 0, depth, None)
             feats, energies, learned = [], [], []
             for m in members:
-                g = geom if depth >= 1 else _geometry(m.backbone, vectors)
+                g = geom if depth >= 1 else _geometry(m.backbone, vectors, edge_inter)
                 h = _stages(m.backbone, onehot, edge_index, g, vectors, edge_chunk, depth, None, shared)
                 le = m.energy_head.learned(h)
                 node = m.energy_head.e0[species] + le
@@ -212,11 +212,10 @@ class CommitteeModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _geometry(backbone, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(spherical harmonics (n_edges, sh dim), radial basis × envelope (n_edges, num_radial)) of edge vectors."""
-    d = vectors.norm(dim=1)
-    radial = backbone.radial_basis(d) * polynomial_envelope(d, backbone.cutoff, backbone.envelope_p).unsqueeze(-1)
-    return backbone.spherical_harmonics(vectors), radial
+def _geometry(backbone, vectors: torch.Tensor, edge_inter: Optional[torch.Tensor] = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(spherical harmonics (n_edges, sh dim), radial inputs (``Backbone.edge_radial``)) of edge vectors."""
+    return backbone.spherical_harmonics(vectors), backbone.edge_radial(vectors, edge_inter)
 
 
 def _stages(backbone, onehot, edge_index, geom, vectors, edge_chunk, start: int, stop: Optional[int], h):

@@ -32,6 +32,10 @@ class ModelConfig:
         num_interactions: interaction layers; hidden_irreps: node features; sh_lmax: edge spherical harmonics.
         num_radial: Bessel functions; envelope_p: envelope exponent; radial_hidden: width of the radial MLP.
         avg_num_neighbors: messages are summed and divided by its square root.
+        interlayer_radial: give the radial MLP of every interaction separate inputs for interlayer edges (the
+            layer labels of the graph): its input is [R(d)·(1 − inter), R(d)·inter], so intra- and interlayer
+            neighbours get their own radial weights (session 14: with shared weights, graphene's out-of-plane
+            stiffness softens when the other layer comes closer; docs/accuracy.md). Off by default.
     Energy:
         e0s: eV, reference energy per element (missing elements: 0); energy_scale / energy_shift: eV,
         per-atom energy = e0 + energy_scale * readout + energy_shift.
@@ -83,6 +87,7 @@ class ModelConfig:
     ham_scale: float = 1.0
     pair_sh_lmax: int = 0
     pair_node_product: bool = False
+    interlayer_radial: bool = False
     onsite_reference: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     min_distance: float = 0.5
     layer_bond_factor: float = 1.2
@@ -138,6 +143,8 @@ class ModelConfig:
             raise ValueError(f"pair_sh_lmax must be an integer 0 (automatic) … 6, got {self.pair_sh_lmax!r}")
         if not isinstance(self.pair_node_product, bool):
             raise ValueError(f"pair_node_product must be true or false, got {self.pair_node_product!r}")
+        if not isinstance(self.interlayer_radial, bool):
+            raise ValueError(f"interlayer_radial must be true or false, got {self.interlayer_radial!r}")
         if self.num_interactions < 1:
             raise ValueError(f"num_interactions must be >= 1, got {self.num_interactions}")
 

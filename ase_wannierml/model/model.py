@@ -131,7 +131,8 @@ class WannierMLModel(nn.Module):
         vectors = positions[j] - positions[i] + cart
         species = graph[K.SPECIES]
         onehot = nn.functional.one_hot(species, len(self.config.species)).to(positions.dtype)
-        h = self.backbone(onehot, edge_index, vectors, edge_chunk)
+        edge_inter = graph[K.LAYER][i] != graph[K.LAYER][j] if self.config.interlayer_radial else None
+        h = self.backbone(onehot, edge_index, vectors, edge_chunk, edge_inter)
         learned = self.energy_head.learned(h)
         node_energy = self.energy_head.e0[species] + learned
         return h, node_energy, scatter_sum(node_energy, batch, n_struct), learned

@@ -364,9 +364,10 @@ def _claim_run_folder(out: Path, overwrite: bool, is_main: bool) -> None:
 
 
 def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tuple[str, ...]:
-    """Warm start to pair heads with more capacity, keeping the saved model's function: a larger
+    """Warm start to heads with more capacity, keeping the saved model's function: a larger
     ``pair_sh_lmax`` (each grown pair net inherits the saved one, ``PairBlockNet.inherit``: new paths at zero)
-    and/or ``pair_node_product`` switched on (its weights start at zero). Returns the state-dict prefixes handled
+    and/or ``pair_node_product`` switched on (its weights start at zero) and/or ``interlayer_radial`` switched on
+    (``Backbone.inherit_radial``). Returns the state-dict prefixes handled
     here (not loaded from the file)."""
     from ase_wannierml.model import load_model
     from ase_wannierml.model.pair_heads import PairBlockNet
@@ -385,6 +386,13 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
         print(f"warm start: pair_sh_lmax {init['config'].get('pair_sh_lmax', 0)} -> {model.config.pair_sh_lmax}: "
               f"{len(nets)} pair nets gained bond-harmonic paths (started at zero)")
         grown += nets
+    if not init["config"].get("interlayer_radial", False) and model.config.interlayer_radial:
+        old = load_model(init_from, dtype=model.dtype)
+        model.backbone.inherit_radial(old.backbone)
+        radial = [f"backbone.layers.{n}.radial." for n in range(len(model.backbone.layers))]
+        print(f"warm start: interlayer_radial switched on: {len(radial)} radial MLPs split into intra- and "
+              "interlayer inputs (same function at the start)")
+        grown += radial
     return tuple(grown)
 
 
@@ -407,7 +415,7 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
 
     clash = {k: (v, kwargs[k]) for k, v in given.items() if differs(k)
              and k not in ("e0s", "onsite_reference", "energy_scale", "ham_scale", "fermi_level", "dispersion",
-                           "pair_sh_lmax", "pair_node_product")}
+                           "pair_sh_lmax", "pair_node_product", "interlayer_radial")}
     if clash:
         raise ValueError(f"run.init_from {cfg.run.init_from}: model settings differ from the config: {clash}")
     if "pair_sh_lmax" in given and differs("pair_sh_lmax"):
@@ -420,6 +428,11 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
             raise ValueError(f"run.init_from {cfg.run.init_from}: pair_node_product cannot be switched off in a warm "
                              "start (its trained weights would be dropped)")
         kwargs["pair_node_product"] = True
+    if "interlayer_radial" in given and differs("interlayer_radial"):
+        if not normalised["interlayer_radial"]:
+            raise ValueError(f"run.init_from {cfg.run.init_from}: interlayer_radial cannot be switched off in a warm "
+                             "start (the interlayer radial weights would be dropped)")
+        kwargs["interlayer_radial"] = True
     if "dispersion" in given and differs("dispersion"):
         print(f"warm start: dispersion {kwargs['dispersion'] or None} -> {normalised['dispersion'] or None}; "
               "e0s are refitted to the new targets")
