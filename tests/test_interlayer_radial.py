@@ -98,3 +98,42 @@ def test_bad_settings_and_missing_layer_information_are_refused():
         model.backbone.edge_radial(vectors)
     with pytest.raises(ValueError, match="inherit_radial"):
         model.backbone.inherit_radial(model.backbone)
+
+
+def test_a_wider_energy_readout_starts_from_a_trained_model_without_changing_it():
+    old = load_model("graphene-bilayer", dtype=torch.float64)
+    new = WannierMLModel(dataclasses.replace(old.config, energy_hidden=64), dtype=torch.float64)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("energy_head.mlp.")}
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith("energy_head.mlp.") or "._compiled_" in k for k in missing)
+    new.energy_head.inherit(old.energy_head)
+    new.eval()
+    atoms = _rippled(2)
+    e0, f0 = _energy_forces(old, atoms)
+    e1, f1 = _energy_forces(new, atoms)
+    assert e1 == pytest.approx(e0, abs=1e-9) and np.abs(f1 - f0).max() < 1e-9
+    assert new.energy_head.mlp.layer0.weight.shape[1] == 64
+    assert torch.count_nonzero(new.energy_head.mlp.layer1.weight[16:]) == 0          # new units: zero output
+    with pytest.raises(ValueError, match="cannot inherit an energy readout"):
+        old.energy_head.inherit(new.energy_head)
+    with pytest.raises(ValueError, match="energy_hidden must be an integer"):
+        ModelConfig(species=("C",), orbitals={"C": ("pz",)}, energy_hidden=0)
+
+
+def test_warm_start_refuses_to_shrink_the_readout_or_drop_interlayer_radial(tmp_path):
+    from ase_wannierml.training.trainer import _init_model_kwargs
+
+    class Cfg:
+        class run:
+            init_from = "model.pt"
+
+    saved = dataclasses.asdict(ModelConfig(species=("C",), orbitals={"C": ("pz",)}, energy_hidden=64,
+                                           interlayer_radial=True))
+    Cfg.model = {"energy_hidden": 16}
+    with pytest.raises(ValueError, match="energy_hidden can only grow"):
+        _init_model_kwargs(Cfg, saved)
+    Cfg.model = {"interlayer_radial": False}
+    with pytest.raises(ValueError, match="interlayer_radial cannot be switched off"):
+        _init_model_kwargs(Cfg, saved)
+    Cfg.model = {"energy_hidden": 128, "interlayer_radial": True}
+    assert _init_model_kwargs(Cfg, saved)["energy_hidden"] == 128

@@ -39,6 +39,7 @@ class ModelConfig:
     Energy:
         e0s: eV, reference energy per element (missing elements: 0); energy_scale / energy_shift: eV,
         per-atom energy = e0 + energy_scale * readout + energy_shift.
+        energy_hidden: width of the readout MLP (0e features → energy); 16 in every model before session 14.
     Hamiltonian (cut-offs in Å; see ``heads.py`` for the smooth switching):
         ham_cutoff_near: intralayer near pairs d < near; ham_cutoff_far: intralayer far pairs (near <= d < far;
             far <= near disables the far head); ham_cutoff_inter: interlayer pairs.
@@ -78,6 +79,7 @@ class ModelConfig:
     e0s: Mapping[str, float] = field(default_factory=dict)
     energy_scale: float = 1.0
     energy_shift: float = 0.0
+    energy_hidden: int = 16
     ham_cutoff_near: float = 6.0
     ham_cutoff_far: float = 12.0
     ham_cutoff_inter: float = 12.0
@@ -145,6 +147,9 @@ class ModelConfig:
             raise ValueError(f"pair_node_product must be true or false, got {self.pair_node_product!r}")
         if not isinstance(self.interlayer_radial, bool):
             raise ValueError(f"interlayer_radial must be true or false, got {self.interlayer_radial!r}")
+        if isinstance(self.energy_hidden, bool) or not isinstance(self.energy_hidden, int) \
+                or not 1 <= self.energy_hidden <= 1024:
+            raise ValueError(f"energy_hidden must be an integer 1 … 1024, got {self.energy_hidden!r}")
         if self.num_interactions < 1:
             raise ValueError(f"num_interactions must be >= 1, got {self.num_interactions}")
 

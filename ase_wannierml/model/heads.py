@@ -39,6 +39,23 @@ class EnergyHead(nn.Module):
         self.register_buffer("e0", torch.tensor(list(e0s), dtype=torch.get_default_dtype()))
         self.scale, self.shift = float(scale), float(shift)
 
+    def inherit(self, old: "EnergyHead", seed: int = 0) -> None:
+        """Take over a trained, narrower readout with the same function: its hidden units are kept (output weights
+        rescaled for e3nn's 1/√fan-in), the new units get random input weights and zero output weights."""
+        w0_old, w1_old = old.mlp.layer0.weight, old.mlp.layer1.weight
+        w0, w1 = self.mlp.layer0.weight, self.mlp.layer1.weight
+        if w0_old.shape[0] != w0.shape[0] or w0_old.shape[1] > w0.shape[1] or w1.shape[1] != w1_old.shape[1]:
+            raise ValueError(f"cannot inherit an energy readout of width {w0_old.shape[1]} into width {w0.shape[1]}")
+        n_old, n_new = w0_old.shape[1], w0.shape[1]
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            w0.copy_(torch.randn(w0.shape, generator=gen, dtype=torch.float64).to(w0.dtype))
+            w0[:, :n_old] = w0_old
+            w1.zero_()
+            w1[:n_old] = w1_old * (n_new / n_old) ** 0.5
+            self.e0.copy_(old.e0)
+        self.scale, self.shift = old.scale, old.shift
+
     def forward(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """h (n_atoms, irreps_in.dim), species (n_atoms,) → per-atom energies (n_atoms,) eV."""
         return self.e0[species] + self.learned(h)

@@ -49,7 +49,8 @@ class WannierMLModel(nn.Module):
         with default_dtype(dtype):
             self.backbone = Backbone(config)
             e0s = [config.e0s.get(s, 0.0) for s in config.species]
-            self.energy_head = EnergyHead(self.backbone.irreps_out, e0s, config.energy_scale, config.energy_shift)
+            self.energy_head = EnergyHead(self.backbone.irreps_out, e0s, config.energy_scale, config.energy_shift,
+                                          hidden=config.energy_hidden)
             self.hamiltonian = HamiltonianHeads(self.backbone.irreps_out, config)
         self.to(device=device, dtype=dtype)
 

@@ -367,7 +367,7 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
     """Warm start to heads with more capacity, keeping the saved model's function: a larger
     ``pair_sh_lmax`` (each grown pair net inherits the saved one, ``PairBlockNet.inherit``: new paths at zero)
     and/or ``pair_node_product`` switched on (its weights start at zero) and/or ``interlayer_radial`` switched on
-    (``Backbone.inherit_radial``). Returns the state-dict prefixes handled
+    (``Backbone.inherit_radial``) and/or a wider energy readout (``EnergyHead.inherit``). Returns the state-dict prefixes handled
     here (not loaded from the file)."""
     from ase_wannierml.model import load_model
     from ase_wannierml.model.pair_heads import PairBlockNet
@@ -386,6 +386,12 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
         print(f"warm start: pair_sh_lmax {init['config'].get('pair_sh_lmax', 0)} -> {model.config.pair_sh_lmax}: "
               f"{len(nets)} pair nets gained bond-harmonic paths (started at zero)")
         grown += nets
+    if init["config"].get("energy_hidden", 16) != model.config.energy_hidden:
+        old = load_model(init_from, dtype=model.dtype)
+        model.energy_head.inherit(old.energy_head)
+        print(f"warm start: energy readout widened {old.config.energy_hidden} -> {model.config.energy_hidden} "
+              "(new units start with zero output weights)")
+        grown += ["energy_head.mlp."]
     if not init["config"].get("interlayer_radial", False) and model.config.interlayer_radial:
         old = load_model(init_from, dtype=model.dtype)
         model.backbone.inherit_radial(old.backbone)
@@ -415,7 +421,8 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
 
     clash = {k: (v, kwargs[k]) for k, v in given.items() if differs(k)
              and k not in ("e0s", "onsite_reference", "energy_scale", "ham_scale", "fermi_level", "dispersion",
-                           "pair_sh_lmax", "pair_node_product", "interlayer_radial")}
+                           "pair_sh_lmax", "pair_node_product", "interlayer_radial",
+                           "energy_hidden")}
     if clash:
         raise ValueError(f"run.init_from {cfg.run.init_from}: model settings differ from the config: {clash}")
     if "pair_sh_lmax" in given and differs("pair_sh_lmax"):
@@ -428,6 +435,11 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
             raise ValueError(f"run.init_from {cfg.run.init_from}: pair_node_product cannot be switched off in a warm "
                              "start (its trained weights would be dropped)")
         kwargs["pair_node_product"] = True
+    if "energy_hidden" in given and differs("energy_hidden"):
+        if normalised["energy_hidden"] < kwargs.get("energy_hidden", 16):
+            raise ValueError(f"run.init_from {cfg.run.init_from}: energy_hidden can only grow in a warm start "
+                             f"({kwargs.get('energy_hidden', 16)} -> {normalised['energy_hidden']})")
+        kwargs["energy_hidden"] = normalised["energy_hidden"]
     if "interlayer_radial" in given and differs("interlayer_radial"):
         if not normalised["interlayer_radial"]:
             raise ValueError(f"run.init_from {cfg.run.init_from}: interlayer_radial cannot be switched off in a warm "
