@@ -52,6 +52,9 @@ def force_errors(f_model: np.ndarray, f_dft: np.ndarray) -> dict:
     f_model, f_dft = np.asarray(f_model, float), np.asarray(f_dft, float)
     if f_model.shape != f_dft.shape or f_model.ndim != 2 or f_model.shape[1] != 3:
         raise ValueError(f"forces must both be (n, 3); got {f_model.shape} and {f_dft.shape}")
+    if not (np.isfinite(f_model).all() and np.isfinite(f_dft).all()):
+        raise ValueError("forces contain NaN or inf (model: "
+                         f"{int((~np.isfinite(f_model)).sum())}, DFT: {int((~np.isfinite(f_dft)).sum())} values)")
     e = f_model - f_dft
     return {"rmse_meV_A": 1e3 * float(np.sqrt(np.mean(e ** 2))),
             "rmse_z_meV_A": 1e3 * float(np.sqrt(np.mean(e[:, 2] ** 2))),

@@ -101,6 +101,9 @@ def test_force_fit_slope_and_errors_see_a_too_soft_model():
     assert np.isnan(bench.z_slope(np.ones(3), np.zeros(3)))
     with pytest.raises(ValueError, match=r"\(n, 3\)"):
         bench.force_errors(soft[:, :2], f_dft[:, :2])
+    soft[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bench.force_errors(soft, f_dft)
 
 
 def test_force_fit_groups_skip_rejected_frames_and_refuse_empty_or_malformed_groups(tmp_path):

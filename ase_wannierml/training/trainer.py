@@ -386,7 +386,7 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
         print(f"warm start: pair_sh_lmax {init['config'].get('pair_sh_lmax', 0)} -> {model.config.pair_sh_lmax}: "
               f"{len(nets)} pair nets gained bond-harmonic paths (started at zero)")
         grown += nets
-    if init["config"].get("energy_hidden", 16) != model.config.energy_hidden:
+    if init["config"].get("energy_hidden", 16) < model.config.energy_hidden:
         old = load_model(init_from, dtype=model.dtype)
         model.energy_head.inherit(old.energy_head)
         print(f"warm start: energy readout widened {old.config.energy_hidden} -> {model.config.energy_hidden} "
@@ -400,6 +400,10 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
               "interlayer inputs (same function at the start)")
         grown += radial
     return tuple(grown)
+
+
+#: Model settings a warm start may raise (never lower): ``_grow_pair_heads`` keeps the saved model's function.
+GROWABLE_SETTINGS = ("pair_sh_lmax", "pair_node_product", "interlayer_radial", "energy_hidden")
 
 
 def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any]:
@@ -421,30 +425,16 @@ def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any
 
     clash = {k: (v, kwargs[k]) for k, v in given.items() if differs(k)
              and k not in ("e0s", "onsite_reference", "energy_scale", "ham_scale", "fermi_level", "dispersion",
-                           "pair_sh_lmax", "pair_node_product", "interlayer_radial",
-                           "energy_hidden")}
+                           *GROWABLE_SETTINGS)}
     if clash:
         raise ValueError(f"run.init_from {cfg.run.init_from}: model settings differ from the config: {clash}")
-    if "pair_sh_lmax" in given and differs("pair_sh_lmax"):
-        if normalised["pair_sh_lmax"] < kwargs["pair_sh_lmax"]:
-            raise ValueError(f"run.init_from {cfg.run.init_from}: pair_sh_lmax can only grow in a warm start "
-                             f"({kwargs['pair_sh_lmax']} -> {normalised['pair_sh_lmax']})")
-        kwargs["pair_sh_lmax"] = normalised["pair_sh_lmax"]
-    if "pair_node_product" in given and differs("pair_node_product"):
-        if not normalised["pair_node_product"]:
-            raise ValueError(f"run.init_from {cfg.run.init_from}: pair_node_product cannot be switched off in a warm "
-                             "start (its trained weights would be dropped)")
-        kwargs["pair_node_product"] = True
-    if "energy_hidden" in given and differs("energy_hidden"):
-        if normalised["energy_hidden"] < kwargs.get("energy_hidden", 16):
-            raise ValueError(f"run.init_from {cfg.run.init_from}: energy_hidden can only grow in a warm start "
-                             f"({kwargs.get('energy_hidden', 16)} -> {normalised['energy_hidden']})")
-        kwargs["energy_hidden"] = normalised["energy_hidden"]
-    if "interlayer_radial" in given and differs("interlayer_radial"):
-        if not normalised["interlayer_radial"]:
-            raise ValueError(f"run.init_from {cfg.run.init_from}: interlayer_radial cannot be switched off in a warm "
-                             "start (the interlayer radial weights would be dropped)")
-        kwargs["interlayer_radial"] = True
+    for k in GROWABLE_SETTINGS:                 # more capacity, started so that the saved function is kept
+        if k in given and differs(k):
+            if normalised[k] < kwargs[k]:        # bools: True -> False is a shrink too
+                what = "cannot be switched off" if isinstance(kwargs[k], bool) else "can only grow"
+                raise ValueError(f"run.init_from {cfg.run.init_from}: {k} {what} in a warm start "
+                                 f"({kwargs[k]} -> {normalised[k]}: trained weights would be dropped)")
+            kwargs[k] = normalised[k]
     if "dispersion" in given and differs("dispersion"):
         print(f"warm start: dispersion {kwargs['dispersion'] or None} -> {normalised['dispersion'] or None}; "
               "e0s are refitted to the new targets")
