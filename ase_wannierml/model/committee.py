@@ -131,6 +131,9 @@ class CommitteeModel(nn.Module):
         :meth:`WannierMLModel.forward`. Eval mode only (committees are for inference)."""
         if self.training:
             raise RuntimeError("CommitteeModel is for inference: call .eval() (train members one by one)")
+        if any(m.interlayer_energy is not None for m in self.members):
+            return self._forward_each(graph, compute_forces, compute_stress, compute_hamiltonian, ham_chunk_size,
+                                      edge_chunk)
         batch, n_struct = graph[K.BATCH], graph[K.NUM_ATOMS].shape[0]
         need_grad = compute_forces or compute_stress
         depth = self.shared_depth()
@@ -179,6 +182,18 @@ class CommitteeModel(nn.Module):
                 out[K.HAM_BLOCKS] = torch.stack([m.hamiltonian(h.detach(), graph, positions, cell, ham_chunk_size)
                                                  for m, h in zip(members, feats)])
             out[K.HAM_MASK] = members[0].hamiltonian.mask(graph[K.SPECIES], graph[K.HAM_PAIR_INDEX])
+        return out
+
+    def _forward_each(self, graph: Dict[str, torch.Tensor], compute_forces: bool, compute_stress: bool,
+                      compute_hamiltonian: bool, ham_chunk_size: int, edge_chunk: int) -> Dict[str, torch.Tensor]:
+        """Members one after the other (members with ``interlayer_pair_energy`` run two backbone passes of their own,
+        so no stage is shared); same outputs as :meth:`forward`."""
+        outs = [m(graph, compute_forces=compute_forces, compute_stress=compute_stress,
+                  compute_hamiltonian=compute_hamiltonian, ham_chunk_size=ham_chunk_size, edge_chunk=edge_chunk)
+                for m in self.members]
+        out = {key: torch.stack([o[key] for o in outs]) for key in outs[0] if key != K.HAM_MASK}
+        if compute_hamiltonian:
+            out[K.HAM_MASK] = outs[0][K.HAM_MASK]
         return out
 
     def predict_hamiltonian_blocks(self, atoms: "Atoms", chunk_size: int = 65536

@@ -36,6 +36,9 @@ class ModelConfig:
             layer labels of the graph): its input is [R(d)·(1 − inter), R(d)·inter], so intra- and interlayer
             neighbours get their own radial weights (session 14: with shared weights, graphene's out-of-plane
             stiffness softens when the other layer comes closer; docs/accuracy.md). Off by default.
+        interlayer_pair_energy: the energy path sees each layer alone (backbone on intralayer edges only) and the
+            layers interact through a learned registry-aware pair term (``interlayer_energy.py``); the Hamiltonian
+            heads keep the features of the full graph. Off by default (one backbone pass on all edges for both).
     Energy:
         e0s: eV, reference energy per element (missing elements: 0); energy_scale / energy_shift: eV,
         per-atom energy = e0 + energy_scale * readout + energy_shift.
@@ -90,6 +93,7 @@ class ModelConfig:
     pair_sh_lmax: int = 0
     pair_node_product: bool = False
     interlayer_radial: bool = False
+    interlayer_pair_energy: bool = False
     onsite_reference: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     min_distance: float = 0.5
     layer_bond_factor: float = 1.2
@@ -145,6 +149,8 @@ class ModelConfig:
             raise ValueError(f"pair_sh_lmax must be an integer 0 (automatic) … 6, got {self.pair_sh_lmax!r}")
         if not isinstance(self.pair_node_product, bool):
             raise ValueError(f"pair_node_product must be true or false, got {self.pair_node_product!r}")
+        if not isinstance(self.interlayer_pair_energy, bool):
+            raise ValueError(f"interlayer_pair_energy must be true or false, got {self.interlayer_pair_energy!r}")
         if not isinstance(self.interlayer_radial, bool):
             raise ValueError(f"interlayer_radial must be true or false, got {self.interlayer_radial!r}")
         if isinstance(self.energy_hidden, bool) or not isinstance(self.energy_hidden, int) \

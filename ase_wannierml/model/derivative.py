@@ -47,9 +47,8 @@ def hamiltonian_blocks(model, graph: Graph, positions: torch.Tensor, ham_chunk_s
     ``positions`` (n_atoms, 3) Å (the graph's own positions are ignored; cell and pair list are the graph's)."""
     if K.HAM_PAIR_INDEX not in graph:
         raise ValueError("the graph has no Hamiltonian pair list: build it with atoms_to_graph(with_hamiltonian=True)")
-    batch, cell = graph[K.BATCH], graph[K.CELL]
-    n_struct = graph[K.NUM_ATOMS].shape[0]
-    h, _, _, _ = model._energy(graph, positions, cell, batch, n_struct, edge_chunk)
+    cell = graph[K.CELL]
+    h = model.features(graph, positions, cell, edge_chunk)
     return model.hamiltonian(h, graph, positions, cell, ham_chunk_size)
 
 

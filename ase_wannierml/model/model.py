@@ -26,6 +26,7 @@ from .config import ModelConfig
 from .graph import atoms_to_graph
 from .hamiltonian import HamiltonianHeads
 from .heads import EnergyHead
+from .interlayer_energy import InterlayerPairEnergy
 from .utils import default_dtype, scatter_sum
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +53,9 @@ class WannierMLModel(nn.Module):
             self.energy_head = EnergyHead(self.backbone.irreps_out, e0s, config.energy_scale, config.energy_shift,
                                           hidden=config.energy_hidden)
             self.hamiltonian = HamiltonianHeads(self.backbone.irreps_out, config)
+            self.interlayer_energy = InterlayerPairEnergy(
+                self.backbone.irreps_out, len(config.species), config.cutoff, config.num_radial,
+                config.envelope_p) if config.interlayer_pair_energy else None
         self.to(device=device, dtype=dtype)
 
     @property
@@ -114,27 +118,53 @@ class WannierMLModel(nn.Module):
                 out[K.STRESS] = grads[-1] / cell_volume(graph[K.CELL])[:, None, None]
         if not self.training:  # release the autograd graph
             out = {key: value.detach() for key, value in out.items()}
-            h, positions, cell = h.detach(), positions.detach(), cell.detach()
+            positions, cell = positions.detach(), cell.detach()
+            h = None if h is None else h.detach()
         if compute_hamiltonian:
             with contextlib.nullcontext() if self.training else torch.no_grad():
+                if h is None:     # interlayer_pair_energy: the energy path saw each layer alone
+                    h = self.features(graph, positions, cell, edge_chunk)
                 out[K.HAM_BLOCKS] = self.hamiltonian(h, graph, positions, cell, ham_chunk_size)
             out[K.HAM_MASK] = self.hamiltonian.mask(graph[K.SPECIES], graph[K.HAM_PAIR_INDEX])
         return out
 
-    def _energy(self, graph: Dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor,
-                batch: torch.Tensor, n_struct: int, edge_chunk: int
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Backbone features h (n_atoms, dim), per-atom energies (n_atoms,), energies (n_structures,) eV and the
-        per-atom energies without e0 (n_atoms,) eV."""
+    def _edges(self, graph: Dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Message-passing edges of a graph at ``positions``: edge_index (2, n_edges), vectors r_ij (n_edges, 3) Å,
+        species one-hot (n_atoms, n_species) and inter (n_edges,) bool, True where i and j are in different layers."""
         edge_index, shift = graph[K.EDGE_INDEX], graph[K.EDGE_SHIFT]
         i, j = edge_index[0], edge_index[1]
-        cart = (shift.to(positions.dtype).unsqueeze(-1) * cell[batch[i]]).sum(dim=1)
+        cart = (shift.to(positions.dtype).unsqueeze(-1) * cell[graph[K.BATCH][i]]).sum(dim=1)
         vectors = positions[j] - positions[i] + cart
+        onehot = nn.functional.one_hot(graph[K.SPECIES], len(self.config.species)).to(positions.dtype)
+        return edge_index, vectors, onehot, graph[K.LAYER][i] != graph[K.LAYER][j]
+
+    def features(self, graph: Dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor,
+                 edge_chunk: int = EDGE_CHUNK) -> torch.Tensor:
+        """Backbone features of the full graph (all edges, both layers) at ``positions`` (n_atoms, 3) Å and
+        ``cell`` (n_structures, 3, 3) Å → (n_atoms, backbone.irreps_out.dim): what the Hamiltonian heads read."""
+        edge_index, vectors, onehot, inter = self._edges(graph, positions, cell)
+        return self.backbone(onehot, edge_index, vectors, edge_chunk,
+                             inter if self.config.interlayer_radial else None)
+
+    def _energy(self, graph: Dict[str, torch.Tensor], positions: torch.Tensor, cell: torch.Tensor,
+                batch: torch.Tensor, n_struct: int, edge_chunk: int
+                ) -> tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Full-graph features h (n_atoms, dim) or None (``interlayer_pair_energy``: the energy path ran on the
+        intralayer edges only, see :meth:`features`), per-atom energies (n_atoms,), energies (n_structures,) eV and
+        the per-atom energies without e0 (n_atoms,) eV."""
         species = graph[K.SPECIES]
-        onehot = nn.functional.one_hot(species, len(self.config.species)).to(positions.dtype)
-        edge_inter = graph[K.LAYER][i] != graph[K.LAYER][j] if self.config.interlayer_radial else None
-        h = self.backbone(onehot, edge_index, vectors, edge_chunk, edge_inter)
-        learned = self.energy_head.learned(h)
+        if self.interlayer_energy is None:
+            h = self.features(graph, positions, cell, edge_chunk)
+            learned = self.energy_head.learned(h)
+        else:
+            edge_index, vectors, onehot, inter = self._edges(graph, positions, cell)
+            intra = ~inter
+            h_layer = self.backbone(onehot, edge_index[:, intra], vectors[intra], edge_chunk,
+                                    inter[intra] if self.config.interlayer_radial else None)
+            learned = self.energy_head.learned(h_layer) + self.interlayer_energy(
+                h_layer, onehot, edge_index[:, inter], vectors[inter])
+            h = None
         node_energy = self.energy_head.e0[species] + learned
         return h, node_energy, scatter_sum(node_energy, batch, n_struct), learned
 

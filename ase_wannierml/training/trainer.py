@@ -399,11 +399,17 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
         print(f"warm start: interlayer_radial switched on: {len(radial)} radial MLPs split into intra- and "
               "interlayer inputs (same function at the start)")
         grown += radial
+    if not init["config"].get("interlayer_pair_energy", False) and model.config.interlayer_pair_energy:
+        grown += ["interlayer_energy."]
+        print("warm start: interlayer_pair_energy switched on: the energy path now sees each layer alone and the "
+              "new interlayer pair term starts at zero (energies change; the Hamiltonian heads are unchanged)")
     return tuple(grown)
 
 
-#: Model settings a warm start may raise (never lower): ``_grow_pair_heads`` keeps the saved model's function.
-GROWABLE_SETTINGS = ("pair_sh_lmax", "pair_node_product", "interlayer_radial", "energy_hidden")
+#: Model settings a warm start may raise (never lower): ``_grow_pair_heads`` keeps the saved model's function, except
+#: that ``interlayer_pair_energy`` keeps only the Hamiltonian (the energy loses its interlayer messages: retrain it).
+GROWABLE_SETTINGS = ("pair_sh_lmax", "pair_node_product", "interlayer_radial", "energy_hidden",
+                     "interlayer_pair_energy")
 
 
 def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any]:
