@@ -173,3 +173,21 @@ def test_warm_start_may_switch_it_on_never_off_and_bad_values_are_refused():
         _init_model_kwargs(Cfg, saved_on)
     with pytest.raises(ValueError, match="interlayer_pair_energy must be true or false"):
         ModelConfig(species=("C",), orbitals={"C": ("pz",)}, interlayer_pair_energy=1)
+
+
+def test_transverse_distance_is_the_distance_from_the_sheet_normal_for_flat_graphene():
+    from ase_wannierml.model.graph import atoms_to_graph
+    from ase_wannierml.model import keys as K
+
+    model = _model(12)
+    atoms = bilayer("graphene").repeat((2, 2, 1))
+    g = atoms_to_graph(atoms, model.config, dtype=torch.float64)
+    edge_index, vectors, _, inter = model._edges(g, g[K.POSITIONS], g[K.CELL])
+    term = model.interlayer_energy
+    tensors = term.sheet_tensors(len(atoms), g[K.SPECIES], edge_index[:, ~inter], vectors[~inter])
+    v = vectors[inter]
+    feats = term.transverse_features(tensors[edge_index[0, inter]], v)
+    rho2 = (v[:, :2] ** 2).sum(dim=1)                      # flat sheets in the xy plane: ρ² = x² + y²
+    expected = torch.exp(-rho2[:, None] / term.widths ** 2)
+    assert torch.allclose(feats, expected, atol=5e-3)
+    assert float(feats[:, 0].max()) == pytest.approx(1.0, abs=5e-3)   # an atom right above another: ρ = 0

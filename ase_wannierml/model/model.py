@@ -54,7 +54,7 @@ class WannierMLModel(nn.Module):
                                           hidden=config.energy_hidden)
             self.hamiltonian = HamiltonianHeads(self.backbone.irreps_out, config)
             self.interlayer_energy = InterlayerPairEnergy(
-                self.backbone.irreps_out, len(config.species), config.cutoff, config.num_radial,
+                self.backbone.irreps_out, config.species, config.cutoff, config.num_radial,
                 config.envelope_p) if config.interlayer_pair_energy else None
         self.to(device=device, dtype=dtype)
 
@@ -163,7 +163,7 @@ class WannierMLModel(nn.Module):
             h_layer = self.backbone(onehot, edge_index[:, intra], vectors[intra], edge_chunk,
                                     inter[intra] if self.config.interlayer_radial else None)
             learned = self.energy_head.learned(h_layer) + self.interlayer_energy(
-                h_layer, onehot, edge_index[:, inter], vectors[inter])
+                h_layer, onehot, species, edge_index, vectors, inter)
             h = None
         node_energy = self.energy_head.e0[species] + learned
         return h, node_energy, scatter_sum(node_energy, batch, n_struct), learned
