@@ -114,26 +114,31 @@ def test_energy_is_invariant_and_forces_rotate():
 
 
 def test_the_hamiltonian_is_that_of_the_same_weights_without_the_option():
-    base = load_model("graphene-bilayer", dtype=torch.float64)
-    pair = WannierMLModel(dataclasses.replace(base.config, interlayer_pair_energy=True), dtype=torch.float64)
-    missing, unexpected = pair.load_state_dict(base.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("interlayer_energy.") or "._compiled_" in k for k in missing)
-    pair.eval()
+    shipped = load_model("graphene-bilayer", dtype=torch.float64)          # round 6: the option is on
+    assert shipped.config.interlayer_pair_energy
+    plain = WannierMLModel(dataclasses.replace(shipped.config, interlayer_pair_energy=False), dtype=torch.float64)
+    state = {k: v for k, v in shipped.state_dict().items() if not k.startswith("interlayer_energy.")}
+    missing, unexpected = plain.load_state_dict(state, strict=False)
+    assert not unexpected and all("._compiled_" in k for k in missing)
+    plain.eval()
     atoms = _rippled(7)
     k = np.array([[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 0.0], [0.11, 0.27, 0.0]])
-    h_base = base.predict_tightbinding(atoms).hamiltonian(k)
-    h_pair = pair.predict_tightbinding(atoms).hamiltonian(k)
-    assert np.abs(h_pair - h_base).max() < 1e-12
-    # the shipped model's curvature stiffness, without interlayer messages in the energy, no longer depends on
-    # the layer distance: the learned z forces of one ripple at two distances agree (pair term still zero; the
-    # analytic D3 term, which does see the other layer, taken out)
+    h_pair = shipped.predict_tightbinding(atoms).hamiltonian(k)
+    h_plain = plain.predict_tightbinding(atoms).hamiltonian(k)
+    assert np.abs(h_pair - h_plain).max() < 1e-12
+    # the energies differ: the plain twin's energy path sees the other layer through messages
+    assert abs(_energy_forces(shipped, atoms)[0] - _energy_forces(plain, atoms)[0]) > 1e-3
+    # with the pair term switched off, the learned z forces of one ripple do not depend on the layer distance
+    # (the analytic D3 term, which does see the other layer, taken out)
     from ase_wannierml.dispersion import dispersion_from_config
 
-    d3 = dispersion_from_config(pair.config)
+    with torch.no_grad():
+        shipped.interlayer_energy.mlp.layer2.weight.zero_()
+    d3 = dispersion_from_config(shipped.config)
     learned = []
     for shift in (-0.25, 0.25):
         ripple = _rippled(8, gap_shift=shift)
-        learned.append(_energy_forces(pair, ripple)[1][:, 2] - d3.compute(ripple)["forces"][:, 2])
+        learned.append(_energy_forces(shipped, ripple)[1][:, 2] - d3.compute(ripple)["forces"][:, 2])
     assert np.abs(learned[0] - learned[1]).max() < 1e-9
 
 
