@@ -81,18 +81,21 @@ class InterlayerPairEnergy(nn.Module):
         with torch.no_grad():
             self.mlp.layer2.weight.zero_()               # starts as no interlayer energy at all
 
-    def directional_invariants(self, h: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
-        """a (n_edges, Σ mul) = ⟨h^(c), Y_l(r̂)⟩ / √(2l+1) per l > 0 channel c; h (n_edges, dim) features of the
-        edges' atoms, unit (n_edges, 3) directions."""
+    def directional_invariants(self, h_i: torch.Tensor, h_j: torch.Tensor, unit: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a_i, a_j), each (n_edges, Σ mul): ⟨h^(c), Y_l(±r̂)⟩ / √(2l+1) per l > 0 channel c, for the centres'
+        features h_i along r̂ and the neighbours' h_j along −r̂ (Y_l(−r̂) = (−1)^l Y_l(r̂): one evaluation of Y)."""
         if self.sh is None:
-            return h.new_zeros((h.shape[0], 0))
+            empty = h_i.new_zeros((h_i.shape[0], 0))
+            return empty, empty
         y = self.sh(unit)                                  # (n, Σ_l (2l+1)), l = 1..lmax
-        out = []
+        out_i, out_j = [], []
         for mul, l, start in self.directional:
-            y_l = y[:, l * l - 1:(l + 1) ** 2 - 1]          # offset: l' = 1..l-1 take l² - 1 columns
-            h_l = h[:, start:start + mul * (2 * l + 1)].reshape(-1, mul, 2 * l + 1)
-            out.append(torch.einsum("ncm,nm->nc", h_l, y_l) / math.sqrt(2 * l + 1))
-        return torch.cat(out, dim=1)
+            y_l = y[:, l * l - 1:(l + 1) ** 2 - 1] / math.sqrt(2 * l + 1)   # l' = 1..l-1 take l² - 1 columns
+            stop = start + mul * (2 * l + 1)
+            out_i.append(torch.einsum("ncm,nm->nc", h_i[:, start:stop].reshape(-1, mul, 2 * l + 1), y_l))
+            out_j.append((-1) ** l * torch.einsum("ncm,nm->nc", h_j[:, start:stop].reshape(-1, mul, 2 * l + 1), y_l))
+        return torch.cat(out_i, dim=1), torch.cat(out_j, dim=1)
 
     def sheet_tensors(self, n_atoms: int, species: torch.Tensor, edge_index: torch.Tensor,
                       vectors: torch.Tensor) -> torch.Tensor:
@@ -129,9 +132,10 @@ class InterlayerPairEnergy(nn.Module):
         d = vectors.norm(dim=1)
         unit = vectors / d.unsqueeze(-1)
         envelope = polynomial_envelope(d, self.cutoff, self.envelope_p)
+        h_i, h_j = h[i], h[j]
         x = torch.cat([self.radial_basis(d) * envelope.unsqueeze(-1),
                        self.transverse_features(tensors[i], vectors), self.transverse_features(tensors[j], -vectors),
-                       self.directional_invariants(h[i], unit), self.directional_invariants(h[j], -unit),
-                       h[i][:, self.scalars], h[j][:, self.scalars], onehot[i], onehot[j]], dim=1)
+                       *self.directional_invariants(h_i, h_j, unit),
+                       h_i[:, self.scalars], h_j[:, self.scalars], onehot[i], onehot[j]], dim=1)
         pair = self.mlp(x).squeeze(-1) * envelope
         return out.index_add(0, i, 0.5 * pair)
