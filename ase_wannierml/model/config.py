@@ -55,6 +55,10 @@ class ModelConfig:
         pair_node_product: add x ⊗ x of each atom's features to its pair features (``pair_heads.NodeProduct``):
             the pseudo-tensor channels (1e, 2o, 3e, 4e) of ``ham_irreps`` are otherwise zero when the backbone
             carries natural-parity irreps only; e.g. the symmetric pz–p⊥ part of an in-plane S–S hopping needs them.
+        onsite_hidden: width of an MLP giving each shell of an atom a level shift from the invariants of its onsite
+            features (``heads.OnsiteHead``); 0 (the default, and every model before session 16): none. Session 16:
+            the linear + quadratic onsite read-out fitted graphene's within-frame onsite variation of thermal
+            snapshots no better than a linear regression on 12 geometric descriptors (docs/accuracy.md).
         ham_scale: eV, scale of every predicted block; onsite_reference: eV, per element and orbital, added to
             onsite diagonals (e.g. mean onsite energies of the training data).
     Graph building:
@@ -94,6 +98,7 @@ class ModelConfig:
     pair_node_product: bool = False
     interlayer_radial: bool = False
     interlayer_pair_energy: bool = False
+    onsite_hidden: int = 0
     onsite_reference: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     min_distance: float = 0.5
     layer_bond_factor: float = 1.2
@@ -156,6 +161,9 @@ class ModelConfig:
         if isinstance(self.energy_hidden, bool) or not isinstance(self.energy_hidden, int) \
                 or not 1 <= self.energy_hidden <= 1024:
             raise ValueError(f"energy_hidden must be an integer 1 … 1024, got {self.energy_hidden!r}")
+        if isinstance(self.onsite_hidden, bool) or not isinstance(self.onsite_hidden, int) \
+                or not 0 <= self.onsite_hidden <= 1024:
+            raise ValueError(f"onsite_hidden must be an integer 0 (none) … 1024, got {self.onsite_hidden!r}")
         if self.num_interactions < 1:
             raise ValueError(f"num_interactions must be >= 1, got {self.num_interactions}")
 

@@ -35,7 +35,7 @@ class HamiltonianHeads(nn.Module):
         self.max_orb = config.max_orbitals
         args = (self.irreps_in, config.ham_irreps, shells, self.max_orb)
         radial = (config.ham_num_radial, config.radial_hidden, config.pair_sh_lmax, config.pair_node_product)
-        self.onsite = OnsiteHead(*args)
+        self.onsite = OnsiteHead(*args, hidden=config.onsite_hidden)
         self.near = PairHead(*args, config.ham_cutoff_near, *radial)
         self.has_far = config.ham_cutoff_far > config.ham_cutoff_near
         self.far: Optional[PairHead] = PairHead(*args, config.ham_cutoff_far, *radial) if self.has_far else None

@@ -4,6 +4,10 @@ Onsite blocks are assembled from irreps coefficients with Clebsch–Gordan tenso
 rotates as ``D^{l1} H D^{l2}ᵀ`` by construction, and are symmetrised, ``½ (B + Bᵀ)``::
 
     c_i = Linear_{species(i)}([x_i, x_i ⊗ x_i]),   x_i = Linear(h_i),   B = Σ_q c_q M_q
+
+With ``onsite_hidden`` > 0 the onsite block also gets a per-shell level shift from an MLP of the invariants of
+``[x_i, x_i ⊗ x_i]`` (``ε_s(i) 1_s`` on the diagonal of each shell s; scalar, so the block still rotates correctly):
+a non-linear function of the environment where the read-out above is linear and quadratic.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet
 from torch import nn
+
+from ase_wannierml.orbitals import element_orbitals
 
 from .irreps_basis import block_basis, block_irreps_union
 
@@ -116,10 +122,11 @@ class BlockOutput(nn.Module):
 
 
 class OnsiteHead(nn.Module):
-    """Onsite blocks H_ii(0) (eV) from an atom's features: Linear_a([x_i, x_i ⊗ x_i]), symmetrised."""
+    """Onsite blocks H_ii(0) (eV) from an atom's features: Linear_a([x_i, x_i ⊗ x_i]), symmetrised, plus (``hidden``
+    > 0) a per-shell level shift MLP(invariants of [x_i, x_i ⊗ x_i]) whose output weights start at zero."""
 
     def __init__(self, irreps_node: o3.Irreps, irreps_pair: o3.Irreps, shells: Sequence[Sequence[str]],
-                 max_orb: int) -> None:
+                 max_orb: int, hidden: int = 0) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_node)
         irreps_pair = o3.Irreps(irreps_pair)
@@ -129,10 +136,33 @@ class OnsiteHead(nn.Module):
         self.tp = o3.FullyConnectedTensorProduct(irreps_pair, irreps_pair, o3.Irreps([(mul, ir) for _, ir in targets]))
         self.output = BlockOutput(irreps_pair + self.tp.irreps_out, shells, [(a, a) for a in range(len(shells))],
                                   max_orb)
+        self.correction: nn.Module | None = None
+        if hidden > 0:
+            self.register_buffer("z_scalars", scalar_index(irreps_pair + self.tp.irreps_out), persistent=False)
+            n_shells = max(len(s) for s in shells)
+            # shell_diag[a, s, o] = 1 if orbital slot o of species a belongs to its shell s
+            diag = torch.zeros(len(shells), n_shells, max_orb)
+            for a, element_shells in enumerate(shells):
+                start = 0
+                for s_idx, shell in enumerate(element_shells):
+                    n = len(element_orbitals([shell]))
+                    diag[a, s_idx, start:start + n] = 1.0
+                    start += n
+            self.register_buffer("shell_diag", diag.to(torch.get_default_dtype()), persistent=False)
+            self.correction = FullyConnectedNet([len(self.z_scalars), hidden, len(shells) * n_shells], _SILU)
+            with torch.no_grad():
+                self.correction.layer1.weight.zero_()     # starts as the plain head (warm starts keep their H)
 
     def forward(self, h: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """h (n, irreps_in.dim) of the atoms, species (n,) → symmetric blocks (n, max_orb, max_orb)."""
         x = self.project(h)
         z = torch.cat([x, self.tp(x, x)], dim=1)
         blocks = self.output(z, species, species)
-        return 0.5 * (blocks + blocks.transpose(1, 2))
+        blocks = 0.5 * (blocks + blocks.transpose(1, 2))
+        if self.correction is not None:
+            n_species, n_shells, _ = self.shell_diag.shape
+            shift = self.correction(z[:, self.z_scalars]).view(-1, n_species, n_shells)
+            shift = shift[torch.arange(len(species), device=species.device), species]      # (n, n_shells)
+            level = torch.einsum("ns,nso->no", shift, self.shell_diag[species])
+            blocks = blocks + torch.diag_embed(level)
+        return blocks

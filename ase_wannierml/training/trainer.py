@@ -399,6 +399,14 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
         print(f"warm start: interlayer_radial switched on: {len(radial)} radial MLPs split into intra- and "
               "interlayer inputs (same function at the start)")
         grown += radial
+    old_onsite = init["config"].get("onsite_hidden", 0)
+    if old_onsite != model.config.onsite_hidden:
+        if old_onsite:
+            raise ValueError(f"run.init_from {init_from}: onsite_hidden {old_onsite} -> {model.config.onsite_hidden}: "
+                             "an onsite MLP can be added to a model without one, not resized")
+        grown += ["hamiltonian.onsite.correction."]
+        print(f"warm start: onsite_hidden 0 -> {model.config.onsite_hidden}: onsite level-shift MLP added "
+              "(output weights start at zero: the Hamiltonian is unchanged at the start)")
     if not init["config"].get("interlayer_pair_energy", False) and model.config.interlayer_pair_energy:
         grown += ["interlayer_energy."]
         print("warm start: interlayer_pair_energy switched on: the energy path now sees each layer alone and the "
@@ -409,7 +417,7 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
 #: Model settings a warm start may raise (never lower): ``_grow_pair_heads`` keeps the saved model's function, except
 #: that ``interlayer_pair_energy`` keeps only the Hamiltonian (the energy loses its interlayer messages: retrain it).
 GROWABLE_SETTINGS = ("pair_sh_lmax", "pair_node_product", "interlayer_radial", "energy_hidden",
-                     "interlayer_pair_energy")
+                     "interlayer_pair_energy", "onsite_hidden")
 
 
 def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any]:
