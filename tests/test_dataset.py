@@ -107,6 +107,22 @@ def test_force_only_and_hamiltonian_only_frames(tmp_path):
     assert h["target_ham_mask"].any()
 
 
+def test_forces_only_patterns_drop_energy_and_stress_of_matching_frames(frames):
+    """``data.forces_only``: frames from other DFT settings add their forces (and H), never their energy offset."""
+    plain = dict(zip(*(lambda d: (d.frame_ids, d.examples))(build([frames]))))
+    ds = build([frames], forces_only=("frame_0001", "nomatch-*"))
+    by_id = dict(zip(ds.frame_ids, ds.examples))
+    dropped, kept = by_id["frame_0001"], by_id["frame_0000"]
+    assert not dropped["has_energy"] and not dropped["has_stress"]
+    assert dropped["has_forces"] and dropped["has_ham"]
+    torch.testing.assert_close(dropped["target_forces"], plain["frame_0001"]["target_forces"])
+    assert kept["has_energy"] and kept["has_stress"]
+    from ase_wannierml.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="forces_only must be a list"):     # a bare string would match per letter
+        TrainConfig.from_dict({"data": {"frames": ["x"], "forces_only": "frame_*"}})
+
+
 def _copy(frames: Path, tmp_path: Path, n: int = 2) -> Path:
     dst = tmp_path / "frames"
     for d in sorted(frames.iterdir())[:n]:

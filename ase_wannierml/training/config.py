@@ -55,6 +55,9 @@ class DataConfig:
         (the frame's electrostatic vacuum level, ``meta.json`` ``vacuum_level_eV`` from ``dft.vacuum``: keeps the
         level shifts between differently strained layers that a per-frame neutrality level removes).
     on_error: ``"raise"`` stops at the first bad frame; ``"skip"`` leaves it out and records why.
+    forces_only: frame-id globs (``fnmatch``) whose energy and stress labels are dropped (forces, and a Hamiltonian
+        if any, stay): frames computed with other DFT settings (e.g. a higher ``ecutrho``, docs/accuracy.md session
+        16) whose total energies carry a constant offset against the rest of the data.
     """
 
     frames: list[str] = field(default_factory=list)
@@ -75,6 +78,7 @@ class DataConfig:
     on_error: str = "raise"
     energy_zero: str = "dft_fermi"
     neutrality_kgrid: int = 48
+    forces_only: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -242,6 +246,10 @@ class TrainConfig:
                 raise ValueError(f"config: data.repeat[{pattern!r}] must be an integer >= 1, got {n!r}")
         if self.data.band_kgrid < 1:
             raise ValueError("config: data.band_kgrid must be >= 1")
+        if not isinstance(self.data.forces_only, (list, tuple)) or \
+                not all(isinstance(p, str) and p for p in self.data.forces_only):
+            raise ValueError("config: data.forces_only must be a list of frame-id patterns (e.g. [rigid480-*]), "
+                             f"got {self.data.forces_only!r}")
         if not self.loss.layer_forces >= 0:
             raise ValueError(f"config: loss.layer_forces must be >= 0, got {self.loss.layer_forces!r}")
         if not self.loss.layer_forces_scale > 0:

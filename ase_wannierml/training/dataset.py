@@ -21,6 +21,7 @@ The file is written to a temporary name and renamed, so a failure never leaves a
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import os
@@ -55,6 +56,7 @@ class BuildOptions:
     electrons: Mapping[str, float] | None = None
     neutrality_kgrid: int = 48
     dispersion: Mapping[str, Any] | None = None   # subtract this analytic term from E, F, σ (model.dispersion)
+    forces_only: Sequence[str] = ()               # frame-id globs: energy and stress labels dropped
 
 
 @functools.lru_cache(maxsize=4)
@@ -269,7 +271,8 @@ def _fingerprint(sources: Sequence[Path], graph_settings: Mapping, opts: BuildOp
                                    "on_error": opts.on_error, "energy_zero": opts.energy_zero,
                                    "electrons": dict(opts.electrons or {}),
                                    "neutrality_kgrid": opts.neutrality_kgrid,
-                                   "dispersion": dict(opts.dispersion or {})}}, sort_keys=True, default=str)
+                                   "dispersion": dict(opts.dispersion or {}),
+                                   "forces_only": list(opts.forces_only)}}, sort_keys=True, default=str)
 
 
 def build_dataset(paths: Sequence[str | Path], graph_fn: GraphFn, pairs_fn: PairsFn, opts: BuildOptions,
@@ -286,6 +289,8 @@ def build_dataset(paths: Sequence[str | Path], graph_fn: GraphFn, pairs_fn: Pair
                 rejected[source.name] = f"meta.json status {status!r}: {reason}"
                 continue
             for frame in iter_frames(source):
+                if any(fnmatch.fnmatchcase(frame.frame_id, pat) for pat in opts.forces_only):
+                    frame.energy, frame.stress = None, None
                 ex, rep = build_example(frame, graph_fn, pairs_fn, opts)
                 ids.append(frame.frame_id)
                 examples.append(ex)
