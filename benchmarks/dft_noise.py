@@ -6,7 +6,7 @@ Wannier90 convergence).
     OMP_NUM_THREADS=1 nice -n 10 wannierml dft scratch/dft_noise/translated_ab.extxyz --material graphene-bilayer \
         --scf-only --prefix eggbox --dataset-dir datasets/graphene-bilayer-noise --ranks 1
     OMP_NUM_THREADS=1 nice -n 10 wannierml dft scratch/dft_noise/translated_ab.extxyz \
-        --material scratch/dft_noise/graphene-bilayer-ecutrho480.yaml --scf-only --prefix eggbox480 \
+        --material datasets/graphene-bilayer-noise/graphene-bilayer-ecutrho480.yaml --scf-only --prefix eggbox480 \
         --dataset-dir datasets/graphene-bilayer-noise --ranks 1
     OMP_NUM_THREADS=1 nice -n 10 wannierml dft scratch/dft_noise/translated_snapshot.extxyz \
         --material graphene-bilayer --prefix shifted --dataset-dir datasets/graphene-bilayer-noise

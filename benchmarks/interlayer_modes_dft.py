@@ -3,7 +3,7 @@ real-space-grid ("egg-box") noise averaged out, against models.
 
     python benchmarks/interlayer_modes_dft.py structures            # -> scratch/interlayer_modes/rigid_layers.extxyz
     OMP_NUM_THREADS=1 nice -n 10 wannierml dft scratch/interlayer_modes/rigid_layers.extxyz \
-        --material scratch/dft_noise/graphene-bilayer-ecutrho480.yaml --scf-only --prefix rigid480 \
+        --material datasets/graphene-bilayer-noise/graphene-bilayer-ecutrho480.yaml --scf-only --prefix rigid480 \
         --dataset-dir datasets/graphene-bilayer-noise --ranks 1      # 28 SCF frames, ~20 min on 2 cores
     python benchmarks/interlayer_modes_dft.py compare --model round4=benchmarks/results/active_graphene/graphene-bilayer-round4.pt \
         round6=graphene-bilayer round7=benchmarks/results/active_graphene/graphene-bilayer-round7.pt
