@@ -7,6 +7,7 @@ real-space-grid ("egg-box") noise averaged out, against models.
         --dataset-dir datasets/graphene-bilayer-noise --ranks 1      # 28 SCF frames, ~20 min on 2 cores
     python benchmarks/interlayer_modes_dft.py compare --model round4=benchmarks/results/active_graphene/graphene-bilayer-round4.pt \
         round6=graphene-bilayer round7=benchmarks/results/active_graphene/graphene-bilayer-round7.pt
+    # the same structures at the workflow's 240 Ry: --prefix rigid240 --out .../interlayer_modes_graphene_240.json
 
 Why: a rigid translation of the AB cell at the workflow's ecutrho (240 Ry) moves the mean z force per layer by up to
 8 meV/Å and the energy by 0.23 meV/atom (``dft_noise.py``), the size of the interlayer restoring forces themselves
@@ -78,32 +79,36 @@ def frequencies(top_force: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def dft_forces() -> tuple[dict, dict]:
-    """Per displacement, the translation-averaged mean top-layer force (eV/Å) and, per translation, the same."""
+def dft_forces(prefix: str = PREFIX) -> tuple[dict, dict, float]:
+    """Per displacement: the (translation, mean top-layer force (3,) eV/Å, energy eV) of every frame; the
+    translation-averaged force; and the frames' ecutrho (Ry)."""
     from ase.io import read
 
     from ase_wannierml.training.frames import frame_status, load_frame_dir
 
     per = {name: [] for name in DISPLACEMENTS}
-    for d in sorted(NOISE_DIR.glob(f"frames/{PREFIX}-*")):
+    ecutrho = float("nan")
+    for d in sorted(NOISE_DIR.glob(f"frames/{prefix}-*")):
         if frame_status(d)[0] != "ok":
             continue
         meta = json.loads((d / "meta.json").read_text())
         info = meta["sampling"]["notes"]["source_info"]
+        ecutrho = float(meta["material_spec"]["dft"]["ecutrho"])
         frame = load_frame_dir(d)
         top = np.asarray(frame.atoms.arrays["layer"]) == 1
         shift = info["translation_A"]                      # ASE may parse "0.000,0.000,0.000" into numbers
         shift = ",".join(f"{float(t):.3f}" for t in (shift if isinstance(shift, list) else str(shift).split(",")))
         per[str(info["displacement"])].append((shift, frame.forces[top].mean(0), frame.energy))
-    return per, {name: np.mean([f for _, f, _ in v], axis=0) for name, v in per.items() if v}
+    return per, {name: np.mean([f for _, f, _ in v], axis=0) for name, v in per.items() if v}, ecutrho
 
 
-def compare(models: list[str], out: Path) -> dict:
-    per, mean = dft_forces()
+def compare(models: list[str], out: Path, prefix: str = PREFIX) -> dict:
+    per, mean, ecutrho = dft_forces(prefix)
     if len(mean) < len(DISPLACEMENTS):
         raise SystemExit(f"missing DFT frames: have {sorted(mean)}, need {sorted(DISPLACEMENTS)} "
                          f"(run the structures through `wannierml dft`, see the module docstring)")
-    result = {"slide_A": SLIDE, "gap_step_A": GAP_STEP, "ecutrho_Ry": 480, "translations": len(TRANSLATIONS),
+    result = {"slide_A": SLIDE, "gap_step_A": GAP_STEP, "frames": prefix, "ecutrho_Ry": ecutrho,
+              "translations": len(TRANSLATIONS),
               "dft": frequencies(mean), "dft_per_translation": {}, "models": {}}
     counts = {len(v) for v in per.values()}
     for t in sorted({t for v in per.values() for t, _, _ in v}):
@@ -130,7 +135,7 @@ def compare(models: list[str], out: Path) -> dict:
     result["dft_spread_over_translations_cm"] = {k: float(v) for k, v in spread.items()}
     print(f"frames per displacement: {sorted(counts)}; ω in cm⁻¹ (K in meV/Å² per atom)")
     print(f"{'':28s} {'shear x':>16s} {'shear y':>16s} {'breathing':>16s}")
-    rows = [("DFT 480 Ry, mean", result["dft"])] + \
+    rows = [(f"DFT {ecutrho:.0f} Ry, mean", result["dft"])] + \
         [(f"DFT translation {t}", v) for t, v in result["dft_per_translation"].items()] + \
         [(tag, v) for tag, v in result["models"].items()]
     for label, v in rows:
@@ -147,12 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["structures", "compare"])
     p.add_argument("--model", nargs="*", default=["round6=graphene-bilayer"], help="tag=name-or-file")
+    p.add_argument("--prefix", default=PREFIX, help="frame-id prefix of the DFT frames (rigid480, or rigid240: the "
+                   "same structures at the workflow's 240 Ry)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/interlayer_modes_graphene.json"))
     args = p.parse_args(argv)
     if args.command == "structures":
         write_structures()
     else:
-        compare(args.model, Path(args.out))
+        compare(args.model, Path(args.out), args.prefix)
     return 0
 
 
