@@ -246,3 +246,40 @@ def test_layer_force_settings_are_validated():
             setattr(cfg.loss, k, v)
         with pytest.raises(ValueError, match=f"loss.{next(iter(bad))}"):
             cfg.validate()
+
+
+def test_onsite_centred_term_sees_the_level_pattern_and_not_a_frame_offset(data):
+    """A rigid shift of every onsite level of a frame gives no centred error (the per-element onsite term sees it
+    whole); a +e/−e pattern inside each frame is seen whole. Weight 0 turns it off; negative weights are refused."""
+    from ase_wannierml.training.config import TrainConfig
+    from ase_wannierml.training.loss import onsite_centred_errors
+
+    _, ds = data
+    batch = collate(ds.examples[:2], torch.float64)
+    g, t = batch.graph, batch.targets
+    onsite = torch.nonzero(g[K.HAM_PAIR_CATEGORY] == K.CATEGORY_ONSITE).flatten()
+    struct = g[K.BATCH][g[K.HAM_PAIR_INDEX][0, onsite]]
+    e = 0.02
+    offset, pattern = t["target_ham"].clone(), t["target_ham"].clone()
+    offset[onsite, 0, 0] += torch.where(struct == 0, e, -3 * e)            # a different offset per frame
+    for s in range(batch.size):
+        idx = onsite[struct == s]
+        pattern[idx, 0, 0] += e * (1 - 2 * (torch.arange(len(idx)) % 2)).double()
+    mask = t["target_ham_mask"]
+    np.testing.assert_allclose(onsite_centred_errors(g, offset - t["target_ham"], mask).numpy(), 0.0, atol=1e-12)
+    err = onsite_centred_errors(g, pattern - t["target_ham"], mask)
+    assert err.numel() == len(onsite)
+    np.testing.assert_allclose(err.abs().numpy(), e, rtol=1e-9)        # even atom counts: the mean of ±e is 0
+    cfg = LossConfig(energy=0.0, forces=0.0, stress=0.0, hamiltonian=1.0, onsite_centred=3.0)
+    scales = Scales(ham=[0.1, 1.0, 1.0, 1.0])
+    terms = loss_terms(batch, {K.HAM_BLOCKS: pattern}, scales, cfg)
+    assert float(terms["onsite_centred"].value) == pytest.approx(len(onsite) * (e / 0.1) ** 2)
+    assert float(loss_terms(batch, {K.HAM_BLOCKS: offset}, scales, cfg)["onsite_centred"].value) < 1e-20
+    assert float(loss_terms(batch, {K.HAM_BLOCKS: offset}, scales, cfg)["ham_onsite"].value) > 0
+    off = LossConfig(energy=0.0, forces=0.0, stress=0.0, hamiltonian=1.0)
+    assert "onsite_centred" not in loss_terms(batch, {K.HAM_BLOCKS: pattern}, scales, off)
+    cfg = TrainConfig()
+    cfg.data.frames = ["x"]
+    cfg.loss.onsite_centred = -1.0
+    with pytest.raises(ValueError, match="loss.onsite_centred"):
+        cfg.validate()

@@ -104,6 +104,9 @@ class LossConfig:
     hk_scale: eV, the H(k) error that counts as 1.
     hk_start: optimizer step from which the H(k) term is on (early H(k) errors of the untrained model are huge).
     hk_window_weight: k-points whose reference bands reach E_F ± band_window get weight 1, the others this weight.
+    onsite_centred: weight of the frame-centred onsite term (0: off; ``loss.onsite_centred_errors``): the error of
+        each onsite diagonal element minus its structure's mean, at the onsite scale. It weighs the pattern of
+        levels inside a frame (curvature of thermal snapshots, session 16) apart from frame-wide offsets.
     scale_floor: minimum per-term scale (eV, eV/Å, eV/Å³ resp. for H, forces, stress), so an all-zero target
         category does not blow up its weight.
     """
@@ -126,6 +129,7 @@ class LossConfig:
     hk_scale: float = 0.02
     hk_start: int = 0
     hk_window_weight: float = 0.2
+    onsite_centred: float = 0.0
     scale_floor: float = 1e-3
 
 
@@ -250,6 +254,8 @@ class TrainConfig:
                 not all(isinstance(p, str) and p for p in self.data.forces_only):
             raise ValueError("config: data.forces_only must be a list of frame-id patterns (e.g. [rigid480-*]), "
                              f"got {self.data.forces_only!r}")
+        if not self.loss.onsite_centred >= 0:
+            raise ValueError(f"config: loss.onsite_centred must be >= 0, got {self.loss.onsite_centred!r}")
         if not self.loss.layer_forces >= 0:
             raise ValueError(f"config: loss.layer_forces must be >= 0, got {self.loss.layer_forces!r}")
         if not self.loss.layer_forces_scale > 0:

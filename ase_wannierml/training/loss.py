@@ -33,7 +33,8 @@ from .config import HAM_CATEGORIES, LossConfig
 
 TARGET_KEYS = ("target_energy", "target_forces", "target_stress", "target_ham", "target_ham_mask",
                "has_energy", "has_forces", "has_stress", "has_ham")
-TERM_NAMES = ("energy", "forces", "layer_forces", "stress") + tuple(f"ham_{c}" for c in HAM_CATEGORIES) + ("bands", "hk")
+TERM_NAMES = ("energy", "forces", "layer_forces", "stress") + tuple(f"ham_{c}" for c in HAM_CATEGORIES) + \
+    ("bands", "hk", "onsite_centred")
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Scales:
         """Scale of one term name in ``TERM_NAMES``."""
         if term.startswith("ham_"):
             return self.ham[HAM_CATEGORIES.index(term[4:])]
+        if term == "onsite_centred":
+            return self.ham[HAM_CATEGORIES.index("onsite")]
         return float(getattr(self, term))
 
 
@@ -197,11 +200,35 @@ def loss_terms(batch: Batch, out: dict[str, torch.Tensor], scales: Scales, cfg: 
             m = mask & (category == c)[:, None, None]
             if bool(m.any()) and cfg.hamiltonian_categories[c] > 0:
                 terms[f"ham_{name}"] = _term(err[m], sigma[m])
+    if getattr(cfg, "onsite_centred", 0.0) > 0 and bool(t["has_ham"].any()) and K.HAM_BLOCKS in out:
+        err = onsite_centred_errors(batch.graph, out[K.HAM_BLOCKS] - t["target_ham"], t["target_ham_mask"])
+        if err.numel():
+            terms["onsite_centred"] = _term(err, scales.of("onsite_centred"))
     if getattr(cfg, "hk", 0.0) > 0 and batch.frames and K.HAM_BLOCKS in out:
         terms["hk"] = _hk_term(batch, out[K.HAM_BLOCKS], cfg)
     if cfg.bands > 0 and cfg.band_kpoints > 0 and batch.frames and K.HAM_BLOCKS in out:
         terms["bands"] = _band_term(batch, out[K.HAM_BLOCKS], scales, cfg, band_seed)
     return terms
+
+
+def onsite_centred_errors(graph: dict[str, torch.Tensor], block_error: torch.Tensor,
+                          mask: torch.Tensor) -> torch.Tensor:
+    """Errors (eV) of the onsite diagonal elements minus their mean over the structure, (n_elements,): the error of
+    the level pattern within a frame, blind to a frame-wide offset (``loss.onsite_centred``). ``block_error`` and
+    ``mask`` are (n_pairs, max_orb, max_orb); structures with fewer than two known onsite levels give nothing."""
+    category = graph[K.HAM_PAIR_CATEGORY]
+    onsite = torch.nonzero(category == K.CATEGORY_ONSITE).squeeze(1)
+    diag_mask = torch.diagonal(mask[onsite], dim1=1, dim2=2)                         # (n_onsite, max_orb)
+    diag_err = torch.diagonal(block_error[onsite], dim1=1, dim2=2)
+    structure = graph[K.BATCH][graph[K.HAM_PAIR_INDEX][0, onsite]][:, None].expand_as(diag_mask)[diag_mask]
+    err = diag_err[diag_mask]
+    if err.numel() == 0:
+        return err
+    n_struct = int(structure.max()) + 1
+    count = torch.zeros(n_struct, dtype=err.dtype, device=err.device).index_add_(0, structure, torch.ones_like(err))
+    total = torch.zeros(n_struct, dtype=err.dtype, device=err.device).index_add_(0, structure, err)
+    keep = count[structure] >= 2
+    return (err - (total / count.clamp(min=1))[structure])[keep]
 
 
 def layer_mean_force_errors(graph: dict[str, torch.Tensor], force_error: torch.Tensor,
