@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from ase_wannierml.cli import atomic_output, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID_Z, GRID_X = 20.0 / 192, 2.46 / 24          # Å: dense FFT spacing of the reference cell at ecutrho 240 Ry
@@ -52,7 +53,8 @@ def write_structures(out_dir: Path, snapshot: str) -> None:
             a.positions[:, axis] += quarter * step / 4
             a.info.update({"translation_axis": "xyz"[axis], "translation_A": quarter * step / 4})
             images.append(a)
-    write(out_dir / "translated_ab.extxyz", images, format="extxyz")
+    with atomic_output(out_dir / "translated_ab.extxyz") as tmp:
+        write(tmp, images, format="extxyz")
     snap = load_frame_dir(ROOT / "datasets/graphene-bilayer/frames" / snapshot).atoms
     moved = snap.copy()
     moved.positions += np.array(SNAPSHOT_SHIFT)
@@ -61,14 +63,16 @@ def write_structures(out_dir: Path, snapshot: str) -> None:
         if key not in ("numbers", "positions", "layer"):
             del moved.arrays[key]
     moved.calc = None
-    write(out_dir / "translated_snapshot.extxyz", [moved], format="extxyz")
+    with atomic_output(out_dir / "translated_snapshot.extxyz") as tmp:
+        write(tmp, [moved], format="extxyz")
     from ase_wannierml.dft.material_files import material_to_yaml
 
     text = material_to_yaml(get_material("graphene-bilayer"))
-    assert "ecutrho: 240.0" in text and text.startswith("name: graphene-bilayer\n")
+    if "ecutrho: 240.0" not in text or not text.startswith("name: graphene-bilayer\n"):
+        raise ValueError("the shipped graphene material no longer has ecutrho 240 Ry: update dft_noise.py")
     text = text.replace("ecutrho: 240.0", "ecutrho: 480.0").replace("name: graphene-bilayer\n",
                                                                   "name: graphene-bilayer-ecutrho480\n", 1)
-    (out_dir / "graphene-bilayer-ecutrho480.yaml").write_text(text)
+    atomic_write_text(out_dir / "graphene-bilayer-ecutrho480.yaml", text)
     print(f"{len(images)} translated AB cells, 1 translated snapshot ({snapshot}) and the 480 Ry material -> {out_dir}")
 
 
@@ -131,9 +135,7 @@ def compare(out: Path, snapshot: str) -> dict:
                         "band_mae_1eV_meV": float(1e3 * np.abs(eb - ea)[win].mean())})
         result["snapshot"] = row
         print(json.dumps(row, indent=1))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(result, indent=1))
     print(f"-> {out}")
     return result
 

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from ase_wannierml.cli import atomic_output, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SLIDE, GAP_STEP = 0.05, 0.03                    # Å
@@ -47,7 +48,7 @@ def reference():
     return reference_structure(get_material("graphene-bilayer"))
 
 
-def displaced(name: str, translation) -> "Atoms":
+def displaced(name: str, translation):
     atoms = reference()
     top = np.asarray(atoms.arrays["layer"]) == 1
     atoms.positions[top] += np.array(DISPLACEMENTS[name])
@@ -61,7 +62,8 @@ def write_structures() -> None:
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     images = [displaced(name, t) for t in TRANSLATIONS for name in DISPLACEMENTS]
-    write(OUT_DIR / "rigid_layers.extxyz", images, format="extxyz")
+    with atomic_output(OUT_DIR / "rigid_layers.extxyz") as tmp:
+        write(tmp, images, format="extxyz")
     print(f"{len(images)} structures -> {OUT_DIR / 'rigid_layers.extxyz'}")
 
 
@@ -74,7 +76,8 @@ def frequencies(top_force: dict[str, np.ndarray]) -> dict:
     for mode, (plus, minus, comp, step) in {"shear_x": ("x+", "x-", 0, SLIDE), "shear_y": ("y+", "y-", 1, SLIDE),
                                             "breathing": ("z+", "z-", 2, GAP_STEP)}.items():
         k = -(top_force[plus][comp] - top_force[minus][comp]) / (2 * step)
-        omega = np.sqrt(max(2 * k, 0.0) * units._e * 1e20 / mass) / (2 * np.pi * units._c * 100)
+        # K < 0 (an unstable direction) is reported as a negative ω, the usual sign for imaginary modes
+        omega = np.sign(k) * np.sqrt(abs(2 * k) * units._e * 1e20 / mass) / (2 * np.pi * units._c * 100)
         out[mode] = {"K_eV_A2_per_atom": float(k), "omega_cm": float(omega)}
     return out
 
@@ -82,7 +85,6 @@ def frequencies(top_force: dict[str, np.ndarray]) -> dict:
 def dft_forces(prefix: str = PREFIX) -> tuple[dict, dict, float]:
     """Per displacement: the (translation, mean top-layer force (3,) eV/Å, energy eV) of every frame; the
     translation-averaged force; and the frames' ecutrho (Ry)."""
-    from ase.io import read
 
     from ase_wannierml.training.frames import frame_status, load_frame_dir
 
@@ -141,9 +143,7 @@ def compare(models: list[str], out: Path, prefix: str = PREFIX) -> dict:
     for label, v in rows:
         print(f"{label[:28]:28s} " + " ".join(f"{v[m]['omega_cm']:7.1f} ({1e3 * v[m]['K_eV_A2_per_atom']:6.1f})"
                                               for m in ("shear_x", "shear_y", "breathing")))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(result, indent=1))
     print(f"-> {out}")
     return result
 

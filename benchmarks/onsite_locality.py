@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_wannierml.cli import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 DESCRIPTORS = ("bond_mean", "bond_spread", "h_signed", "h_squared", "bond_exp_sum", "other_min_distance",
                "other_density", "inv_same_sum", "inv_other_sum", "laplacian_2nd", "h_along_z", "h_abs")
@@ -43,6 +45,9 @@ def descriptors(atoms) -> np.ndarray:
         mine = i == k
         same, other = mine & (layer[j] == layer[k]), mine & (layer[j] != layer[k])
         order = np.argsort(dist[same])
+        if same.sum() < 9 or not other.any():
+            raise ValueError(f"atom {k}: needs 3 bonded and 6 second neighbours in its layer and an atom of the other "
+                             f"layer within 6 Å (found {int(same.sum())} / {int(other.sum())}); graphene bilayers only")
         nn, nn_vec = dist[same][order[:3]], vec[same][order[:3]]
         normal = np.cross(nn_vec[1] - nn_vec[0], nn_vec[2] - nn_vec[0])
         normal /= np.linalg.norm(normal)
@@ -206,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         result["models"][tag] = {"model": name or tag, "summary": summary, "feature_fit": fits, "frames": rows}
     result["seconds"] = time.time() - t0
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(result, indent=1))
     print(f"-> {out}")
     return 0
 

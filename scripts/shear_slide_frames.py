@@ -18,7 +18,6 @@ harmonic order, so several directions also sample the anharmonic part), and the 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -72,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     from ase.io import write
 
     images = structures(args.slides, args.gaps)
-    tmp = out.with_name(out.name + ".tmp")
-    write(tmp, images, format="extxyz")
-    os.replace(tmp, out)
+    from ase_wannierml.cli import atomic_output
+
+    with atomic_output(out) as tmp:
+        write(tmp, images, format="extxyz")
     print(f"{len(images)} structures -> {out}")
     return 0
 

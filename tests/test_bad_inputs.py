@@ -835,3 +835,35 @@ def test_seed_elements_benchmark_refuses_bad_k_step(capsys):
     mod = _elements_benchmark()
     with pytest.raises(SystemExit, match="--k-step must be >= 1"):
         mod.main(["--k-step", "0"])
+
+
+# ------------------------------------------------------------------ session 16 scripts and benchmarks
+def test_session16_tools_refuse_bad_input_and_never_overwrite(tmp_path):
+    """Slide frames: lengths outside (0, 0.5] Å, NaN and unphysical gaps are refused, an existing output file is
+    left alone; onsite descriptors refuse a structure without a second layer (no 0/0 normal, no empty min); a
+    negative rigid-layer force constant comes out as a negative (imaginary) frequency, not as 0."""
+    from conftest import load_repo_module
+
+    slides = load_repo_module("scripts/shear_slide_frames.py")
+    for bad in ([0.0], [float("nan")], [0.7]):
+        with pytest.raises(ValueError, match="--slides"):
+            slides.structures(bad, [])
+    with pytest.raises(ValueError, match="--gaps"):
+        slides.structures([0.1], [float("inf")])
+    out = tmp_path / "s.extxyz"
+    out.write_text("keep me")
+    assert slides.main(["--out", str(out)]) == 2 and out.read_text() == "keep me"
+
+    onsite = load_repo_module("benchmarks/onsite_locality.py")
+    mono = bilayer("graphene").repeat((2, 2, 1))
+    mono.arrays["layer"] = np.zeros(len(mono), int)
+    with pytest.raises(ValueError, match="other layer"):
+        onsite.descriptors(mono)
+
+    modes = load_repo_module("benchmarks/interlayer_modes_dft.py")
+    forces = {name: np.zeros(3) for name in modes.DISPLACEMENTS}
+    forces["x+"] = np.array([+0.001, 0.0, 0.0])          # pushed further along the slide: unstable
+    forces["x-"] = np.array([-0.001, 0.0, 0.0])
+    res = modes.frequencies(forces)
+    assert res["shear_x"]["K_eV_A2_per_atom"] < 0 and res["shear_x"]["omega_cm"] < 0
+    assert np.isfinite(res["breathing"]["omega_cm"])
