@@ -218,6 +218,29 @@ def test_rejected_status_frames_are_left_out(frames, tmp_path):
     assert ds.frame_ids == ["frame_0000"] and "band error" in ds.rejected["frame_0001"]
 
 
+def test_scf_of_rejected_keeps_the_scf_labels_of_wannier_rejected_frames(frames, tmp_path):
+    """``data.scf_of_rejected``: a frame the Wannier gate rejected still gives E/F/σ (never its H); a frame rejected
+    because a code failed stays out, as does a rejected frame without SCF labels."""
+    src = _copy(frames, tmp_path, n=3)
+    (src / "frame_0001" / "meta.json").write_text('{"status": "rejected", "reason": "Wannier centre 1.38 Å from atom"}')
+    (src / "frame_0002" / "meta.json").write_text('{"status": "rejected", "reason": "error: CalledProcessError pw.x"}')
+    plain = build([frames])
+    ref = dict(zip(plain.frame_ids, plain.examples))["frame_0001"]
+    assert build([src]).frame_ids == ["frame_0000"]                       # default: both left out
+    ds = build([src], scf_of_rejected=True)
+    assert ds.frame_ids == ["frame_0000", "frame_0001"] and list(ds.rejected) == ["frame_0002"]
+    kept = ds.examples[1]
+    assert kept["has_energy"] and kept["has_forces"] and kept["has_stress"]
+    assert not kept["has_ham"] and not kept["target_ham_mask"].any()
+    torch.testing.assert_close(kept["target_forces"], ref["target_forces"])
+    torch.testing.assert_close(kept["target_energy"], ref["target_energy"])
+    assert "centre" in ds.reports[1]["hamiltonian_rejected"]
+    write_synthetic_frames(tmp_path / "h", 1, seed=3, with_forces=False)    # H only: nothing left to keep
+    (tmp_path / "h" / "frame_0000" / "meta.json").write_text('{"status": "rejected", "reason": "band error"}')
+    only_h = build([tmp_path / "h"], scf_of_rejected=True)
+    assert len(only_h) == 0 and "no SCF labels" in only_h.rejected["frame_0000"]
+
+
 def test_shell_rotation_is_the_real_harmonic_representation():
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.normal(size=(3, 3)))            # random orthogonal, possibly improper

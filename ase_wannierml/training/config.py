@@ -58,6 +58,9 @@ class DataConfig:
     forces_only: frame-id globs (``fnmatch``) whose energy and stress labels are dropped (forces, and a Hamiltonian
         if any, stay): frames computed with other DFT settings (e.g. a higher ``ecutrho``, docs/accuracy.md session
         16) whose total energies carry a constant offset against the rest of the data.
+    scf_of_rejected: keep the energy, forces and stress of frames whose ``meta.json`` says ``status: rejected``
+        because the Wannier step failed the quality gate (band error, centre distance); their Hamiltonian is
+        ignored. Frames rejected with an error (``reason: "error: ..."``) stay out. Off by default.
     """
 
     frames: list[str] = field(default_factory=list)
@@ -79,6 +82,7 @@ class DataConfig:
     energy_zero: str = "dft_fermi"
     neutrality_kgrid: int = 48
     forces_only: list[str] = field(default_factory=list)
+    scf_of_rejected: bool = False
 
 
 @dataclass

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .assign import FrameError, assign_wannier_functions, find_num_iter, onsite_symmetry_violation
-from .frames import Frame, find_frames, frame_status, iter_frames
+from .frames import Frame, find_frames, frame_status, iter_frames, load_frame_dir
 from .targets import band_kpoints, hamiltonian_targets, neutrality_level, reference_bands, wannier_periodic_axes
 
 CACHE_FORMAT = "ase_wannierml-dataset"
@@ -57,6 +57,7 @@ class BuildOptions:
     neutrality_kgrid: int = 48
     dispersion: Mapping[str, Any] | None = None   # subtract this analytic term from E, F, σ (model.dispersion)
     forces_only: Sequence[str] = ()               # frame-id globs: energy and stress labels dropped
+    scf_of_rejected: bool = False                 # keep E/F/σ of frames the Wannier quality gate rejected
 
 
 @functools.lru_cache(maxsize=4)
@@ -272,7 +273,8 @@ def _fingerprint(sources: Sequence[Path], graph_settings: Mapping, opts: BuildOp
                                    "electrons": dict(opts.electrons or {}),
                                    "neutrality_kgrid": opts.neutrality_kgrid,
                                    "dispersion": dict(opts.dispersion or {}),
-                                   "forces_only": list(opts.forces_only)}}, sort_keys=True, default=str)
+                                   "forces_only": list(opts.forces_only),
+                                   "scf_of_rejected": opts.scf_of_rejected}}, sort_keys=True, default=str)
 
 
 def build_dataset(paths: Sequence[str | Path], graph_fn: GraphFn, pairs_fn: PairsFn, opts: BuildOptions,
@@ -285,13 +287,21 @@ def build_dataset(paths: Sequence[str | Path], graph_fn: GraphFn, pairs_fn: Pair
     for source in tqdm(find_frames(paths), desc="frames", disable=not progress):
         try:
             status, reason = frame_status(source)
+            scf_only = False
             if status != "ok":
-                rejected[source.name] = f"meta.json status {status!r}: {reason}"
-                continue
-            for frame in iter_frames(source):
+                if not (opts.scf_of_rejected and _wannier_rejected(status, reason)):
+                    rejected[source.name] = f"meta.json status {status!r}: {reason}"
+                    continue
+                scf_only = True
+            for frame in ([load_frame_dir(source, hamiltonian=False)] if scf_only else iter_frames(source)):
+                if scf_only and frame.forces is None and frame.energy is None:
+                    rejected[source.name] = f"meta.json status {status!r}: {reason} (and no SCF labels to keep)"
+                    continue
                 if any(fnmatch.fnmatchcase(frame.frame_id, pat) for pat in opts.forces_only):
                     frame.energy, frame.stress = None, None
                 ex, rep = build_example(frame, graph_fn, pairs_fn, opts)
+                if scf_only:
+                    rep["hamiltonian_rejected"] = reason
                 ids.append(frame.frame_id)
                 examples.append(ex)
                 reports.append(rep)
@@ -303,6 +313,12 @@ def build_dataset(paths: Sequence[str | Path], graph_fn: GraphFn, pairs_fn: Pair
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"duplicate frame ids {dup[:5]}: frame directory names must be unique across data paths")
     return Dataset(ids, examples, reports, rejected)
+
+
+def _wannier_rejected(status: str, reason: str) -> bool:
+    """A frame rejected by the Wannier quality gate (band error, centre distance, spread), whose SCF finished:
+    not one rejected because a code failed (reason "error: ...")."""
+    return status == "rejected" and not reason.startswith("error")
 
 
 def save_cache(dataset: Dataset, path: str | Path, fingerprint: str) -> None:

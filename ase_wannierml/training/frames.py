@@ -98,8 +98,11 @@ def iter_frames(source: str | Path) -> Iterator[Frame]:
     yield load_frame_dir(source)
 
 
-def load_frame_dir(path: str | Path) -> Frame:
-    """Read one frame directory; malformed files raise ``FrameError`` naming the frame and the file."""
+def load_frame_dir(path: str | Path, hamiltonian: bool = True) -> Frame:
+    """Read one frame directory; malformed files raise ``FrameError`` naming the frame and the file.
+
+    hamiltonian: False reads the structure and its SCF labels only (``tb`` stays None even if the frame has a
+    Wannier90 Hamiltonian), e.g. for a frame whose Wannier step failed the quality gate."""
     path = Path(path)
     frame_id = path.name
     struct = path / STRUCTURE_FILE
@@ -115,7 +118,7 @@ def load_frame_dir(path: str | Path) -> Frame:
     if meta_path.is_file():
         frame.meta = _read_meta(frame_id, meta_path)
         frame.sources.append(str(meta_path))
-    hr = next((path / n for n in HR_NAMES if (path / n).is_file()), None)
+    hr = next((path / n for n in HR_NAMES if (path / n).is_file()), None) if hamiltonian else None
     if hr is not None:
         centres = path / "wannier90_centres.xyz"
         if not centres.is_file():

@@ -53,7 +53,8 @@ def prepare_dataset(cfg: TrainConfig, info: DistInfo = DistInfo()) -> Dataset:
                         gauge_tolerance=cfg.data.gauge_tolerance, band_kgrid=cfg.data.band_kgrid,
                         on_error=cfg.data.on_error, energy_zero=cfg.data.energy_zero,
                         electrons=dict(mc.wannier_electrons), neutrality_kgrid=cfg.data.neutrality_kgrid,
-                        dispersion=mc.dispersion, forces_only=tuple(cfg.data.forces_only))
+                        dispersion=mc.dispersion, forces_only=tuple(cfg.data.forces_only),
+                        scf_of_rejected=bool(cfg.data.scf_of_rejected))
     settings = {k: v for k, v in mc.to_dict().items() if k in GRAPH_FIELDS}
     graph_fn, pairs_fn = graph_functions(mc)
     ds = None
