@@ -12,12 +12,15 @@ the members start apart), ``data.bootstrap_seed`` = k (bootstrap resample of the
 member), ``optim.max_steps`` = ``--steps``, ``run.freeze`` (tensors kept at the shipped values, so the committee file
 stores only what each member trained). The test split (hash of the frame id, plus ``*-test-*`` ids and frames whose
 meta says split "test") is the same for every member and never trained on. Runs go to ``runs/committee/<name>/m<k>``
-(resumable: a member with a ``model.pt`` is skipped; an interrupted one continues with ``--resume``); the committee
-is written (atomically) to ``ase_wannierml/pretrained/committee/<name>.pt`` with ``save_committee(base=<name>)``.
+(resumable: a finished member is skipped and an interrupted one continues with ``--resume``, but only if its run
+was made from the same member config and the same shipped model file, recorded as ``FINGERPRINT``; a run from another
+base, e.g. the previous shipped model, is moved aside to ``m<k>.stale-<time>`` and retrained); the committee is
+written (atomically) to ``ase_wannierml/pretrained/committee/<name>.pt`` with ``save_committee(base=<name>)``.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -46,6 +49,30 @@ def member_config(base_cfg: dict, name: str, k: int, steps: int, noise: float, f
                checkpoint_every=max(steps // 4, 1), eval_every=max(steps // 4, 1), log_every=max(steps // 20, 1),
                patience=0)
     return cfg
+
+
+def member_fingerprint(cfg: dict) -> str:
+    """SHA-256 of the member config and of the model file it starts from (``run.init_from``)."""
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
+    digest.update(hashlib.sha256(Path(cfg["run"]["init_from"]).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def prepare_member_dir(run_dir: Path, fingerprint: str) -> str:
+    """"done" (finished run of this fingerprint), "resume" (interrupted run of it) or "new". A run made from another
+    config or base model (or before fingerprints were recorded) is moved aside, never reused or deleted."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        recorded = (run_dir / "FINGERPRINT").read_text().strip() if (run_dir / "FINGERPRINT").is_file() else None
+        if recorded == fingerprint:
+            if (run_dir / "model.pt").exists() and (run_dir / "DONE").exists():
+                return "done"
+            return "resume" if (run_dir / "checkpoints").exists() else "new"
+        stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(stale)
+        print(f"{run_dir.name}: run made from another config or base model, moved aside to {stale}", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "FINGERPRINT").write_text(fingerprint + "\n")
+    return "new"
 
 
 def main(argv=None) -> int:
@@ -86,12 +113,13 @@ def main(argv=None) -> int:
         cfg = member_config(base_cfg, args.name, k, args.steps, args.noise, args.freeze, args.lr, out_root)
         cfg["data"]["test_patterns"] = ["*-test-*", *args.heldout_pattern]
         run_dir = Path(cfg["run"]["output"])
-        if (run_dir / "model.pt").exists() and (run_dir / "DONE").exists():
+        state = prepare_member_dir(run_dir, member_fingerprint(cfg))
+        if state == "done":
+            print(f"member {k}: finished run of this config and base model, reused", flush=True)
             continue
-        run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
+        resume = ["--resume"] if state == "resume" else []
         t0 = time.time()
         print(f"[{time.strftime('%H:%M:%S')}] member {k}: training {cfg_path}", flush=True)
         subprocess.run([sys.executable, "-m", "ase_wannierml.training.cli", "train", str(cfg_path), *resume],

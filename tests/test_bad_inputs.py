@@ -867,3 +867,35 @@ def test_session16_tools_refuse_bad_input_and_never_overwrite(tmp_path):
     res = modes.frequencies(forces)
     assert res["shear_x"]["K_eV_A2_per_atom"] < 0 and res["shear_x"]["omega_cm"] < 0
     assert np.isfinite(res["breathing"]["omega_cm"])
+
+
+def test_train_committee_never_reuses_a_member_trained_from_another_base(tmp_path):
+    """A finished member run made from the previous shipped model must not end up in the new committee: it is moved
+    aside (not deleted) and retrained; a run of the same config and base is reused or resumed."""
+    from conftest import load_repo_module
+
+    tc = load_repo_module("scripts/train_committee.py")
+    base = tmp_path / "base.pt"
+    base.write_bytes(b"shipped model v1")
+    cfg = {"run": {"init_from": str(base), "seed": 0}, "data": {}, "optim": {}}
+    fp1 = tc.member_fingerprint(cfg)
+    run = tmp_path / "m0"
+    assert tc.prepare_member_dir(run, fp1) == "new"
+    (run / "checkpoints").mkdir()
+    assert tc.prepare_member_dir(run, fp1) == "resume"
+    (run / "model.pt").write_bytes(b"member")
+    (run / "DONE").write_text("ok\n")
+    assert tc.prepare_member_dir(run, fp1) == "done"
+    base.write_bytes(b"shipped model v2")                   # a new model shipped: same config, other base
+    fp2 = tc.member_fingerprint(cfg)
+    assert fp2 != fp1
+    assert tc.prepare_member_dir(run, fp2) == "new"
+    assert not (run / "model.pt").exists() and (run / "FINGERPRINT").read_text().strip() == fp2
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith("m0.stale-")]
+    assert len(stale) == 1 and (stale[0] / "model.pt").read_bytes() == b"member"
+    legacy = tmp_path / "m1"                                 # a run from before fingerprints: not trusted
+    legacy.mkdir()
+    (legacy / "model.pt").write_bytes(b"old")
+    (legacy / "DONE").write_text("ok\n")
+    assert tc.prepare_member_dir(legacy, fp2) == "new" and not (legacy / "model.pt").exists()
+    assert tc.member_fingerprint({**cfg, "run": {**cfg["run"], "seed": 1}}) != fp2
