@@ -118,10 +118,39 @@ def test_graphene_inputs(tmp_path):
     assert prep["kgrid"].shape == (64, 3) and "K_POINTS crystal\n64\n" in nscf
     assert "num_iter  = 0" in win and "C:pz\n" in win and "translate_home_cell = .false." in win
     assert "write_hr  = .true." in win and "num_bands = 24" in win and "num_wann  = 4" in win
-    # positions written = structure
+    # positions written = the structure, wrapped into the home cell along a, b
     pos = np.array([[float(x) for x in ln.split()[1:]] for ln in
                     scf.split("ATOMIC_POSITIONS angstrom\n")[1].splitlines()[:4]])
-    np.testing.assert_allclose(pos, build_structure(GRAPHENE_BILAYER, p).positions, atol=1e-9)
+    ref = build_structure(GRAPHENE_BILAYER, p)
+    np.testing.assert_allclose(pos, prep["atoms"].positions, atol=1e-9)
+    d = ref.cell.scaled_positions(pos) - ref.cell.scaled_positions(ref.positions)
+    np.testing.assert_allclose(d, np.round(d), atol=1e-9)
+    np.testing.assert_allclose(pos[:, 2], ref.positions[:, 2], atol=1e-9)
+
+
+def test_inputs_wrap_md_positions_into_the_home_cell(tmp_path):
+    """An MD snapshot whose layer slid by cells (unwrapped positions) is written wrapped along a, b (never c): a
+    Wannier90 projection site two cells away gave delocalised functions (spread 66 Å², band error 0.7 eV)."""
+    p = sample_frame(GRAPHENE_BILAYER, 7, "1x1")
+    ref = build_structure(GRAPHENE_BILAYER, p)
+    atoms = ref.copy()
+    shift = np.array([[2, -1, 0], [-2, 3, 0], [0, 0, 0], [1, 2, 0]])          # lattice vectors per atom
+    atoms.positions += shift @ atoms.cell.array
+    prep = prepare_inputs(GRAPHENE_BILAYER, p, tmp_path, atoms=atoms)
+    scf = (tmp_path / "scf.in").read_text()
+    pos = np.array([[float(x) for x in ln.split()[1:]] for ln in
+                    scf.split("ATOMIC_POSITIONS angstrom\n")[1].splitlines()[:4]])
+    frac = prep["atoms"].cell.scaled_positions(pos)
+    assert np.all(frac[:, :2] >= -1e-12) and np.all(frac[:, :2] < 1)
+    np.testing.assert_allclose(pos[:, 2], atoms.positions[:, 2], atol=1e-9)               # c untouched
+    np.testing.assert_allclose(prep["atoms"].positions, pos, atol=1e-9)                   # the labels' structure
+    back = ref.cell.scaled_positions(pos) - ref.cell.scaled_positions(ref.positions)      # same sites mod a, b
+    np.testing.assert_allclose(back, np.round(back), atol=1e-9)
+    win = (tmp_path / "wannier90.win").read_text()
+    cart = np.array([[float(x) for x in ln.split()[1:]] for ln in
+                     win.split("begin atoms_cart\nang\n")[1].split("end atoms_cart")[0].splitlines()])
+    np.testing.assert_allclose(cart, pos, atol=1e-6)
+    assert np.abs(atoms.positions - prep["atoms"].positions).max() > 4                  # input itself not changed
 
 
 def test_mos2_inputs_dry_run(tmp_path):

@@ -87,13 +87,28 @@ def _write_atomically(final_dir: Path, files: dict[str, bytes]) -> None:
     tmp.rename(final_dir)
 
 
+def home_cell(atoms: Atoms) -> Atoms:
+    """``atoms`` with every position wrapped into the home cell along the in-plane lattice vectors a, b (in place;
+    returned). c, the vacuum direction of a layered cell, is left alone so a layer never splits across it.
+
+    A lattice translation of an atom changes no DFT result, but Wannier90 centres each projection at the site given
+    in the ``.win``. MD snapshots carry unwrapped positions (a layer that slid by a few cells); a projection site two
+    or more cells from the home cell sits half a Born–von Kármán supercell away on a 4×4 k-mesh, and the
+    projection-only Wannier functions of those atoms come out delocalised (spread ≈ 66 Å² instead of ≈ 1 Å², band
+    error 0.7 eV; found on the rejected graphene snapshots of session 16, docs/dft.md)."""
+    frac = atoms.cell.scaled_positions(atoms.positions)
+    frac[:, :2] -= np.floor(frac[:, :2])
+    atoms.positions = atoms.cell.cartesian_positions(frac)
+    return atoms
+
+
 def prepare_inputs(material: MaterialSpec, params: FrameParams, workdir: Path, atoms: Atoms | None = None) -> dict:
     """Build the structure (or take ``atoms``, which must carry a per-atom ``layer`` array) and write scf.in,
     nscf.in, bands.in, pw2wan.in and a provisional .win into ``workdir``.  Returns a dict with the atoms, meshes,
     band counts and input texts (for meta.json)."""
     dft = material.dft
     workdir.mkdir(parents=True, exist_ok=True)
-    atoms = build_structure(material, params) if atoms is None else atoms.copy()
+    atoms = home_cell(build_structure(material, params) if atoms is None else atoms.copy())
     n_scf, n_nscf = kmeshes(material, atoms, params)
     kgrid = qe_input.uniform_kgrid(n_nscf, n_nscf, 1)
     nbnd = w90_input.nscf_nbnd_for(atoms, dft)
