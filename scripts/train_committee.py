@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from ase_wannierml.cli import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -71,7 +73,7 @@ def prepare_member_dir(run_dir: Path, fingerprint: str) -> str:
         run_dir.rename(stale)
         print(f"{run_dir.name}: run made from another config or base model, moved aside to {stale}", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "FINGERPRINT").write_text(fingerprint + "\n")
+    atomic_write_text(run_dir / "FINGERPRINT", fingerprint + "\n")
     return "new"
 
 
@@ -118,13 +120,13 @@ def main(argv=None) -> int:
             print(f"member {k}: finished run of this config and base model, reused", flush=True)
             continue
         cfg_path = run_dir / "config.yaml"
-        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
         resume = ["--resume"] if state == "resume" else []
         t0 = time.time()
         print(f"[{time.strftime('%H:%M:%S')}] member {k}: training {cfg_path}", flush=True)
         subprocess.run([sys.executable, "-m", "ase_wannierml.training.cli", "train", str(cfg_path), *resume],
                        check=True, cwd=REPO, env=env)
-        (run_dir / "DONE").write_text("ok\n")
+        atomic_write_text(run_dir / "DONE", "ok\n")
         timings[k] = round(time.time() - t0, 1)
         print(f"[{time.strftime('%H:%M:%S')}] member {k}: done in {timings[k]} s", flush=True)
 

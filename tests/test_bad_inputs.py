@@ -899,3 +899,24 @@ def test_train_committee_never_reuses_a_member_trained_from_another_base(tmp_pat
     (legacy / "DONE").write_text("ok\n")
     assert tc.prepare_member_dir(legacy, fp2) == "new" and not (legacy / "model.pt").exists()
     assert tc.member_fingerprint({**cfg, "run": {**cfg["run"], "seed": 1}}) != fp2
+
+
+def test_dft_home_cell_refuses_nan_positions_and_a_degenerate_cell():
+    """Wrapping into the home cell (dft.workflow.home_cell) must name a NaN position or a zero-area a×b cell instead of
+    writing NaN coordinates into the QE / Wannier90 inputs."""
+    from ase import Atoms
+
+    from ase_wannierml.dft.workflow import home_cell
+
+    good = Atoms("C2", positions=[[0, 0, 5], [5.1, -3.0, 5]], cell=[[2.46, 0, 0], [-1.23, 2.13, 0], [0, 0, 20]])
+    wrapped = home_cell(good.copy())
+    frac = wrapped.cell.scaled_positions(wrapped.positions)
+    assert np.all((frac[:, :2] >= 0) & (frac[:, :2] < 1)) and np.allclose(wrapped.positions[:, 2], 5)
+    nan = good.copy()
+    nan.positions[1, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        home_cell(nan)
+    flat = good.copy()
+    flat.cell = [[2.46, 0, 0], [4.92, 0, 0], [0, 0, 20]]
+    with pytest.raises(ValueError, match="degenerate"):
+        home_cell(flat)

@@ -96,6 +96,11 @@ def home_cell(atoms: Atoms) -> Atoms:
     or more cells from the home cell sits half a Born–von Kármán supercell away on a 4×4 k-mesh, and the
     projection-only Wannier functions of those atoms come out delocalised (spread ≈ 66 Å² instead of ≈ 1 Å², band
     error 0.7 eV; found on the rejected graphene snapshots of session 16, docs/dft.md)."""
+    if not np.all(np.isfinite(atoms.positions)):
+        raise ValueError("structure has non-finite atomic positions (NaN or inf)")
+    ab = atoms.cell.array[:2]
+    if not np.all(np.isfinite(atoms.cell.array)) or np.linalg.norm(np.cross(ab[0], ab[1])) < 1e-6:
+        raise ValueError(f"cell vectors a, b are degenerate or not finite: {ab.tolist()} Å")
     frac = atoms.cell.scaled_positions(atoms.positions)
     frac[:, :2] -= np.floor(frac[:, :2])
     atoms.positions = atoms.cell.cartesian_positions(frac)
