@@ -82,3 +82,21 @@ def test_chunked_evaluation_is_exact(graphene_model, graphene_bilayer, monkeypat
         model.train()
     for key in ("energy", "forces", "stress", "ham_blocks"):
         torch.testing.assert_close(out[key], ref[key], rtol=0, atol=1e-12)
+
+
+class TestGraphenePzResidualThirdInteraction(ModelTestMixin):
+    """The physics battery on a model with a third, residual interaction (``residual_interactions``, session 18)
+    whose weights are random (not the identity of a warm start)."""
+
+    ham_symmetry = "planar"
+
+    @pytest.fixture(scope="class")
+    def model(self):
+        model = build_model({"C": ["pz"]}, dtype=torch.float64, seed=1, **CUTS,
+                            **{**TINY, "num_interactions": 3}, residual_interactions=1)
+        assert [layer.residual for layer in model.backbone.layers] == [False, False, True]
+        return model
+
+    @pytest.fixture(scope="class")
+    def atoms(self, graphene_bilayer):
+        return graphene_bilayer

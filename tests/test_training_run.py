@@ -228,3 +228,52 @@ def test_warm_start_to_more_pair_capacity_keeps_the_function_then_trains_it(fram
     with pytest.raises(ValueError, match="pair_node_product cannot be switched off"):
         Trainer(tiny_train_config(frames, tmp_path / "d", run={"init_from": str(tmp_path / "b" / "model.pt")},
                                   model={"pair_sh_lmax": 3, "pair_node_product": False}))
+
+
+def test_warm_start_appends_a_residual_interaction_that_starts_as_the_identity(frames, tmp_path):
+    """run.init_from a 1-interaction model (the tiny config), config with num_interactions 2 and residual_interactions 1: before any
+    step the new model predicts the saved energies, forces and every H block; the new interaction moves when
+    trained and is a message-passing layer then (its output changes with the neighbours); a non-residual extra
+    layer and shrinking back are refused."""
+    from ase_wannierml.model import load_model
+    from ase_wannierml.structures import bilayer
+    from model_helpers import run
+
+    Trainer(tiny_train_config(frames, tmp_path / "a", optim={"max_steps": 2})).train()
+    model_file = tmp_path / "a" / "model.pt"
+    saved = load_model(model_file, dtype=torch.float64)
+    assert saved.config.num_interactions == 1 and saved.config.residual_interactions == 0
+    warm = Trainer(tiny_train_config(frames, tmp_path / "b", run={"init_from": str(model_file)},
+                                     optim={"max_steps": 3}, model={"num_interactions": 2,
+                                                                    "residual_interactions": 1}))
+    layers = warm.model.backbone.layers
+    assert len(layers) == 2 and [layer.residual for layer in layers] == [False, True]
+    assert float(layers[1].linear_down.weight.detach().abs().max()) == 0.0
+    atoms = bilayer("graphene")
+    atoms.rattle(0.05, seed=3)
+    ref, new = run(saved, atoms), run(warm.model.to(torch.float64), atoms)
+    for key in ("energy", "forces", "ham_blocks"):
+        np.testing.assert_allclose(new[key], ref[key], rtol=1e-6, atol=1e-8)
+    warm.model.to(warm.dtype)
+    warm.train()
+    assert float(layers[1].linear_down.weight.detach().abs().max()) > 0.0
+    grown = load_model(tmp_path / "b" / "model.pt", dtype=torch.float64)
+    assert grown.config.num_interactions == 2 and grown.config.residual_interactions == 1
+    moved = run(grown, atoms)
+    assert np.abs(moved["energy"] - ref["energy"]).max() > 0.0
+    with pytest.raises(ValueError, match="only residual interactions can be appended"):
+        Trainer(tiny_train_config(frames, tmp_path / "c", run={"init_from": str(model_file)},
+                                  model={"num_interactions": 2}))
+    with pytest.raises(ValueError, match="num_interactions can only grow"):
+        Trainer(tiny_train_config(frames, tmp_path / "d", run={"init_from": str(tmp_path / "b" / "model.pt")},
+                                  model={"num_interactions": 1, "residual_interactions": 0}))
+
+
+@pytest.mark.parametrize("bad", [{"residual_interactions": 2}, {"residual_interactions": -1},
+                                 {"residual_interactions": True}, {"num_interactions": 0},
+                                 {"num_interactions": 2.0}])
+def test_residual_interactions_setting_is_checked(bad):
+    from ase_wannierml.model.config import ModelConfig
+
+    with pytest.raises(ValueError, match="interactions must be an integer"):
+        ModelConfig(species=("C",), orbitals={"C": ("pz",)}, **{"num_interactions": 2, **bad})

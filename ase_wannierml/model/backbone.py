@@ -60,16 +60,21 @@ def make_gate(irreps_out: o3.Irreps) -> Gate:
 
 
 class Interaction(nn.Module):
-    """One interaction: ``irreps_in`` node features → ``irreps_out`` (= scalars first, then gated irreps)."""
+    """One interaction: ``irreps_in`` node features → ``irreps_out`` (= scalars first, then gated irreps); with
+    ``residual`` the input is added to the output (needs ``irreps_in == irreps_out``)."""
 
     def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_sh: o3.Irreps, num_species: int,
-                 num_radial: int, radial_hidden: int, avg_num_neighbors: float) -> None:
+                 num_radial: int, radial_hidden: int, avg_num_neighbors: float, residual: bool = False) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.gate = make_gate(o3.Irreps(irreps_out))
         self.irreps_out = self.gate.irreps_out
         if self.irreps_out.simplify() != o3.Irreps(irreps_out).simplify():
             raise ValueError(f"hidden irreps {irreps_out} must list scalars (0e/0o) first, then l > 0 irreps")
+        self.residual = bool(residual)
+        if self.residual and self.irreps_in != self.irreps_out:
+            raise ValueError(f"a residual interaction needs irreps_in == irreps_out, got {self.irreps_in} -> "
+                             f"{self.irreps_out}")
         mid, instr = uvu_instructions(self.irreps_in, irreps_sh, {ir for _, ir in self.gate.irreps_in})
         unreachable = sorted({str(ir) for _, ir in self.gate.irreps_in} - {str(ir) for _, ir in mid})
         if unreachable and self.irreps_in.lmax > 0:  # after the scalar embedding, later layers fill them
@@ -103,7 +108,19 @@ class Interaction(nn.Module):
                     edge_radial[start:start + edge_chunk], last - first + 1)
             part = checkpoint(self._aggregate, *args, use_reentrant=False) if checkpointed else self._aggregate(*args)
             aggregated.index_add_(0, torch.arange(first, last + 1, device=h.device), part)
-        return self.gate(self.linear_down(aggregated * self.norm)) + self.self_connection(h, onehot)
+        out = self.gate(self.linear_down(aggregated * self.norm)) + self.self_connection(h, onehot)
+        return out + h if self.residual else out
+
+    def start_as_identity(self) -> None:
+        """Zero the message output and the self-connection of a residual interaction: it then returns its input
+        exactly (the gate maps 0 to 0), and training moves it away from the identity."""
+        if not self.residual:
+            raise ValueError("only a residual interaction can start as the identity")
+        with torch.no_grad():
+            self.linear_down.weight.zero_()
+            if self.linear_down.bias.numel():
+                self.linear_down.bias.zero_()
+            self.self_connection.weight.zero_()
 
     def activation_floats_per_edge(self) -> int:
         """Rough number of floats kept per edge for the backward pass (messages, weights, gathered features, Y);
@@ -137,9 +154,10 @@ class Backbone(nn.Module):
         self.interlayer_radial = bool(config.interlayer_radial)
         radial_in = config.num_radial * (2 if self.interlayer_radial else 1)
         layers, irreps_in = [], irreps_embed
-        for _ in range(config.num_interactions):
+        first_residual = config.num_interactions - config.residual_interactions
+        for n in range(config.num_interactions):
             layer = Interaction(irreps_in, hidden, self.irreps_sh, self.num_species, radial_in,
-                                config.radial_hidden, config.avg_num_neighbors)
+                                config.radial_hidden, config.avg_num_neighbors, residual=n >= first_residual)
             layers.append(layer)
             irreps_in = layer.irreps_out
         self.layers = nn.ModuleList(layers)
@@ -171,6 +189,20 @@ class Backbone(nn.Module):
                 for name, p in old_layer.radial.state_dict().items():
                     if name != "layer0.weight":
                         new_layer.radial.state_dict()[name].copy_(p)
+
+    def grow(self, old: "Backbone") -> tuple[int, ...]:
+        """Take over a trained backbone with fewer interactions: the extra (last, residual) interactions start as
+        the identity, so the features are unchanged. Returns the indices of the new interactions; their weights are
+        set here, every other weight must be loaded separately (same names)."""
+        n_old, n_new = len(old.layers), len(self.layers)
+        new = tuple(range(n_old, n_new))
+        if n_new <= n_old or not all(self.layers[n].residual for n in new) \
+                or any(a.residual != b.residual for a, b in zip(old.layers, self.layers)):
+            raise ValueError(f"Backbone.grow: {n_old} -> {n_new} interactions; only residual interactions can be "
+                             "appended (raise num_interactions and residual_interactions by the same number)")
+        for n in new:
+            self.layers[n].start_as_identity()
+        return new
 
     def forward(self, onehot: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor,
                 edge_chunk: int = EDGE_CHUNK, edge_inter: torch.Tensor | None = None) -> torch.Tensor:

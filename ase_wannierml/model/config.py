@@ -30,6 +30,10 @@ class ModelConfig:
     Backbone (message passing):
         cutoff: Å, message-passing cut-off (smooth polynomial envelope).
         num_interactions: interaction layers; hidden_irreps: node features; sh_lmax: edge spherical harmonics.
+        residual_interactions: the last this-many interactions add their input to their output (h + f(h)); 0 (the
+            default, and every model before session 18): none. The first interaction cannot be residual (it maps the
+            scalar embedding to ``hidden_irreps``). A warm start may append residual interactions to a trained model:
+            they start as the identity (``Backbone.grow``), so the saved function is kept.
         num_radial: Bessel functions; envelope_p: envelope exponent; radial_hidden: width of the radial MLP.
         avg_num_neighbors: messages are summed and divided by its square root.
         interlayer_radial: give the radial MLP of every interaction separate inputs for interlayer edges (the
@@ -77,6 +81,7 @@ class ModelConfig:
     orbitals: Mapping[str, tuple[str, ...]]
     cutoff: float = 5.0
     num_interactions: int = 2
+    residual_interactions: int = 0
     hidden_irreps: str = "32x0e+16x1o+8x2e"
     sh_lmax: int = 2
     num_radial: int = 8
@@ -164,8 +169,14 @@ class ModelConfig:
         if isinstance(self.onsite_hidden, bool) or not isinstance(self.onsite_hidden, int) \
                 or not 0 <= self.onsite_hidden <= 1024:
             raise ValueError(f"onsite_hidden must be an integer 0 (none) … 1024, got {self.onsite_hidden!r}")
-        if self.num_interactions < 1:
-            raise ValueError(f"num_interactions must be >= 1, got {self.num_interactions}")
+        if isinstance(self.num_interactions, bool) or not isinstance(self.num_interactions, int) \
+                or self.num_interactions < 1:
+            raise ValueError(f"num_interactions must be an integer >= 1, got {self.num_interactions!r}")
+        if isinstance(self.residual_interactions, bool) or not isinstance(self.residual_interactions, int) \
+                or not 0 <= self.residual_interactions < self.num_interactions:
+            raise ValueError(f"residual_interactions must be an integer 0 … num_interactions - 1 "
+                             f"({self.num_interactions - 1}; the first interaction cannot be residual), "
+                             f"got {self.residual_interactions!r}")
 
     # ------------------------------------------------------------------ derived
     @property

@@ -367,7 +367,8 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
     """Warm start to heads with more capacity, keeping the saved model's function: a larger
     ``pair_sh_lmax`` (each grown pair net inherits the saved one, ``PairBlockNet.inherit``: new paths at zero)
     and/or ``pair_node_product`` switched on (its weights start at zero) and/or ``interlayer_radial`` switched on
-    (``Backbone.inherit_radial``) and/or a wider energy readout (``EnergyHead.inherit``). Returns the state-dict prefixes handled
+    (``Backbone.inherit_radial``) and/or a wider energy readout (``EnergyHead.inherit``) and/or residual
+    interactions appended to the backbone (``Backbone.grow``). Returns the state-dict prefixes handled
     here (not loaded from the file)."""
     from ase_wannierml.model import load_model
     from ase_wannierml.model.pair_heads import PairBlockNet
@@ -407,6 +408,13 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
         grown += ["hamiltonian.onsite.correction."]
         print(f"warm start: onsite_hidden 0 -> {model.config.onsite_hidden}: onsite level-shift MLP added "
               "(output weights start at zero: the Hamiltonian is unchanged at the start)")
+    old_layers = init["config"].get("num_interactions", 2)
+    if old_layers != model.config.num_interactions:
+        old = load_model(init_from, dtype=model.dtype)
+        new = model.backbone.grow(old.backbone)
+        grown += [f"backbone.layers.{n}." for n in new]
+        print(f"warm start: num_interactions {old_layers} -> {model.config.num_interactions}: residual "
+              f"interaction(s) {list(new)} appended (they start as the identity: the saved function is kept)")
     if not init["config"].get("interlayer_pair_energy", False) and model.config.interlayer_pair_energy:
         grown += ["interlayer_energy."]
         print("warm start: interlayer_pair_energy switched on: the energy path now sees each layer alone and the "
@@ -417,7 +425,7 @@ def _grow_pair_heads(model: torch.nn.Module, init_from: str, init: dict) -> tupl
 #: Model settings a warm start may raise (never lower): ``_grow_pair_heads`` keeps the saved model's function, except
 #: that ``interlayer_pair_energy`` keeps only the Hamiltonian (the energy loses its interlayer messages: retrain it).
 GROWABLE_SETTINGS = ("pair_sh_lmax", "pair_node_product", "interlayer_radial", "energy_hidden",
-                     "interlayer_pair_energy", "onsite_hidden")
+                     "interlayer_pair_energy", "onsite_hidden", "num_interactions", "residual_interactions")
 
 
 def _init_model_kwargs(cfg: TrainConfig, saved: dict[str, Any]) -> dict[str, Any]:
