@@ -269,3 +269,21 @@ def test_calibrate_forces_with_fitted_power(tmp_path):
     atoms.get_forces()
     r = atoms.calc.results
     assert np.allclose(r["forces_std"], calibrated_forces_std(r["forces_std_raw"], info))
+
+
+def test_bootstrap_never_drops_a_frame_it_must_keep():
+    """Session 18 bug: making room for the kept frames that were not drawn cut the tail of the draw, which could hold
+    the only draw of another kept frame (a committee member then lost the reference frames and stopped with a
+    data.repeat error). Over many seeds and keep lists: every kept frame is in, the count is unchanged, and only
+    training frames are drawn."""
+    from ase_wannierml.training.trainer import bootstrap_indices
+
+    ids = [f"f{i}" for i in range(60)]
+    idx = list(range(0, 60, 2))
+    for seed in range(200):
+        keep = [ids[i] for i in idx[: 2 + seed % 12]]
+        boot = bootstrap_indices(idx, ids, keep, seed=seed)
+        assert len(boot) == len(idx) and set(boot) <= set(idx)
+        assert {ids.index(k) for k in keep} <= set(boot), (seed, keep)
+    # every training frame kept: the resample is the split itself
+    assert bootstrap_indices(idx, ids, [ids[i] for i in idx], seed=3) == idx

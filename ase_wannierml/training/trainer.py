@@ -507,8 +507,13 @@ def bootstrap_indices(train_idx: list[int], frame_ids: list[str], keep: list[str
     in ``keep`` are included at least once."""
     rng = np.random.default_rng(seed)
     draw = rng.choice(np.asarray(train_idx), size=len(train_idx), replace=True).tolist()
-    must = [i for i in train_idx if frame_ids[i] in set(keep) and i not in draw]
-    return sorted(draw[:len(draw) - len(must)] + must)
+    kept = {i for i in train_idx if frame_ids[i] in set(keep)}
+    out = list(draw)
+    for m in sorted(kept - set(draw)):
+        # replace a draw from the end that is not the only draw of a kept frame
+        j = next(j for j in range(len(out) - 1, -1, -1) if out[j] not in kept or out.count(out[j]) > 1)
+        out[j] = m
+    return sorted(out)
 
 
 def repeat_indices(train_idx: list[int], frame_ids: list[str], repeat: dict[str, int]) -> list[int]:
