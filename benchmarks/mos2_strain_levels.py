@@ -70,10 +70,7 @@ def dft_frame(fid: str) -> dict:
     label = np.array([per_atom[a][s][1] for a, s in zip(asg.atom, asg.slot)])
     element = np.array(atoms.get_chemical_symbols())[asg.atom]
     layer = layer_of_atoms(atoms)[asg.atom]
-    on = np.all(np.asarray(tb.R) == 0, axis=1) & (np.asarray(tb.rows) == np.asarray(tb.cols))
-    diag = np.full(tb.norb, np.nan)
-    diag[np.asarray(tb.rows)[on]] = np.real(np.asarray(tb.values)[on])
-    assert np.isfinite(diag).all()
+    diag = tb.onsite_energies()
     vac = float(f.meta["vacuum_level_eV"])
     d = diag - vac
     a = float(np.linalg.norm(atoms.cell[0]))
@@ -86,9 +83,7 @@ def dft_frame(fid: str) -> dict:
 def model_levels(model, atoms) -> tuple[dict, list[dict]]:
     tb = model.predict_tightbinding(atoms)
     o = tb.orbitals
-    on = np.all(np.asarray(tb.R) == 0, axis=1) & (np.asarray(tb.rows) == np.asarray(tb.cols))
-    diag = np.zeros(tb.norb)
-    np.add.at(diag, np.asarray(tb.rows)[on], np.real(np.asarray(tb.values)[on]))
+    diag = tb.onsite_energies()
     layer = layer_of_atoms(atoms)[o.atom_index]
     return (group_means(diag, o.element, o.label),
             [group_means(diag, o.element, o.label, layer, k) for k in (0, 1)])
@@ -145,10 +140,13 @@ def main(argv=None) -> int:
     dsel = np.isfinite(el["h_target"]) & (m == n) & (R_el == 0).all(axis=1) & (el["category"] <= 1)
     diag_t = np.full(norb, np.nan)
     diag_t[m[dsel]] = el["h_target"][dsel]
-    assert np.isfinite(diag_t).all(), "target onsite diagonal incomplete"
+    if not np.isfinite(diag_t).all():
+        raise ValueError(f"{folder}/elements.npz: the target's onsite diagonal is incomplete "
+                         f"({int((~np.isfinite(diag_t)).sum())} of {norb} missing)")
     lay = np.array([0 if w["layer"] == "bottom" else 1 for w in wfs])
     elem = np.array([w["element"] for w in wfs])
-    assert (elem == tb.orbitals.element).all()
+    if not (elem == tb.orbitals.element).all():
+        raise ValueError(f"{folder}/orbitals.json: its orbital order does not match the model's")
     cell = {}
     for name, d in (("model (global frame)", diag_glob), ("model (target local frame)", diag_loc),
                     ("target", diag_t)):

@@ -28,11 +28,7 @@ FRAMES = ROOT / "datasets" / "graphene-bilayer" / "frames"
 
 def mean_onsite(tb) -> float:
     """eV, mean of the R = 0 diagonal of a ``TightBinding``."""
-    rows, cols = np.asarray(tb.rows), np.asarray(tb.cols)
-    on = np.all(np.asarray(tb.R) == 0, axis=1) & (rows == cols)
-    diag = np.zeros(tb.norb)
-    np.add.at(diag, rows[on], np.real(np.asarray(tb.values)[on]))
-    return float(diag.mean())
+    return float(tb.onsite_energies().mean())
 
 
 def frame_rows(models: dict) -> list[dict]:
